@@ -1,0 +1,250 @@
+//! Access controls (IP allow lists). Every API has a `Default` one that
+//! allows nothing and cannot be deleted or edited; each stage is connected
+//! to exactly one access control, and goes back to `Default` when it is
+//! disconnected or its access control is deleted.
+
+use super::validate::{self, ListQuery};
+use super::{api_of, views, AdminState, ApiError, Caller};
+use crate::model::*;
+use crate::store::ApiState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const MAX_IPS: usize = 100;
+
+#[derive(Deserialize)]
+struct CreateReq {
+    name: String,
+    allowed_ip_addr: Vec<String>,
+    connected_stages: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SetReq {
+    allowed_ip_addr: Vec<String>,
+    connected_stages: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+fn check_ips(list: &[String]) -> Result<(), ApiError> {
+    let mut n = 0;
+    for item in split_items(list) {
+        n += 1;
+        if n > MAX_IPS {
+            return Err(ApiError::field(
+                "allowed_ip_addr",
+                format!("at most {MAX_IPS} addresses"),
+            ));
+        }
+        if parse_ip_item(item).is_none() {
+            return Err(ApiError::field(
+                "allowed_ip_addr",
+                format!("{item:?} is not an IP address or CIDR"),
+            ));
+        }
+    }
+    if n == 0 {
+        return Err(ApiError::field(
+            "allowed_ip_addr",
+            "at least one address is required",
+        ));
+    }
+    Ok(())
+}
+
+/// The named stages, each of which must exist.
+fn stage_names(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for name in split_items(list.as_deref().unwrap_or(&[])) {
+        if !a.stages.contains_key(name) {
+            return Err(ApiError::not_found(format!(
+                "connected_stages: stage {name} not found"
+            )));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Changes that leave exactly `wanted` connected to `ac_id` (others go
+/// back to Default).
+fn reconnect(a: &ApiState, ac_id: &str, wanted: &[String]) -> Result<Vec<Change>, ApiError> {
+    let default_id = a
+        .default_access_control()
+        .map(|d| d.id.clone())
+        .ok_or_else(|| ApiError::internal("api without Default access control".into()))?;
+    let mut changes = Vec::new();
+    for s in a.stages.values() {
+        let want = wanted.contains(&s.name);
+        let target = if want {
+            ac_id
+        } else if s.access_control_id == ac_id {
+            default_id.as_str()
+        } else {
+            continue;
+        };
+        if s.access_control_id != target {
+            let mut s2 = s.clone();
+            s2.access_control_id = target.to_string();
+            changes.push(Change::Put(Entity::Stage(s2)));
+        }
+    }
+    Ok(changes)
+}
+
+fn not_private(a: &ApiState) -> Result<(), ApiError> {
+    if a.api()
+        .is_some_and(|x| x.endpoint_type == EndpointType::Private)
+    {
+        return Err(ApiError::bad_request(
+            "access control is not supported on a PRIVATE API (JWT is enforced instead)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn ac_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a AccessControl, ApiError> {
+    a.access_controls
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("access control {id} not found")))
+}
+
+fn view_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Value, ApiError> {
+    let a = st
+        .api(api_id)
+        .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
+    Ok(views::access_control(a, ac_of(a, id)?))
+}
+
+pub async fn create(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: CreateReq = validate::json(&body)?;
+    validate::name("name", &req.name)?;
+    check_ips(&req.allowed_ip_addr)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 50)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    not_private(a)?;
+    if a.access_controls.values().any(|x| x.name == req.name) {
+        return Err(ApiError::conflict(format!(
+            "access control {} already exists",
+            req.name
+        )));
+    }
+    let stages = stage_names(a, &req.connected_stages)?;
+    let ac = AccessControl {
+        id: new_id(),
+        api_id: api_id.clone(),
+        name: req.name,
+        description,
+        allowed_ip_addr: req.allowed_ip_addr,
+        is_default: false,
+        created_at: now_rfc3339(),
+    };
+    let id = ac.id.clone();
+    let mut changes = reconnect(a, &id, &stages)?;
+    changes.insert(0, Change::Put(Entity::AccessControl(ac)));
+    app.commit(&mut st, changes).await?;
+    Ok((StatusCode::CREATED, Json(view_after(&st, &api_id, &id)?)))
+}
+
+pub async fn list(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let all: Vec<&AccessControl> = a.access_controls.values().collect();
+    let count = all.len();
+    let page = q.page_of(all, |x, f| match f {
+        "name" => (x.name.clone(), x.id.clone()),
+        _ => (x.created_at.clone(), x.id.clone()),
+    });
+    Ok(Json(json!({
+        "access_controls": page.into_iter().map(|x| views::access_control(a, x)).collect::<Vec<_>>(),
+        "count": count,
+    })))
+}
+
+pub async fn show(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let ac = ac_of(a, &id)?;
+    Ok(Json(
+        json!({ "access_control": views::access_control(a, ac) }),
+    ))
+}
+
+pub async fn set(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: SetReq = validate::json(&body)?;
+    check_ips(&req.allowed_ip_addr)?;
+    if let Some(d) = &req.description {
+        validate::max_len("description", d, 50)?;
+    }
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut ac = ac_of(a, &id)?.clone();
+    if ac.is_default {
+        return Err(ApiError::bad_request(
+            "the Default access control cannot be modified".into(),
+        ));
+    }
+    let stages = stage_names(a, &req.connected_stages)?;
+    let mut changes = reconnect(a, &id, &stages)?;
+    ac.allowed_ip_addr = req.allowed_ip_addr;
+    if let Some(d) = req.description {
+        ac.description = d;
+    }
+    changes.insert(0, Change::Put(Entity::AccessControl(ac)));
+    app.commit(&mut st, changes).await?;
+    Ok(Json(
+        json!({ "access_control": view_after(&st, &api_id, &id)? }),
+    ))
+}
+
+pub async fn delete(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let ac = ac_of(a, &id)?;
+    if ac.is_default {
+        return Err(ApiError::bad_request(
+            "the Default access control cannot be deleted".into(),
+        ));
+    }
+    let mut changes = reconnect(a, &id, &[])?;
+    changes.push(Change::Delete {
+        kind: Kind::AccessControl,
+        key: id.clone(),
+        api_id: api_id.clone(),
+    });
+    app.commit(&mut st, changes).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,164 @@
+//! APIs: create, list, show, set description, delete.
+
+use super::validate::{self, ListQuery};
+use super::{api_of, views, AdminState, ApiError, Caller};
+use crate::model::*;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct CreateReq {
+    name: String,
+    description: Option<String>,
+    endpoint_type: Option<EndpointType>,
+    #[allow(dead_code)]
+    id: Option<String>,
+    tags: Option<Vec<Tag>>,
+}
+
+pub async fn create(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: CreateReq = validate::json(&body)?;
+    validate::name("name", &req.name)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 100)?;
+    let tags = req.tags.unwrap_or_default();
+    if tags.len() > 50 {
+        return Err(ApiError::field("tags", "at most 50 tags"));
+    }
+    for t in &tags {
+        validate::max_len("tags.key", &t.key, 128)?;
+        validate::max_len("tags.value", &t.value, 256)?;
+    }
+    let mut st = app.state.write().await;
+    let clash = st
+        .apis
+        .values()
+        .filter_map(|a| a.api())
+        .any(|a| a.account_id == caller.account_id && a.name == req.name);
+    if clash {
+        return Err(ApiError::conflict(format!(
+            "an API named {} already exists",
+            req.name
+        )));
+    }
+    let now = now_rfc3339();
+    let api = Api {
+        id: new_id(),
+        account_id: caller.account_id.clone(),
+        name: req.name,
+        description,
+        endpoint_type: req.endpoint_type.unwrap_or(EndpointType::Region),
+        tags,
+        created_at: now.clone(),
+    };
+    let root = Resource {
+        id: new_id(),
+        api_id: api.id.clone(),
+        parent_id: String::new(),
+        path_part: "/".into(),
+        path: "/".into(),
+        created_at: now.clone(),
+    };
+    let default_ac = AccessControl {
+        id: new_id(),
+        api_id: api.id.clone(),
+        name: DEFAULT_ACCESS_CONTROL_NAME.into(),
+        description: "Denies every source address".into(),
+        allowed_ip_addr: Vec::new(),
+        is_default: true,
+        created_at: now,
+    };
+    let out = json!({"description": api.description, "id": api.id, "name": api.name});
+    app.commit(
+        &mut st,
+        vec![
+            Change::Put(Entity::Api(api)),
+            Change::Put(Entity::Resource(root)),
+            Change::Put(Entity::AccessControl(default_ac)),
+        ],
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(out)))
+}
+
+pub async fn list(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
+    let st = app.state.read().await;
+    let name = q.get("name");
+    let all: Vec<&Api> = st
+        .apis
+        .values()
+        .filter_map(|a| a.api())
+        .filter(|a| a.account_id == caller.account_id)
+        .filter(|a| name.is_none_or(|n| a.name.contains(n)))
+        .collect();
+    let count = all.len();
+    let page = q.page_of(all, |a, f| match f {
+        "name" => (a.name.clone(), a.id.clone()),
+        _ => (a.created_at.clone(), a.id.clone()),
+    });
+    Ok(Json(json!({
+        "apis": page.into_iter().map(views::api).collect::<Vec<_>>(),
+        "count": count,
+    })))
+}
+
+pub async fn show(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    Ok(Json(json!({ "api": a.api().map(views::api) })))
+}
+
+#[derive(Deserialize)]
+struct DescriptionReq {
+    description: Option<String>,
+}
+
+pub async fn set_description(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: DescriptionReq = validate::json(&body)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 100)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut api = a
+        .api()
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
+    api.description = description;
+    let out = views::api(&api);
+    app.commit(&mut st, vec![Change::Put(Entity::Api(api))])
+        .await?;
+    Ok(Json(json!({ "api": out })))
+}
+
+pub async fn delete(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    api_of(&st, &caller, &api_id)?;
+    app.commit(&mut st, vec![Change::DeleteApi(api_id)]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

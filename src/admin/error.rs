@@ -1,0 +1,65 @@
+//! SCP's error envelope: `{"errors":[{"code":..,"status":N,"detail":..}]}`.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: String) -> Self {
+        ApiError {
+            status,
+            code,
+            detail,
+        }
+    }
+    /// 400 naming the field: detail is `"{field}: {message}"`.
+    pub fn field(field: &str, msg: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("{field}: {msg}"),
+        )
+    }
+    pub fn bad_request(detail: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", detail)
+    }
+    pub fn not_found(detail: String) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", detail)
+    }
+    pub fn conflict(detail: String) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", detail)
+    }
+    pub fn unauthorized(detail: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail.to_string())
+    }
+    pub fn too_large(detail: String) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", detail)
+    }
+    pub fn internal(detail: String) -> Self {
+        tracing::error!(%detail, "management API internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "internal error; nothing was changed".to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "errors": [{
+                "code": self.code,
+                "status": self.status.as_u16(),
+                "detail": self.detail,
+            }]
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,370 @@
+//! Methods of a resource: create (ANY creates all seven), list, show,
+//! set, delete. HTTP integrations need an `endpoint_url` whose `{param}`
+//! placeholders name path parameters of the resource.
+
+use super::validate;
+use super::{api_of, views, AdminState, ApiError, Caller};
+use crate::model::*;
+use crate::snapshot::UrlTemplate;
+use crate::store::ApiState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+struct CreateReq {
+    method_type: String,
+    integration_type: IntegrationType,
+    endpoint_url: Option<String>,
+    function_id: Option<String>,
+    privatelink_endpoint_id: Option<String>,
+    api_key_required: Option<bool>,
+    query_strings: Option<BTreeMap<String, bool>>,
+    request_headers: Option<BTreeMap<String, bool>>,
+}
+
+#[derive(Deserialize)]
+struct SetReq {
+    api_key_required: bool,
+    integration_type: IntegrationType,
+    endpoint_url: Option<String>,
+    function_id: Option<String>,
+    privatelink_endpoint_id: Option<String>,
+    query_strings: BTreeMap<String, bool>,
+    request_headers: BTreeMap<String, bool>,
+}
+
+/// Integration fields, checked together.
+struct Integration {
+    integration_type: IntegrationType,
+    endpoint_url: Option<String>,
+    function_id: Option<String>,
+    privatelink_endpoint_id: Option<String>,
+}
+
+fn check_endpoint_url(url: &str, resource: &Resource) -> Result<(), ApiError> {
+    const F: &str = "endpoint_url";
+    if url.len() > 500 {
+        return Err(ApiError::field(F, "must be at most 500 characters"));
+    }
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if let Some(r) = url.strip_prefix("https://") {
+        r
+    } else {
+        return Err(ApiError::field(F, "must start with http:// or https://"));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(ApiError::field(F, "must name a host"));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "$-_.+!*'(){}/:?=&%~,;@[]".contains(c);
+    if let Some(bad) = url.chars().find(|c| !allowed(*c)) {
+        return Err(ApiError::field(
+            F,
+            format!("character {bad:?} is not allowed"),
+        ));
+    }
+    let tpl = UrlTemplate::parse(url);
+    let params: Vec<&str> = resource
+        .path
+        .split('/')
+        .filter_map(|p| p.strip_prefix('{').and_then(|p| p.strip_suffix('}')))
+        .collect();
+    for p in tpl.params() {
+        if !params.contains(&p) {
+            return Err(ApiError::field(
+                F,
+                format!(
+                    "placeholder {{{p}}} is not a path parameter of {}",
+                    resource.path
+                ),
+            ));
+        }
+    }
+    // The URL must parse once placeholders are filled.
+    let sample = tpl.render(|_| Some("x"), None);
+    match sample.parse::<http::Uri>() {
+        Ok(u) if u.host().is_some() => Ok(()),
+        _ => Err(ApiError::field(F, "is not a valid URL")),
+    }
+}
+
+fn check_integration(i: &Integration, resource: &Resource) -> Result<(), ApiError> {
+    let nonempty = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    match i.integration_type {
+        IntegrationType::HTTP => match &i.endpoint_url {
+            Some(u) if !u.is_empty() => check_endpoint_url(u, resource),
+            _ => Err(ApiError::field(
+                "endpoint_url",
+                "is required for HTTP integration",
+            )),
+        },
+        IntegrationType::SCF => {
+            if !nonempty(&i.function_id) {
+                return Err(ApiError::field(
+                    "function_id",
+                    "is required for SCF integration",
+                ));
+            }
+            validate::max_len("function_id", i.function_id.as_deref().unwrap_or(""), 64)
+        }
+        IntegrationType::PRIVATELINK => {
+            if !nonempty(&i.privatelink_endpoint_id) {
+                return Err(ApiError::field(
+                    "privatelink_endpoint_id",
+                    "is required for PRIVATELINK integration",
+                ));
+            }
+            validate::max_len(
+                "privatelink_endpoint_id",
+                i.privatelink_endpoint_id.as_deref().unwrap_or(""),
+                64,
+            )
+        }
+    }
+}
+
+fn check_params(qs: &BTreeMap<String, bool>, hs: &BTreeMap<String, bool>) -> Result<(), ApiError> {
+    if qs.len() > 50 {
+        return Err(ApiError::field("query_strings", "at most 50 entries"));
+    }
+    if hs.len() > 50 {
+        return Err(ApiError::field("request_headers", "at most 50 entries"));
+    }
+    for k in qs.keys() {
+        if k.is_empty()
+            || k.len() > 100
+            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(ApiError::field(
+                "query_strings",
+                format!("name {k:?} must use letters, digits and '_'"),
+            ));
+        }
+    }
+    for k in hs.keys() {
+        if k.is_empty()
+            || k.len() > 100
+            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ApiError::field(
+                "request_headers",
+                format!("name {k:?} must use letters, digits and '-'"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Keep only the field that belongs to the integration type.
+fn normalized(i: Integration) -> Integration {
+    let t = i.integration_type;
+    Integration {
+        integration_type: t,
+        endpoint_url: i.endpoint_url.filter(|_| t == IntegrationType::HTTP),
+        function_id: i.function_id.filter(|_| t == IntegrationType::SCF),
+        privatelink_endpoint_id: i
+            .privatelink_endpoint_id
+            .filter(|_| t == IntegrationType::PRIVATELINK),
+    }
+}
+
+fn resource_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a Resource, ApiError> {
+    a.resources
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("resource {id} not found")))
+}
+
+fn path_method_type(s: &str) -> Result<Option<MethodType>, ApiError> {
+    match s {
+        "TRACE" | "CONNECT" => Ok(None),
+        _ => MethodType::parse(s).map(Some).ok_or_else(|| {
+            ApiError::field(
+                "method_type",
+                "must be one of GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS, TRACE, CONNECT",
+            )
+        }),
+    }
+}
+
+pub async fn create(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, resource_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: CreateReq = validate::json(&body)?;
+    let types: Vec<MethodType> = match req.method_type.as_str() {
+        "ANY" => MethodType::ALL.to_vec(),
+        s => vec![MethodType::parse(s).ok_or_else(|| {
+            ApiError::field(
+                "method_type",
+                "must be one of GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS, ANY",
+            )
+        })?],
+    };
+    let integ = normalized(Integration {
+        integration_type: req.integration_type,
+        endpoint_url: req.endpoint_url,
+        function_id: req.function_id,
+        privatelink_endpoint_id: req.privatelink_endpoint_id,
+    });
+    let qs = req.query_strings.unwrap_or_default();
+    let hs = req.request_headers.unwrap_or_default();
+    check_params(&qs, &hs)?;
+
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let r = resource_of(a, &resource_id)?;
+    check_integration(&integ, r)?;
+    if let Some(t) = types
+        .iter()
+        .find(|t| a.methods.contains_key(&(r.id.clone(), **t)))
+    {
+        return Err(ApiError::conflict(format!(
+            "method {} already exists on {}",
+            t.as_str(),
+            r.path
+        )));
+    }
+    let now = now_rfc3339();
+    let methods: Vec<Method> = types
+        .into_iter()
+        .map(|t| Method {
+            api_id: api_id.clone(),
+            resource_id: r.id.clone(),
+            method_type: t,
+            integration_type: integ.integration_type,
+            endpoint_url: integ.endpoint_url.clone(),
+            function_id: integ.function_id.clone(),
+            privatelink_endpoint_id: integ.privatelink_endpoint_id.clone(),
+            api_key_required: req.api_key_required.unwrap_or(false),
+            query_strings: qs.clone(),
+            request_headers: hs.clone(),
+            created_at: now.clone(),
+        })
+        .collect();
+    let api = a.api().cloned();
+    let path = r.path.clone();
+    let out: Vec<Value> = match &api {
+        Some(api) => methods
+            .iter()
+            .map(|m| views::method(&app, api, m, &path, "*"))
+            .collect(),
+        None => Vec::new(),
+    };
+    app.commit(
+        &mut st,
+        methods
+            .into_iter()
+            .map(|m| Change::Put(Entity::Method(m)))
+            .collect(),
+    )
+    .await?;
+    Ok(Json(json!({ "methods": out })))
+}
+
+pub async fn list(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, resource_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let r = resource_of(a, &resource_id)?;
+    let api = a.api().cloned();
+    let out: Vec<Value> = match &api {
+        Some(api) => a
+            .methods_of(&r.id)
+            .map(|m| views::method(&app, api, m, &r.path, "*"))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Json(json!({ "methods": out })))
+}
+
+fn find<'a>(a: &'a ApiState, r: &Resource, method_type: &str) -> Result<&'a Method, ApiError> {
+    let t = path_method_type(method_type)?;
+    t.and_then(|t| a.methods.get(&(r.id.clone(), t)))
+        .ok_or_else(|| ApiError::not_found(format!("method {method_type} not found on {}", r.path)))
+}
+
+pub async fn show(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let r = resource_of(a, &resource_id)?;
+    let m = find(a, r, &method_type)?;
+    let api = a
+        .api()
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
+    Ok(Json(
+        json!({ "method": views::method(&app, &api, m, &r.path, "*") }),
+    ))
+}
+
+pub async fn set(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    path_method_type(&method_type)?;
+    let req: SetReq = validate::json(&body)?;
+    let integ = normalized(Integration {
+        integration_type: req.integration_type,
+        endpoint_url: req.endpoint_url,
+        function_id: req.function_id,
+        privatelink_endpoint_id: req.privatelink_endpoint_id,
+    });
+    check_params(&req.query_strings, &req.request_headers)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let r = resource_of(a, &resource_id)?;
+    let old = find(a, r, &method_type)?;
+    check_integration(&integ, r)?;
+    let m = Method {
+        integration_type: integ.integration_type,
+        endpoint_url: integ.endpoint_url,
+        function_id: integ.function_id,
+        privatelink_endpoint_id: integ.privatelink_endpoint_id,
+        api_key_required: req.api_key_required,
+        query_strings: req.query_strings,
+        request_headers: req.request_headers,
+        ..old.clone()
+    };
+    let api = a
+        .api()
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
+    let out = views::method(&app, &api, &m, &r.path, "*");
+    app.commit(&mut st, vec![Change::Put(Entity::Method(m))])
+        .await?;
+    Ok(Json(json!({ "method": out })))
+}
+
+pub async fn delete(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let r = resource_of(a, &resource_id)?;
+    let m = find(a, r, &method_type)?;
+    let change = Change::Delete {
+        kind: Kind::Method,
+        key: Method::key(&m.resource_id, m.method_type),
+        api_id: api_id.clone(),
+    };
+    app.commit(&mut st, vec![change]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

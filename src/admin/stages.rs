@@ -1,0 +1,302 @@
+//! Stages: a name pointing at one active deployment, with its own CORS,
+//! JWT and usage-plan settings and one connected access control (the
+//! API's `Default` one, which allows nothing, until another is connected).
+
+use super::validate;
+use super::{api_of, views, AdminState, ApiError, Caller};
+use crate::model::*;
+use crate::store::ApiState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const MAX_STAGES: usize = 10;
+
+/// A new stage on a deployment, connected to the Default access control.
+pub fn new_stage(
+    a: &ApiState,
+    name: &str,
+    deployment_id: &str,
+    description: String,
+) -> Result<Stage, ApiError> {
+    let api = a
+        .api()
+        .ok_or_else(|| ApiError::not_found("api not found".into()))?;
+    let default_ac = a.default_access_control().ok_or_else(|| {
+        ApiError::internal(format!("api {} has no Default access control", api.id))
+    })?;
+    let now = now_rfc3339();
+    Ok(Stage {
+        api_id: api.id.clone(),
+        name: name.to_string(),
+        description,
+        deployment_id: deployment_id.to_string(),
+        activated_at: now.clone(),
+        created_at: now,
+        cors: Cors::default(),
+        jwt_enabled: api.endpoint_type == EndpointType::Private,
+        usage_plan_id: None,
+        connected_api_keys: Vec::new(),
+        access_control_id: default_ac.id.clone(),
+    })
+}
+
+fn stage_of<'a>(a: &'a ApiState, name: &str) -> Result<&'a Stage, ApiError> {
+    a.stages
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("stage {name} not found")))
+}
+
+#[derive(Deserialize)]
+struct CreateReq {
+    stage_name: String,
+    deployment_id: String,
+    description: Option<String>,
+}
+
+pub async fn create(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: CreateReq = validate::json(&body)?;
+    validate::name("stage_name", &req.stage_name)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 100)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    if !a.deployments.contains_key(&req.deployment_id) {
+        return Err(ApiError::not_found(format!(
+            "deployment {} not found",
+            req.deployment_id
+        )));
+    }
+    if a.stages.contains_key(&req.stage_name) {
+        return Err(ApiError::conflict(format!(
+            "stage {} already exists",
+            req.stage_name
+        )));
+    }
+    if a.stages.len() >= MAX_STAGES {
+        return Err(ApiError::field(
+            "stage_name",
+            format!("an API has at most {MAX_STAGES} stages"),
+        ));
+    }
+    let stage = new_stage(a, &req.stage_name, &req.deployment_id, description)?;
+    let name = stage.name.clone();
+    app.commit(&mut st, vec![Change::Put(Entity::Stage(stage))])
+        .await?;
+    show_after(&app, &st, &api_id, &name)
+}
+
+fn show_after(
+    app: &super::Inner,
+    st: &crate::store::State,
+    api_id: &str,
+    name: &str,
+) -> Result<Json<Value>, ApiError> {
+    let a = st
+        .api(api_id)
+        .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
+    let s = stage_of(a, name)?;
+    Ok(Json(json!({ "stage": views::stage(app, a, s, false) })))
+}
+
+pub async fn list(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut stages: Vec<&Stage> = a.stages.values().collect();
+    stages.sort_by(|x, y| (&x.created_at, &x.name).cmp(&(&y.created_at, &y.name)));
+    Ok(Json(json!({
+        "stages": stages.into_iter().map(|s| views::stage(&app, a, s, true)).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn show(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, stage_name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let s = stage_of(a, &stage_name)?;
+    Ok(Json(json!({ "stage": views::stage(&app, a, s, false) })))
+}
+
+pub async fn delete(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, stage_name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let s = stage_of(a, &stage_name)?;
+    let change = Change::Delete {
+        kind: Kind::Stage,
+        key: Stage::key(&s.api_id, &s.name),
+        api_id: api_id.clone(),
+    };
+    app.commit(&mut st, vec![change]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct SetDeploymentReq {
+    deployment_id: String,
+}
+
+pub async fn set_deployment(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, stage_name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: SetDeploymentReq = validate::json(&body)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut s = stage_of(a, &stage_name)?.clone();
+    if !a.deployments.contains_key(&req.deployment_id) {
+        return Err(ApiError::not_found(format!(
+            "deployment {} not found",
+            req.deployment_id
+        )));
+    }
+    s.deployment_id = req.deployment_id;
+    s.activated_at = now_rfc3339();
+    app.commit(&mut st, vec![Change::Put(Entity::Stage(s))])
+        .await?;
+    show_after(&app, &st, &api_id, &stage_name)
+}
+
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY",
+];
+
+#[derive(Deserialize)]
+struct SetConfigReq {
+    cors_enabled: bool,
+    jwt_enabled: bool,
+    allow_credentials: Option<bool>,
+    allow_headers: Option<Vec<String>>,
+    allow_methods: Option<Vec<String>>,
+    allow_origins: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    max_age: Option<i64>,
+    connected_api_keys: Option<Vec<String>>,
+    usage_plan_id: Option<String>,
+    description: Option<String>,
+}
+
+fn header_names(field: &str, v: &Option<Vec<String>>) -> Result<(), ApiError> {
+    if let Some(list) = v {
+        if list.len() > 100 {
+            return Err(ApiError::field(field, "at most 100 entries"));
+        }
+        for h in list {
+            if h != "*" && http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ApiError::field(
+                    field,
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn set_config(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, stage_name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: SetConfigReq = validate::json(&body)?;
+    header_names("allow_headers", &req.allow_headers)?;
+    header_names("expose_headers", &req.expose_headers)?;
+    if let Some(ms) = &req.allow_methods {
+        if let Some(bad) = ms.iter().find(|m| !METHODS.contains(&m.as_str())) {
+            return Err(ApiError::field(
+                "allow_methods",
+                format!("{bad:?} is not a method type"),
+            ));
+        }
+    }
+    if let Some(os) = &req.allow_origins {
+        if os.len() > 100 {
+            return Err(ApiError::field("allow_origins", "at most 100 entries"));
+        }
+        for o in os {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://")) && o.len() <= 300);
+            if !ok {
+                return Err(ApiError::field(
+                    "allow_origins",
+                    format!("{o:?} is not * or an http(s) origin"),
+                ));
+            }
+        }
+    }
+    if let Some(age) = req.max_age {
+        if !(0..=86400).contains(&age) {
+            return Err(ApiError::field("max_age", "must be 0 to 86400 seconds"));
+        }
+    }
+    if let Some(d) = &req.description {
+        validate::max_len("description", d, 100)?;
+    }
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut s = stage_of(a, &stage_name)?.clone();
+    if let Some(plan) = req.usage_plan_id.as_deref().filter(|p| !p.is_empty()) {
+        // Usage plans arrive with their own issue; none can exist yet.
+        return Err(ApiError::not_found(format!(
+            "usage_plan_id: usage plan {plan} not found"
+        )));
+    }
+    if req
+        .connected_api_keys
+        .as_ref()
+        .is_some_and(|k| !k.is_empty())
+    {
+        return Err(ApiError::field(
+            "connected_api_keys",
+            "needs a usage_plan_id",
+        ));
+    }
+    let private = a
+        .api()
+        .is_some_and(|x| x.endpoint_type == EndpointType::Private);
+    if private && !req.jwt_enabled {
+        return Err(ApiError::field(
+            "jwt_enabled",
+            "must be true on a PRIVATE API",
+        ));
+    }
+    s.cors = Cors {
+        cors_enabled: req.cors_enabled,
+        allow_origins: req.allow_origins,
+        allow_methods: req.allow_methods,
+        allow_headers: req.allow_headers,
+        expose_headers: req.expose_headers,
+        max_age: req.max_age,
+        allow_credentials: req.allow_credentials,
+    };
+    s.jwt_enabled = req.jwt_enabled;
+    s.usage_plan_id = None;
+    s.connected_api_keys = Vec::new();
+    if let Some(d) = req.description {
+        s.description = d;
+    }
+    app.commit(&mut st, vec![Change::Put(Entity::Stage(s))])
+        .await?;
+    show_after(&app, &st, &api_id, &stage_name)
+}

@@ -1,0 +1,203 @@
+//! Request parsing and validation shared by the management handlers:
+//! every failure is a 400 whose detail starts with the field name.
+
+use super::ApiError;
+use bytes::Bytes;
+use regex::Regex;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// Names of APIs, stages, access controls, auths, plans, keys.
+pub static NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$").expect("static regex"));
+/// A resource path part: a literal or a `{parameter}`.
+pub static PATH_PART: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(\{[a-z][a-z0-9\-]{1,46}[a-z0-9]\}|[a-z][a-z0-9\-]{1,48}[a-z0-9])$")
+        .expect("static regex")
+});
+
+/// Parse a JSON body; errors name the field at fault.
+pub fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::field("body", "a JSON object is required"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let v: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // "missing field `name` at line 1 column 2" names the field itself.
+        if let Some(rest) = msg.strip_prefix("missing field `") {
+            if let Some(field) = rest.split('`').next() {
+                let full = if path == "." {
+                    field.to_string()
+                } else {
+                    format!("{path}.{field}")
+                };
+                return ApiError::field(&full, "is required");
+            }
+        }
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::field("body", format!("malformed JSON: {msg}"));
+        }
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        if path == "." || path.is_empty() {
+            return ApiError::field("body", msg);
+        }
+        ApiError::field(&path, msg)
+    })?;
+    Ok(v)
+}
+
+pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.len() < 3 || v.len() > 50 {
+        return Err(ApiError::field(field, "must be 3 to 50 characters"));
+    }
+    if !NAME.is_match(v) {
+        return Err(ApiError::field(
+            field,
+            "must match ^[a-z][a-z0-9\\-]{1,48}[a-z0-9]$ (lowercase letters, digits and '-', starting with a letter)",
+        ));
+    }
+    Ok(())
+}
+
+pub fn max_len(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    if v.chars().count() > max {
+        return Err(ApiError::field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// `page`, `size`, `sort` and filters of list operations.
+pub struct ListQuery {
+    pub page: usize,
+    pub size: usize,
+    pub sort_field: String,
+    pub descending: bool,
+    pub params: HashMap<String, String>,
+}
+
+impl ListQuery {
+    pub fn parse(raw: Option<&str>, sortable: &[&str]) -> Result<ListQuery, ApiError> {
+        let params: HashMap<String, String> = match raw {
+            Some(q) => serde_urlencoded_pairs(q),
+            None => HashMap::new(),
+        };
+        let num = |k: &str, default: usize, min: usize, max: usize| -> Result<usize, ApiError> {
+            match params.get(k).map(String::as_str) {
+                None | Some("") => Ok(default),
+                Some(s) => match s.parse::<usize>() {
+                    Ok(n) if n >= min && n <= max => Ok(n),
+                    _ => Err(ApiError::field(
+                        k,
+                        format!("must be an integer from {min} to {max}"),
+                    )),
+                },
+            }
+        };
+        let page = num("page", 0, 0, 1_000_000)?;
+        let size = num("size", 20, 1, 10_000)?;
+        let (sort_field, descending) = match params.get("sort").map(String::as_str) {
+            None | Some("") => ("created_at".to_string(), false),
+            Some(s) => {
+                let (f, dir) = s.split_once(':').unwrap_or((s, "asc"));
+                let desc = match dir {
+                    "asc" => false,
+                    "desc" => true,
+                    _ => return Err(ApiError::field("sort", "direction must be asc or desc")),
+                };
+                if !sortable.contains(&f) {
+                    return Err(ApiError::field(
+                        "sort",
+                        format!("field must be one of {}", sortable.join(", ")),
+                    ));
+                }
+                (f.to_string(), desc)
+            }
+        };
+        Ok(ListQuery {
+            page,
+            size,
+            sort_field,
+            descending,
+            params,
+        })
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.params
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Sort by the key function, then cut the requested page.
+    pub fn page_of<T, K: Ord>(&self, mut items: Vec<T>, key: impl Fn(&T, &str) -> K) -> Vec<T> {
+        items.sort_by(|a, b| {
+            let o = key(a, &self.sort_field).cmp(&key(b, &self.sort_field));
+            if self.descending {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+        items
+            .into_iter()
+            .skip(self.page.saturating_mul(self.size))
+            .take(self.size)
+            .collect()
+    }
+}
+
+fn serde_urlencoded_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn names_and_parts() {
+        assert!(name("name", "test-api").is_ok());
+        assert!(name("name", "Test").is_err());
+        assert!(name("name", "ab").is_err());
+        assert!(name("name", "abc-").is_err());
+        assert!(PATH_PART.is_match("{user-id}"));
+        assert!(PATH_PART.is_match("users"));
+        assert!(!PATH_PART.is_match("{}"));
+        assert!(!PATH_PART.is_match("Users"));
+    }
+    #[test]
+    fn json_errors_name_fields() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct R {
+            name: String,
+            n: Option<u32>,
+        }
+        let e = json::<R>(&Bytes::from_static(b"{}")).unwrap_err();
+        assert!(e.detail.starts_with("name:"), "{}", e.detail);
+        let e = json::<R>(&Bytes::from_static(b"{\"name\":\"x\",\"n\":\"a\"}")).unwrap_err();
+        assert!(e.detail.starts_with("n:"), "{}", e.detail);
+        let e = json::<R>(&Bytes::from_static(b"{\"name\":")).unwrap_err();
+        assert!(e.detail.starts_with("body:"), "{}", e.detail);
+    }
+}

@@ -1,0 +1,135 @@
+//! Management response bodies, with the field names of the v1.2 reference.
+
+use super::Inner;
+use crate::model::*;
+use crate::snapshot::{method_srn, BuildContext};
+use crate::store::ApiState;
+use serde_json::{json, Value};
+
+pub fn api(a: &Api) -> Value {
+    json!({
+        "account_id": a.account_id,
+        "created_at": a.created_at,
+        "description": a.description,
+        "dns_record_status": "Active",
+        "endpoint_type": a.endpoint_type.as_str(),
+        "id": a.id,
+        "name": a.name,
+        "status": "Active",
+        "tags": a.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn method(app: &Inner, a: &Api, m: &Method, path: &str, stage: &str) -> Value {
+    let ctx = BuildContext::from_config(&app.cfg);
+    json!({
+        "api_key_required": m.api_key_required,
+        "endpoint_url": m.endpoint_url,
+        "function_id": m.function_id,
+        "function_name": Value::Null,
+        "integration_type": m.integration_type.as_str(),
+        "method_type": m.method_type.as_str(),
+        "privatelink_endpoint_id": m.privatelink_endpoint_id,
+        "query_strings": m.query_strings,
+        "request_headers": m.request_headers,
+        "request_path": path,
+        "srn": method_srn(&ctx, &a.account_id, &a.id, stage, m.method_type.as_str(), path),
+    })
+}
+
+pub fn resource(app: &Inner, st: &ApiState, r: &Resource) -> Value {
+    let a = st.api().cloned();
+    let methods: Vec<Value> = match &a {
+        Some(a) => st
+            .methods_of(&r.id)
+            .map(|m| method(app, a, m, &r.path, "*"))
+            .collect(),
+        None => Vec::new(),
+    };
+    json!({
+        "id": r.id,
+        "methods": methods,
+        "parent_id": r.parent_id,
+        "path": r.path,
+        "path_part": r.path_part,
+    })
+}
+
+pub fn access_control(st: &ApiState, ac: &AccessControl) -> Value {
+    let stages: Vec<&str> = st
+        .stages_of_access_control(&ac.id)
+        .map(|s| s.name.as_str())
+        .collect();
+    json!({
+        "allowed_ip_addr": ac.allowed_ip_addr,
+        "connected_stages": stages,
+        "created_at": ac.created_at,
+        "description": ac.description,
+        "id": ac.id,
+        "name": ac.name,
+    })
+}
+
+pub fn deployment(st: &ApiState, d: &Deployment, stage_filter: Option<&str>) -> Value {
+    let active = match stage_filter {
+        Some(name) => st.stages.get(name).is_some_and(|s| s.deployment_id == d.id),
+        None => st.stages_on_deployment(&d.id).next().is_some(),
+    };
+    json!({
+        "deployment_date": d.created_at,
+        "deployment_id": d.id,
+        "description": d.description,
+        "status": if active { "Active" } else { "Inactive" },
+    })
+}
+
+pub fn stage(app: &Inner, st: &ApiState, s: &Stage, with_summary: bool) -> Value {
+    let dep = st.deployments.get(&s.deployment_id);
+    let api_key_required = dep.is_some_and(|d| d.methods.iter().any(|m| m.method.api_key_required));
+    let mut v = json!({
+        "access_control_id": s.access_control_id,
+        "active_deployment": s.activated_at,
+        "allow_credentials": s.cors.allow_credentials,
+        "allow_headers": s.cors.allow_headers,
+        "allow_methods": s.cors.allow_methods,
+        "allow_origins": s.cors.allow_origins,
+        "api_id": s.api_id,
+        "api_key_required": api_key_required,
+        "cors_enabled": s.cors.cors_enabled,
+        "created_at": s.created_at,
+        "deployment_id": s.deployment_id,
+        "description": s.description,
+        "expose_headers": s.cors.expose_headers,
+        "invoke_url": app.invoke_url(&s.api_id, &s.name),
+        "ip_restriction_enabled": true,
+        "jwt_enabled": s.jwt_enabled,
+        "max_age": s.cors.max_age,
+        "name": s.name,
+        "usage_plan_api_keys": Vec::<Value>::new(),
+        "usage_plan_id": s.usage_plan_id,
+        "usage_plan_limit": Value::Null,
+        "usage_plan_name": Value::Null,
+        "usage_plan_rate": Value::Null,
+    });
+    if with_summary {
+        let mut summary: Vec<Value> = Vec::new();
+        if let Some(d) = dep {
+            let mut by_path: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+            for p in &d.paths {
+                by_path.entry(p.as_str()).or_default();
+            }
+            for m in &d.methods {
+                by_path.entry(m.path.as_str()).or_default().push(json!({
+                    "api_key_required": m.method.api_key_required,
+                    "type": m.method.method_type.as_str(),
+                }));
+            }
+            summary = by_path
+                .into_iter()
+                .map(|(p, ms)| json!({"path": p, "methods": ms}))
+                .collect();
+        }
+        v["api_summary"] = Value::Array(summary);
+    }
+    v
+}

@@ -1,0 +1,178 @@
+//! Gateway configuration: a TOML file with every key overridable by an
+//! `APIGW_<KEY>` environment variable (e.g. `APIGW_MAX_BODY_BYTES=1048576`).
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One management credential: the access key a client signs with, its
+/// secret, and the account the requests act for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Credential {
+    pub access_key: String,
+    pub secret_key: String,
+    pub account_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data-plane listener (invoke URLs).
+    pub data_listen: String,
+    /// Management API listener (`/v1/...`).
+    pub admin_listen: String,
+    /// Invoke host is `{api_id}.{invoke_domain}`.
+    pub invoke_domain: String,
+    /// `sqlite://<path>`; the file is created and migrated on first start.
+    pub store_url: String,
+    /// Base URL clients use for the management API (e.g.
+    /// `https://apigw.example.com`); the signed URL is rebuilt from it.
+    /// Empty: rebuilt from the Host header as `http://{Host}`.
+    pub public_base_url: String,
+    /// Base URL of invoke URLs shown by the management API; empty:
+    /// `http://{api_id}.{invoke_domain}:{data port}`.
+    pub public_invoke_scheme: String,
+    /// Region and offering used in SRNs.
+    pub region: String,
+    pub srn_offering: String,
+    /// Largest accepted request header block (bytes) on the data plane: 431 above.
+    pub max_header_bytes: usize,
+    /// Largest accepted request body (bytes) on the data plane: 413 above.
+    pub max_body_bytes: u64,
+    /// Largest management API request body (bytes): 413 above.
+    pub max_admin_body_bytes: usize,
+    /// A client must send its whole header block within this time.
+    pub header_read_timeout_ms: u64,
+    /// Upstream TCP(+TLS) connect timeout: 502 when exceeded.
+    pub upstream_connect_timeout_ms: u64,
+    /// Time for the upstream to answer with a response head: 504 when exceeded.
+    pub upstream_timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream host.
+    pub upstream_pool_max_idle_per_host: usize,
+    /// Allowed clock skew of Scp-Timestamp, in seconds.
+    pub signature_max_skew_secs: i64,
+    /// Tokio worker threads (0 = one per core).
+    pub worker_threads: usize,
+    /// tracing filter (RUST_LOG wins when set).
+    pub log: String,
+    pub credentials: Vec<Credential>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9080".into(),
+            invoke_domain: "apigw.localhost".into(),
+            store_url: "sqlite://./data/apigw.db".into(),
+            public_base_url: String::new(),
+            public_invoke_scheme: "http".into(),
+            region: "kr-west1".into(),
+            srn_offering: "scp".into(),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_admin_body_bytes: 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            upstream_connect_timeout_ms: 5_000,
+            upstream_timeout_ms: 29_000,
+            upstream_pool_max_idle_per_host: 1024,
+            signature_max_skew_secs: 300,
+            worker_threads: 0,
+            log: "info".into(),
+            credentials: Vec::new(),
+        }
+    }
+}
+
+/// The documented list of settings, shown by `apigw --help`.
+pub const SETTINGS_HELP: &str = "\
+SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
+  data_listen                      data plane address            [127.0.0.1:8080]
+  admin_listen                     management API address        [127.0.0.1:9080]
+  invoke_domain                    invoke host = {api_id}.{invoke_domain} [apigw.localhost]
+  store_url                        sqlite://<path>               [sqlite://./data/apigw.db]
+  public_base_url                  management URL clients sign   [from Host header]
+  public_invoke_scheme             scheme shown in invoke_url    [http]
+  region, srn_offering             used in method SRNs           [kr-west1, scp]
+  max_header_bytes                 request header block limit, 431 above [16384]
+  max_body_bytes                   request body limit, 413 above [10485760]
+  max_admin_body_bytes             management body limit         [1048576]
+  header_read_timeout_ms           slow header senders are cut   [10000]
+  upstream_connect_timeout_ms      502 when exceeded             [5000]
+  upstream_timeout_ms              504 when exceeded             [29000]
+  upstream_pool_max_idle_per_host  idle keep-alive conns per host [1024]
+  signature_max_skew_secs          Scp-Timestamp tolerance       [300]
+  worker_threads                   0 = one per core              [0]
+  log                              tracing filter                [info]
+  [[credentials]] access_key, secret_key, account_id  (several allowed;
+                  env: APIGW_CREDENTIALS='[{access_key=\"..\",secret_key=\"..\",account_id=\"..\"}]')";
+
+impl Config {
+    /// Defaults, then the file (if any), then `APIGW_*` environment variables.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            if !p.exists() {
+                anyhow::bail!("config file {} does not exist", p.display());
+            }
+            fig = fig.merge(Toml::file(p));
+        }
+        fig = fig.merge(Env::prefixed("APIGW_"));
+        let cfg: Config = fig.extract().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.data_addr()?;
+        self.admin_addr()?;
+        self.sqlite_path()?;
+        if self.invoke_domain.is_empty() || self.invoke_domain.contains('/') {
+            anyhow::bail!("config: invoke_domain must be a host name");
+        }
+        if self.max_header_bytes < 1024 {
+            anyhow::bail!("config: max_header_bytes must be at least 1024");
+        }
+        for c in &self.credentials {
+            if c.access_key.is_empty() || c.secret_key.is_empty() {
+                anyhow::bail!("config: credentials need access_key and secret_key");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn data_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.data_listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("config: data_listen {:?}: {e}", self.data_listen))
+    }
+
+    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.admin_listen
+            .parse()
+            .map_err(|e| anyhow::anyhow!("config: admin_listen {:?}: {e}", self.admin_listen))
+    }
+
+    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+        match self.store_url.strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+            _ => anyhow::bail!(
+                "config: store_url {:?} is not supported (use sqlite://<path>)",
+                self.store_url
+            ),
+        }
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms.max(1))
+    }
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms.max(1))
+    }
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms.max(1))
+    }
+}

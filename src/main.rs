@@ -1,0 +1,78 @@
+use apigw::config::{Config, SETTINGS_HELP};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// apigw: an API gateway reproducing the Samsung Cloud Platform API Gateway
+/// (data plane on invoke URLs + the SCP OpenAPI v1.2 management API).
+#[derive(Parser)]
+#[command(version, about, after_help = SETTINGS_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: data plane and management API.
+    #[command(after_help = SETTINGS_HELP)]
+    Serve {
+        /// TOML config file (see SETTINGS below); every key can also be
+        /// set with an APIGW_<KEY> environment variable.
+        #[arg(short, long, env = "APIGW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration (file + environment) and exit.
+    Config {
+        #[arg(short, long, env = "APIGW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apigw: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config { config } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            for c in &mut cfg.credentials {
+                c.secret_key = "***".into();
+            }
+            println!("{}", toml_like(&cfg)?);
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            init_tracing(&cfg.log);
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.enable_all();
+            if cfg.worker_threads > 0 {
+                rt.worker_threads(cfg.worker_threads);
+            }
+            rt.build()?.block_on(apigw::server::serve(cfg))
+        }
+    }
+}
+
+fn toml_like(cfg: &Config) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(cfg)?)
+}
+
+fn init_tracing(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

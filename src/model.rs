@@ -1,0 +1,387 @@
+//! The durable objects of the gateway, as stored and as the snapshot
+//! builder reads them. Management responses are built from these in
+//! `admin::views`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EndpointType {
+    #[serde(rename = "REGION")]
+    Region,
+    #[serde(rename = "PRIVATE")]
+    Private,
+}
+
+impl EndpointType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointType::Region => "REGION",
+            EndpointType::Private => "PRIVATE",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Api {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub description: String,
+    pub endpoint_type: EndpointType,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Resource {
+    pub id: String,
+    pub api_id: String,
+    /// "" for the root resource.
+    pub parent_id: String,
+    /// "/" for the root.
+    pub path_part: String,
+    /// Full path from the root, e.g. `/users/{user-id}`.
+    pub path: String,
+    pub created_at: String,
+}
+
+impl Resource {
+    pub fn is_root(&self) -> bool {
+        self.parent_id.is_empty()
+    }
+    /// Number of path levels including the root.
+    pub fn depth(&self) -> usize {
+        1 + self.path.split('/').filter(|s| !s.is_empty()).count()
+    }
+}
+
+/// HTTP verbs a method can be created for (ANY expands to all seven).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MethodType {
+    GET,
+    POST,
+    PUT,
+    DELETE,
+    PATCH,
+    HEAD,
+    OPTIONS,
+}
+
+impl MethodType {
+    pub const ALL: [MethodType; 7] = [
+        MethodType::GET,
+        MethodType::POST,
+        MethodType::PUT,
+        MethodType::DELETE,
+        MethodType::PATCH,
+        MethodType::HEAD,
+        MethodType::OPTIONS,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodType::GET => "GET",
+            MethodType::POST => "POST",
+            MethodType::PUT => "PUT",
+            MethodType::DELETE => "DELETE",
+            MethodType::PATCH => "PATCH",
+            MethodType::HEAD => "HEAD",
+            MethodType::OPTIONS => "OPTIONS",
+        }
+    }
+    pub fn parse(s: &str) -> Option<MethodType> {
+        MethodType::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    pub fn from_http(m: &http::Method) -> Option<MethodType> {
+        Some(match *m {
+            http::Method::GET => MethodType::GET,
+            http::Method::POST => MethodType::POST,
+            http::Method::PUT => MethodType::PUT,
+            http::Method::DELETE => MethodType::DELETE,
+            http::Method::PATCH => MethodType::PATCH,
+            http::Method::HEAD => MethodType::HEAD,
+            http::Method::OPTIONS => MethodType::OPTIONS,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum IntegrationType {
+    HTTP,
+    SCF,
+    PRIVATELINK,
+}
+
+impl IntegrationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrationType::HTTP => "HTTP",
+            IntegrationType::SCF => "SCF",
+            IntegrationType::PRIVATELINK => "PRIVATELINK",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Method {
+    pub api_id: String,
+    pub resource_id: String,
+    pub method_type: MethodType,
+    pub integration_type: IntegrationType,
+    pub endpoint_url: Option<String>,
+    pub function_id: Option<String>,
+    pub privatelink_endpoint_id: Option<String>,
+    pub api_key_required: bool,
+    #[serde(default)]
+    pub query_strings: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub request_headers: BTreeMap<String, bool>,
+    pub created_at: String,
+}
+
+impl Method {
+    pub fn key(resource_id: &str, t: MethodType) -> String {
+        format!("{resource_id}:{}", t.as_str())
+    }
+}
+
+/// One method as frozen into a deployment, with the resource path it had.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeployedMethod {
+    pub path: String,
+    pub method: Method,
+}
+
+/// An immutable copy of the API's resources and methods.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Deployment {
+    pub id: String,
+    pub api_id: String,
+    pub description: String,
+    pub created_at: String,
+    /// Every resource path at deployment time (also those without methods).
+    pub paths: Vec<String>,
+    pub methods: Vec<DeployedMethod>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Cors {
+    pub cors_enabled: bool,
+    pub allow_origins: Option<Vec<String>>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<i64>,
+    pub allow_credentials: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stage {
+    pub api_id: String,
+    pub name: String,
+    pub description: String,
+    pub deployment_id: String,
+    /// When the current deployment became active.
+    pub activated_at: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub cors: Cors,
+    #[serde(default)]
+    pub jwt_enabled: bool,
+    #[serde(default)]
+    pub usage_plan_id: Option<String>,
+    #[serde(default)]
+    pub connected_api_keys: Vec<String>,
+    /// The one access control this stage is connected to.
+    pub access_control_id: String,
+}
+
+impl Stage {
+    pub fn key(api_id: &str, name: &str) -> String {
+        format!("{api_id}:{name}")
+    }
+}
+
+pub const DEFAULT_ACCESS_CONTROL_NAME: &str = "Default";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccessControl {
+    pub id: String,
+    pub api_id: String,
+    pub name: String,
+    pub description: String,
+    /// As given by the client (each entry may hold comma-separated values).
+    pub allowed_ip_addr: Vec<String>,
+    pub is_default: bool,
+    pub created_at: String,
+}
+
+impl AccessControl {
+    /// Every IP/CIDR item, split on commas and trimmed.
+    pub fn items(&self) -> impl Iterator<Item = &str> {
+        split_items(&self.allowed_ip_addr)
+    }
+}
+
+/// Split list entries that may each hold comma-separated values
+/// (the SCP console sends `["10.0.0.1,10.0.0.2"]`).
+pub fn split_items(list: &[String]) -> impl Iterator<Item = &str> {
+    list.iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Parse an IP or CIDR as the access-control filter uses it.
+pub fn parse_ip_item(s: &str) -> Option<ipnet::IpNet> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Some(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+/// Every stored object, tagged by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Entity {
+    Api(Api),
+    Resource(Resource),
+    Method(Method),
+    Deployment(Deployment),
+    Stage(Stage),
+    AccessControl(AccessControl),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Api,
+    Resource,
+    Method,
+    Deployment,
+    Stage,
+    AccessControl,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Api,
+        Kind::Resource,
+        Kind::Method,
+        Kind::Deployment,
+        Kind::Stage,
+        Kind::AccessControl,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Api => "api",
+            Kind::Resource => "resource",
+            Kind::Method => "method",
+            Kind::Deployment => "deployment",
+            Kind::Stage => "stage",
+            Kind::AccessControl => "access_control",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl Entity {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Entity::Api(_) => Kind::Api,
+            Entity::Resource(_) => Kind::Resource,
+            Entity::Method(_) => Kind::Method,
+            Entity::Deployment(_) => Kind::Deployment,
+            Entity::Stage(_) => Kind::Stage,
+            Entity::AccessControl(_) => Kind::AccessControl,
+        }
+    }
+    /// Unique key within its kind.
+    pub fn key(&self) -> String {
+        match self {
+            Entity::Api(a) => a.id.clone(),
+            Entity::Resource(r) => r.id.clone(),
+            Entity::Method(m) => Method::key(&m.resource_id, m.method_type),
+            Entity::Deployment(d) => d.id.clone(),
+            Entity::Stage(s) => Stage::key(&s.api_id, &s.name),
+            Entity::AccessControl(a) => a.id.clone(),
+        }
+    }
+    pub fn api_id(&self) -> &str {
+        match self {
+            Entity::Api(a) => &a.id,
+            Entity::Resource(r) => &r.api_id,
+            Entity::Method(m) => &m.api_id,
+            Entity::Deployment(d) => &d.api_id,
+            Entity::Stage(s) => &s.api_id,
+            Entity::AccessControl(a) => &a.api_id,
+        }
+    }
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        match self {
+            Entity::Api(x) => serde_json::to_string(x),
+            Entity::Resource(x) => serde_json::to_string(x),
+            Entity::Method(x) => serde_json::to_string(x),
+            Entity::Deployment(x) => serde_json::to_string(x),
+            Entity::Stage(x) => serde_json::to_string(x),
+            Entity::AccessControl(x) => serde_json::to_string(x),
+        }
+    }
+    pub fn from_json(kind: Kind, body: &str) -> serde_json::Result<Entity> {
+        Ok(match kind {
+            Kind::Api => Entity::Api(serde_json::from_str(body)?),
+            Kind::Resource => Entity::Resource(serde_json::from_str(body)?),
+            Kind::Method => Entity::Method(serde_json::from_str(body)?),
+            Kind::Deployment => Entity::Deployment(serde_json::from_str(body)?),
+            Kind::Stage => Entity::Stage(serde_json::from_str(body)?),
+            Kind::AccessControl => Entity::AccessControl(serde_json::from_str(body)?),
+        })
+    }
+}
+
+/// One change of a committed write.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Change {
+    Put(Entity),
+    Delete {
+        kind: Kind,
+        key: String,
+        api_id: String,
+    },
+    /// Remove the API and everything under it.
+    DeleteApi(String),
+}
+
+impl Change {
+    pub fn api_id(&self) -> &str {
+        match self {
+            Change::Put(e) => e.api_id(),
+            Change::Delete { api_id, .. } => api_id,
+            Change::DeleteApi(id) => id,
+        }
+    }
+}
+
+/// Current time, RFC 3339 UTC with milliseconds, as the reference shows.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// A new object id: 32 lowercase hex characters.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -1,0 +1,112 @@
+//! Forward: hand the request to the method's integration.
+
+use super::error::GwError;
+use super::route::Routed;
+use super::{DataPlane, RespBody};
+use crate::snapshot::Integration;
+use crate::upstream::http::strip_hop_by_hop;
+use crate::upstream::LimitedBody;
+use http::header::{HeaderValue, HOST};
+use http::{Request, Response, Uri};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
+pub async fn forward(
+    gw: &DataPlane,
+    routed: &Routed,
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+    host: &HeaderValue,
+) -> Result<Response<RespBody>, GwError> {
+    match &routed.method.integration {
+        Integration::Http(tpl) => {
+            let target = tpl.render(|n| routed.param(n), req.uri().query());
+            let uri: Uri = target
+                .parse()
+                .map_err(|_| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
+            forward_http(gw, req, uri, client_ip, host).await
+        }
+        Integration::Scf { .. } => Err(GwError::not_implemented(
+            "Cloud Function integration is not available yet",
+        )),
+        Integration::PrivateLink { .. } => Err(GwError::not_implemented(
+            "PrivateLink integration is not available yet",
+        )),
+    }
+}
+
+async fn forward_http(
+    gw: &DataPlane,
+    req: Request<Incoming>,
+    uri: Uri,
+    client_ip: IpAddr,
+    host: &HeaderValue,
+) -> Result<Response<RespBody>, GwError> {
+    let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
+
+    // A body of known length that fits cannot cross the limit (hyper
+    // enforces Content-Length); only unknown lengths need the flag.
+    let known_fit = body_len(&parts.headers).is_some();
+    let exceeded = (!known_fit).then(|| Arc::new(AtomicBool::new(false)));
+    let body = LimitedBody::new(body, gw.max_body_bytes, exceeded.clone());
+
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    headers.remove(HOST);
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client_ip}"),
+        None => client_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+
+    let mut up = Request::from_parts(parts, body);
+    *up.uri_mut() = uri;
+    *up.version_mut() = http::Version::HTTP_11;
+
+    let res = tokio::time::timeout(gw.upstream_timeout, gw.client.request(up)).await;
+    match res {
+        Err(_) => Err(GwError::gateway_timeout()),
+        Ok(Err(e)) => {
+            if exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) {
+                return Err(GwError::payload_too_large());
+            }
+            tracing::debug!(error = %e, "upstream request failed");
+            if e.is_connect() {
+                Err(GwError::bad_gateway(
+                    "The integration endpoint could not be reached",
+                ))
+            } else {
+                Err(GwError::bad_gateway(
+                    "The integration endpoint failed to answer",
+                ))
+            }
+        }
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            // Answer in the client's protocol version, not the upstream's.
+            parts.version = client_version;
+            Ok(Response::from_parts(parts, Either::Left(body)))
+        }
+    }
+}
+
+pub fn body_len(h: &http::HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}

@@ -1,0 +1,125 @@
+//! Process wiring: load the store, build the first snapshot, bind both
+//! listeners, serve until SIGINT/SIGTERM.
+
+use crate::admin;
+use crate::config::Config;
+use crate::pipeline::{self, DataPlane};
+use crate::snapshot::{BuildContext, Published};
+use crate::store::{self, State};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store_url)?);
+    let loader = store.clone();
+    let entities = tokio::task::spawn_blocking(move || loader.load()).await??;
+    let state = State::from_entities(entities);
+    let published = Arc::new(Published::new(&state, BuildContext::from_config(&cfg)));
+
+    let data_listener = TcpListener::bind(cfg.data_addr()?).await?;
+    let admin_listener = TcpListener::bind(cfg.admin_addr()?).await?;
+    let data_addr = data_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let plane = Arc::new(DataPlane {
+        snapshot: published.clone(),
+        client: crate::upstream::http::client(&cfg),
+        invoke_domain: cfg.invoke_domain.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        max_header_bytes: cfg.max_header_bytes,
+        upstream_timeout: cfg.upstream_timeout(),
+    });
+    let admin_state = admin::Inner::new(cfg.clone(), store, state, published, data_addr.port());
+    let app = admin::router(admin_state);
+
+    if cfg.credentials.is_empty() {
+        tracing::warn!("no [[credentials]] configured: every management request will get 401");
+    }
+    tracing::info!(%data_addr, %admin_addr, "apigw started");
+    println!("apigw listening data={data_addr} admin={admin_addr}");
+
+    let data = tokio::spawn(serve_data(data_listener, plane, cfg.clone()));
+    let admin = tokio::spawn(async move {
+        axum::serve(
+            admin_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        r = data => { r??; }
+        r = admin => { r??; }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve_data(
+    listener: TcpListener,
+    plane: Arc<DataPlane>,
+    cfg: Config,
+) -> anyhow::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout())
+        .max_buf_size((cfg.max_header_bytes * 2).max(16 * 1024))
+        .max_headers(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size((cfg.max_header_bytes * 2) as u32);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let plane = plane.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let plane = plane.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(pipeline::handle(&plane, req, peer).await)
+                }
+            });
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+        });
+    }
+}

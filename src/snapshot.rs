@@ -1,0 +1,354 @@
+//! The routing state of every API as one immutable value, rebuilt from the
+//! in-memory [`State`] after every committed change and published with
+//! `arc-swap`. A request loads the snapshot once and keeps it to the end.
+//! Rebuilding after a change touches only the changed API: the other
+//! APIs' compiled routes are shared (`Arc`) with the previous snapshot.
+
+use crate::config::Config;
+use crate::model::*;
+use crate::store::{ApiState, State};
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Settings the compiled routes need from the config.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    pub region: String,
+    pub srn_offering: String,
+}
+
+impl BuildContext {
+    pub fn from_config(cfg: &Config) -> Self {
+        BuildContext {
+            region: cfg.region.clone(),
+            srn_offering: cfg.srn_offering.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Snapshot {
+    pub apis: HashMap<String, Arc<ApiRoutes>>,
+}
+
+pub struct ApiRoutes {
+    pub api_id: String,
+    pub account_id: String,
+    pub endpoint_type: EndpointType,
+    pub stages: HashMap<String, Arc<StageRoutes>>,
+}
+
+pub struct StageRoutes {
+    pub name: String,
+    pub deployment_id: String,
+    pub router: matchit::Router<RouteNode>,
+    pub acl: IpAcl,
+    // Seams for later filters (compiled here, enforced in pipeline/):
+    // CORS, JWT, usage plan / API keys, resource policy.
+    pub cors: Cors,
+    pub jwt_enabled: bool,
+}
+
+/// One resource path of a deployment.
+pub struct RouteNode {
+    pub path: String,
+    pub methods: [Option<Arc<RouteMethod>>; 7],
+    /// Value of the `Allow` header for 405 answers.
+    pub allow: HeaderValue,
+}
+
+pub struct RouteMethod {
+    pub method_type: MethodType,
+    pub resource_path: String,
+    pub api_key_required: bool,
+    pub integration: Integration,
+}
+
+pub enum Integration {
+    Http(UrlTemplate),
+    Scf { function_id: String },
+    PrivateLink { endpoint_id: String },
+}
+
+/// The allowed source networks of a stage's access control.
+#[derive(Clone, Debug, Default)]
+pub struct IpAcl {
+    nets: Vec<IpNet>,
+}
+
+impl IpAcl {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        IpAcl { nets }
+    }
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+/// An endpoint URL with `{param}` placeholders, split once at build time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UrlTemplate {
+    parts: Vec<UrlPart>,
+    has_query: bool,
+    /// Length of the literal parts, for one right-sized allocation.
+    literal_len: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum UrlPart {
+    Lit(String),
+    Param(String),
+}
+
+impl UrlTemplate {
+    pub fn parse(url: &str) -> UrlTemplate {
+        let mut parts = Vec::new();
+        let mut rest = url;
+        let mut literal_len = 0;
+        while let Some(open) = rest.find('{') {
+            let Some(close_rel) = rest[open..].find('}') else {
+                break;
+            };
+            let close = open + close_rel;
+            if open > 0 {
+                literal_len += open;
+                parts.push(UrlPart::Lit(rest[..open].to_string()));
+            }
+            parts.push(UrlPart::Param(rest[open + 1..close].to_string()));
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            literal_len += rest.len();
+            parts.push(UrlPart::Lit(rest.to_string()));
+        }
+        UrlTemplate {
+            parts,
+            has_query: url.contains('?'),
+            literal_len,
+        }
+    }
+
+    /// Placeholder names used by the template.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            UrlPart::Param(n) => Some(n.as_str()),
+            UrlPart::Lit(_) => None,
+        })
+    }
+
+    /// The target URL: placeholders filled from the matched path (raw,
+    /// still percent-encoded as the client sent them) and the client's
+    /// query string appended.
+    pub fn render<'a>(
+        &self,
+        params: impl Fn(&str) -> Option<&'a str>,
+        query: Option<&str>,
+    ) -> String {
+        let mut out = String::with_capacity(self.literal_len + 32 + query.map_or(0, str::len));
+        for p in &self.parts {
+            match p {
+                UrlPart::Lit(s) => out.push_str(s),
+                UrlPart::Param(n) => {
+                    if let Some(v) = params(n) {
+                        out.push_str(v)
+                    }
+                }
+            }
+        }
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            out.push(if self.has_query { '&' } else { '?' });
+            out.push_str(q);
+        }
+        out
+    }
+}
+
+/// Method SRN: `srn:{offering}::{account}:{region}::apigateway:method/{api}/{stage}/{VERB}/{path}`.
+pub fn method_srn(
+    ctx: &BuildContext,
+    account: &str,
+    api: &str,
+    stage: &str,
+    verb: &str,
+    path: &str,
+) -> String {
+    format!(
+        "srn:{}::{}:{}::apigateway:method/{}/{}/{}/{}",
+        ctx.srn_offering,
+        account,
+        ctx.region,
+        api,
+        stage,
+        verb,
+        path.trim_start_matches('/')
+    )
+}
+
+fn compile_method(m: &Method, path: &str) -> RouteMethod {
+    let integration = match m.integration_type {
+        IntegrationType::HTTP => {
+            Integration::Http(UrlTemplate::parse(m.endpoint_url.as_deref().unwrap_or("")))
+        }
+        IntegrationType::SCF => Integration::Scf {
+            function_id: m.function_id.clone().unwrap_or_default(),
+        },
+        IntegrationType::PRIVATELINK => Integration::PrivateLink {
+            endpoint_id: m.privatelink_endpoint_id.clone().unwrap_or_default(),
+        },
+    };
+    RouteMethod {
+        method_type: m.method_type,
+        resource_path: path.to_string(),
+        api_key_required: m.api_key_required,
+        integration,
+    }
+}
+
+/// Compile a deployment into a trie of its paths.
+pub fn compile_deployment(dep: &Deployment) -> matchit::Router<RouteNode> {
+    let mut by_path: std::collections::BTreeMap<&str, [Option<Arc<RouteMethod>>; 7]> =
+        Default::default();
+    for dm in &dep.methods {
+        let slot = by_path.entry(dm.path.as_str()).or_default();
+        slot[dm.method.method_type.index()] = Some(Arc::new(compile_method(&dm.method, &dm.path)));
+    }
+    let mut router = matchit::Router::new();
+    for (path, methods) in by_path {
+        let allow = MethodType::ALL
+            .iter()
+            .filter(|t| methods[t.index()].is_some())
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let node = RouteNode {
+            path: path.to_string(),
+            methods,
+            allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("")),
+        };
+        if let Err(e) = router.insert(path, node) {
+            tracing::warn!(deployment = %dep.id, %path, error = %e, "route not served");
+        }
+    }
+    router
+}
+
+fn compile_acl(api: &ApiState, stage: &Stage) -> IpAcl {
+    let Some(ac) = api.access_controls.get(&stage.access_control_id) else {
+        return IpAcl::default();
+    };
+    IpAcl::new(ac.items().filter_map(parse_ip_item).collect())
+}
+
+/// Compile one API; `None` when it has no API object.
+pub fn build_api(api: &ApiState, _ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
+    let meta = api.api()?;
+    let mut stages = HashMap::with_capacity(api.stages.len());
+    for stage in api.stages.values() {
+        let Some(dep) = api.deployments.get(&stage.deployment_id) else {
+            continue;
+        };
+        stages.insert(
+            stage.name.clone(),
+            Arc::new(StageRoutes {
+                name: stage.name.clone(),
+                deployment_id: dep.id.clone(),
+                router: compile_deployment(dep),
+                acl: compile_acl(api, stage),
+                cors: stage.cors.clone(),
+                jwt_enabled: stage.jwt_enabled,
+            }),
+        );
+    }
+    Some(Arc::new(ApiRoutes {
+        api_id: meta.id.clone(),
+        account_id: meta.account_id.clone(),
+        endpoint_type: meta.endpoint_type,
+        stages,
+    }))
+}
+
+/// The published snapshot and how to rebuild it.
+pub struct Published {
+    current: ArcSwap<Snapshot>,
+    ctx: BuildContext,
+}
+
+impl Published {
+    pub fn new(state: &State, ctx: BuildContext) -> Self {
+        let mut snap = Snapshot::default();
+        for (id, a) in &state.apis {
+            if let Some(r) = build_api(a, &ctx) {
+                snap.apis.insert(id.clone(), r);
+            }
+        }
+        Published {
+            current: ArcSwap::from_pointee(snap),
+            ctx,
+        }
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn current(&self) -> &ArcSwap<Snapshot> {
+        &self.current
+    }
+
+    /// Rebuild the given APIs and publish a new snapshot that shares every
+    /// other API's routes with the current one. Writers are serialised by
+    /// the management API's state lock.
+    pub fn republish(&self, state: &State, api_ids: &[String]) {
+        let old = self.current.load();
+        let mut apis = old.apis.clone();
+        for id in api_ids {
+            match state.api(id).and_then(|a| build_api(a, &self.ctx)) {
+                Some(r) => {
+                    apis.insert(id.clone(), r);
+                }
+                None => {
+                    apis.remove(id);
+                }
+            }
+        }
+        self.current.store(Arc::new(Snapshot { apis }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_fills_params_and_query() {
+        let t = UrlTemplate::parse("http://b:1/users/{user-id}/x");
+        let got = t.render(|n| (n == "user-id").then_some("42"), Some("a=1"));
+        assert_eq!(got, "http://b:1/users/42/x?a=1");
+        let t = UrlTemplate::parse("http://b/q?k=v");
+        assert_eq!(t.render(|_| None, Some("a=1")), "http://b/q?k=v&a=1");
+        assert_eq!(t.render(|_| None, None), "http://b/q?k=v");
+    }
+
+    #[test]
+    fn acl_matches_cidr_and_mapped_v6() {
+        let acl = IpAcl::new(vec![parse_ip_item("127.0.0.1/24").unwrap()]);
+        assert!(acl.allows("127.0.0.9".parse().unwrap()));
+        assert!(acl.allows("::ffff:127.0.0.2".parse().unwrap()));
+        assert!(!acl.allows("10.0.0.1".parse().unwrap()));
+        assert!(!IpAcl::default().allows("127.0.0.1".parse().unwrap()));
+    }
+}

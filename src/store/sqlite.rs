@@ -1,0 +1,130 @@
+//! SQLite store: one table of JSON documents keyed by (kind, key), with the
+//! owning API id for cascading deletes. WAL journal, synchronous=FULL: a
+//! committed transaction is on disk.
+
+use super::{Store, StoreError};
+use crate::model::{Change, Entity, Kind};
+use rusqlite::{params, Connection};
+use std::path::Path;
+use std::sync::Mutex;
+
+const SCHEMA_VERSION: i64 = 1;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn be(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<SqliteStore> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        anyhow::bail!(
+            "store schema version {version} is newer than this binary ({SCHEMA_VERSION})"
+        );
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS objects (
+                 kind   TEXT NOT NULL,
+                 key    TEXT NOT NULL,
+                 api_id TEXT NOT NULL,
+                 body   TEXT NOT NULL,
+                 PRIMARY KEY (kind, key)
+             );
+             CREATE INDEX IF NOT EXISTS objects_api ON objects(api_id);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> Result<Vec<Entity>, StoreError> {
+        let conn = self.conn.lock().map_err(be)?;
+        let mut stmt = conn
+            .prepare("SELECT kind, key, body FROM objects")
+            .map_err(be)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(be)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, key, body) = row.map_err(be)?;
+            let Some(k) = Kind::parse(&kind) else {
+                return Err(StoreError::Corrupt {
+                    kind: "object",
+                    key,
+                    err: format!("unknown kind {kind:?}"),
+                });
+            };
+            let e = Entity::from_json(k, &body).map_err(|err| StoreError::Corrupt {
+                kind: k.as_str(),
+                key,
+                err: err.to_string(),
+            })?;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut conn = self.conn.lock().map_err(be)?;
+        let tx = conn.transaction().map_err(be)?;
+        for c in changes {
+            match c {
+                Change::Put(e) => {
+                    let body = e.to_json().map_err(be)?;
+                    tx.execute(
+                        "INSERT INTO objects(kind, key, api_id, body) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(kind, key) DO UPDATE SET body = excluded.body, api_id = excluded.api_id",
+                        params![e.kind().as_str(), e.key(), e.api_id(), body],
+                    )
+                    .map_err(be)?;
+                }
+                Change::Delete { kind, key, .. } => {
+                    tx.execute(
+                        "DELETE FROM objects WHERE kind = ?1 AND key = ?2",
+                        params![kind.as_str(), key],
+                    )
+                    .map_err(be)?;
+                }
+                Change::DeleteApi(api_id) => {
+                    tx.execute("DELETE FROM objects WHERE api_id = ?1", params![api_id])
+                        .map_err(be)?;
+                }
+            }
+        }
+        tx.commit().map_err(be)
+    }
+}

@@ -1,0 +1,168 @@
+//! The in-memory mirror of the store, grouped per API. Reads of the
+//! management API and snapshot builds use it; it changes only after a
+//! successful commit, through [`State::apply`].
+
+use crate::model::*;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Clone, Debug, Default)]
+pub struct ApiState {
+    pub api: Option<Api>,
+    pub resources: BTreeMap<String, Resource>,
+    /// Keyed by (resource id, method type).
+    pub methods: BTreeMap<(String, MethodType), Method>,
+    pub deployments: BTreeMap<String, Deployment>,
+    /// Keyed by stage name.
+    pub stages: BTreeMap<String, Stage>,
+    pub access_controls: BTreeMap<String, AccessControl>,
+}
+
+impl ApiState {
+    pub fn api(&self) -> Option<&Api> {
+        self.api.as_ref()
+    }
+    pub fn root(&self) -> Option<&Resource> {
+        self.resources.values().find(|r| r.is_root())
+    }
+    pub fn default_access_control(&self) -> Option<&AccessControl> {
+        self.access_controls.values().find(|a| a.is_default)
+    }
+    pub fn methods_of<'a>(&'a self, resource_id: &'a str) -> impl Iterator<Item = &'a Method> + 'a {
+        self.methods
+            .range((resource_id.to_string(), MethodType::GET)..)
+            .take_while(move |((rid, _), _)| rid == resource_id)
+            .map(|(_, m)| m)
+    }
+    pub fn children_of<'a>(
+        &'a self,
+        resource_id: &'a str,
+    ) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.resources
+            .values()
+            .filter(move |r| r.parent_id == resource_id)
+    }
+    /// The resource and all its descendants.
+    pub fn subtree(&self, resource_id: &str) -> Vec<&Resource> {
+        let mut out = Vec::new();
+        let mut todo = vec![resource_id.to_string()];
+        while let Some(id) = todo.pop() {
+            if let Some(r) = self.resources.get(&id) {
+                out.push(r);
+                todo.extend(self.children_of(&id).map(|c| c.id.clone()));
+            }
+        }
+        out
+    }
+    pub fn stages_of_access_control<'a>(
+        &'a self,
+        ac_id: &'a str,
+    ) -> impl Iterator<Item = &'a Stage> + 'a {
+        self.stages
+            .values()
+            .filter(move |s| s.access_control_id == ac_id)
+    }
+    /// Stages whose active deployment is this one.
+    pub fn stages_on_deployment<'a>(
+        &'a self,
+        dep_id: &'a str,
+    ) -> impl Iterator<Item = &'a Stage> + 'a {
+        self.stages
+            .values()
+            .filter(move |s| s.deployment_id == dep_id)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub apis: HashMap<String, ApiState>,
+}
+
+impl State {
+    pub fn from_entities(entities: Vec<Entity>) -> State {
+        let mut s = State::default();
+        for e in entities {
+            s.put(e);
+        }
+        // Drop children whose API is gone (cannot happen through the API,
+        // but a hand-edited file should not make ghosts routable).
+        s.apis.retain(|_, a| a.api.is_some());
+        s
+    }
+
+    pub fn api(&self, id: &str) -> Option<&ApiState> {
+        self.apis.get(id).filter(|a| a.api.is_some())
+    }
+
+    /// Apply committed changes; returns the ids of the APIs touched.
+    pub fn apply(&mut self, changes: &[Change]) -> Vec<String> {
+        let mut touched: Vec<String> = Vec::new();
+        for c in changes {
+            let id = c.api_id().to_string();
+            match c {
+                Change::Put(e) => self.put(e.clone()),
+                Change::Delete { kind, key, api_id } => self.delete(*kind, key, api_id),
+                Change::DeleteApi(api_id) => {
+                    self.apis.remove(api_id);
+                }
+            }
+            if !touched.contains(&id) {
+                touched.push(id);
+            }
+        }
+        touched
+    }
+
+    fn put(&mut self, e: Entity) {
+        let a = self.apis.entry(e.api_id().to_string()).or_default();
+        match e {
+            Entity::Api(x) => a.api = Some(x),
+            Entity::Resource(x) => {
+                a.resources.insert(x.id.clone(), x);
+            }
+            Entity::Method(x) => {
+                a.methods.insert((x.resource_id.clone(), x.method_type), x);
+            }
+            Entity::Deployment(x) => {
+                a.deployments.insert(x.id.clone(), x);
+            }
+            Entity::Stage(x) => {
+                a.stages.insert(x.name.clone(), x);
+            }
+            Entity::AccessControl(x) => {
+                a.access_controls.insert(x.id.clone(), x);
+            }
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, key: &str, api_id: &str) {
+        let Some(a) = self.apis.get_mut(api_id) else {
+            return;
+        };
+        match kind {
+            Kind::Api => {
+                self.apis.remove(api_id);
+            }
+            Kind::Resource => {
+                a.resources.remove(key);
+            }
+            Kind::Method => {
+                if let Some((rid, t)) = key.rsplit_once(':') {
+                    if let Some(t) = MethodType::parse(t) {
+                        a.methods.remove(&(rid.to_string(), t));
+                    }
+                }
+            }
+            Kind::Deployment => {
+                a.deployments.remove(key);
+            }
+            Kind::Stage => {
+                if let Some((_, name)) = key.split_once(':') {
+                    a.stages.remove(name);
+                }
+            }
+            Kind::AccessControl => {
+                a.access_controls.remove(key);
+            }
+        }
+    }
+}
