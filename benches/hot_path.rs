@@ -1,1 +1,177 @@
-fn main() {}
+//! Hot-path benchmarks: routing lookup with many APIs loaded, the IP
+//! access-control check, request-id generation, and republishing the
+//! snapshot after a change to one API.
+//!
+//! Size with APIGW_BENCH_APIS (default 1000) and APIGW_BENCH_RESOURCES
+//! (default 300).
+
+use apigw::model::*;
+use apigw::pipeline::route::route;
+use apigw::snapshot::{BuildContext, IpAcl, Published};
+use apigw::store::State;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One API with `n` resources `/r{i}/{id}` (half with a parameter child),
+/// a GET method each, deployed on stage `prod`.
+fn api_entities(i: usize, n: usize) -> Vec<Entity> {
+    let api_id = format!("{i:032x}");
+    let now = now_rfc3339();
+    let mut out = vec![Entity::Api(Api {
+        id: api_id.clone(),
+        account_id: "acct".into(),
+        name: format!("api-{i}"),
+        description: String::new(),
+        endpoint_type: EndpointType::Region,
+        tags: vec![],
+        created_at: now.clone(),
+    })];
+    let ac = AccessControl {
+        id: format!("ac{i}"),
+        api_id: api_id.clone(),
+        name: "local".into(),
+        description: String::new(),
+        allowed_ip_addr: vec!["127.0.0.0/8".into()],
+        is_default: false,
+        created_at: now.clone(),
+    };
+    let mut methods = Vec::new();
+    let mut paths = vec!["/".to_string()];
+    for r in 0..n {
+        let path = if r % 2 == 0 {
+            format!("/r{r}")
+        } else {
+            format!("/r{}/{{id}}", r - 1)
+        };
+        paths.push(path.clone());
+        methods.push(DeployedMethod {
+            path: path.clone(),
+            method: Method {
+                api_id: api_id.clone(),
+                resource_id: format!("res{r}"),
+                method_type: MethodType::GET,
+                integration_type: IntegrationType::HTTP,
+                endpoint_url: Some("http://127.0.0.1:9001/items/{id}".into()),
+                function_id: None,
+                privatelink_endpoint_id: None,
+                api_key_required: false,
+                query_strings: Default::default(),
+                request_headers: Default::default(),
+                created_at: now.clone(),
+            },
+        });
+    }
+    let dep = Deployment {
+        id: format!("dep{i}"),
+        api_id: api_id.clone(),
+        description: String::new(),
+        created_at: now.clone(),
+        paths,
+        methods,
+    };
+    out.push(Entity::Stage(Stage {
+        api_id: api_id.clone(),
+        name: "prod".into(),
+        description: String::new(),
+        deployment_id: dep.id.clone(),
+        activated_at: now.clone(),
+        created_at: now,
+        cors: Cors::default(),
+        jwt_enabled: false,
+        usage_plan_id: None,
+        connected_api_keys: vec![],
+        access_control_id: ac.id.clone(),
+    }));
+    out.push(Entity::Deployment(dep));
+    out.push(Entity::AccessControl(ac));
+    out
+}
+
+fn benches(c: &mut Criterion) {
+    let apis = env("APIGW_BENCH_APIS", 1000);
+    let resources = env("APIGW_BENCH_RESOURCES", 300);
+    let entities: Vec<Entity> = (0..apis).flat_map(|i| api_entities(i, resources)).collect();
+    let state = State::from_entities(entities);
+    let ctx = BuildContext {
+        region: "kr-west1".into(),
+        srn_offering: "scp".into(),
+    };
+    let published = Published::new(&state, ctx);
+    let snap = published.load();
+    let host = format!("{:032x}.apigw.localhost:8080", apis / 2);
+    let get = http::Method::GET;
+    let last = if resources > 1 {
+        (resources - 1) & !1
+    } else {
+        0
+    };
+
+    c.bench_function(&format!("route/static ({apis} APIs x {resources})"), |b| {
+        let path = format!("/prod/r{last}");
+        b.iter(|| {
+            route(
+                black_box(&snap),
+                black_box(&host),
+                "apigw.localhost",
+                &get,
+                black_box(&path),
+            )
+            .is_ok()
+        })
+    });
+    c.bench_function("route/param", |b| {
+        let path = format!("/prod/r{last}/12345");
+        b.iter(|| {
+            route(
+                black_box(&snap),
+                black_box(&host),
+                "apigw.localhost",
+                &get,
+                black_box(&path),
+            )
+            .is_ok()
+        })
+    });
+    c.bench_function("route/miss (404)", |b| {
+        b.iter(|| {
+            route(
+                black_box(&snap),
+                black_box(&host),
+                "apigw.localhost",
+                &get,
+                black_box("/prod/nope"),
+            )
+            .is_err()
+        })
+    });
+
+    let acl = IpAcl::new(
+        (0..100)
+            .map(|i| format!("10.{i}.0.0/16").parse().unwrap())
+            .collect(),
+    );
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    c.bench_function("ip_acl/100 entries, denied", |b| {
+        b.iter(|| acl.allows(black_box(ip)))
+    });
+
+    let headers = http::HeaderMap::new();
+    c.bench_function("request_id/make", |b| {
+        b.iter(|| apigw::pipeline::request_id::take_or_make(black_box(&headers)))
+    });
+
+    let touched = vec![format!("{:032x}", 0)];
+    c.bench_function(
+        &format!("snapshot/republish one API ({apis} loaded)"),
+        |b| b.iter(|| published.republish(&state, black_box(&touched))),
+    );
+}
+
+criterion_group!(hot_path, benches);
+criterion_main!(hot_path);
