@@ -56,6 +56,10 @@ pub struct Config {
     pub signature_max_skew_secs: i64,
     /// Tokio worker threads (0 = one per core).
     pub worker_threads: usize,
+    /// Proxies (IPs/CIDRs) whose X-Forwarded-For names the client.
+    pub trusted_proxies: Vec<String>,
+    /// Expect a PROXY protocol v1/v2 header on every data-plane connection.
+    pub proxy_protocol: bool,
     /// tracing filter (RUST_LOG wins when set).
     pub log: String,
     pub credentials: Vec<Credential>,
@@ -81,6 +85,8 @@ impl Default for Config {
             upstream_pool_max_idle_per_host: 1024,
             signature_max_skew_secs: 300,
             worker_threads: 0,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             log: "info".into(),
             credentials: Vec::new(),
         }
@@ -106,6 +112,8 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
   upstream_pool_max_idle_per_host  idle keep-alive conns per host [1024]
   signature_max_skew_secs          Scp-Timestamp tolerance       [300]
   worker_threads                   0 = one per core              [0]
+  trusted_proxies                  CIDRs whose X-Forwarded-For is believed [none]
+  proxy_protocol                   expect PROXY v1/v2 on data conns [false]
   log                              tracing filter                [info]
   [[credentials]] access_key, secret_key, account_id  (several allowed;
                   env: APIGW_CREDENTIALS='[{access_key=\"..\",secret_key=\"..\",account_id=\"..\"}]')";
@@ -136,6 +144,7 @@ impl Config {
         if self.max_header_bytes < 1024 {
             anyhow::bail!("config: max_header_bytes must be at least 1024");
         }
+        self.trusted_proxy_nets()?;
         for c in &self.credentials {
             if c.access_key.is_empty() || c.secret_key.is_empty() {
                 anyhow::bail!("config: credentials need access_key and secret_key");
@@ -164,6 +173,17 @@ impl Config {
                 self.store_url
             ),
         }
+    }
+
+    pub fn trusted_proxy_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                crate::model::parse_ip_item(s).ok_or_else(|| {
+                    anyhow::anyhow!("config: trusted_proxies: {s:?} is not an IP or CIDR")
+                })
+            })
+            .collect()
     }
 
     pub fn header_read_timeout(&self) -> Duration {

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod model;
 pub mod pipeline;
+pub mod proxy_protocol;
 pub mod server;
 pub mod signature;
 pub mod snapshot;

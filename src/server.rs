@@ -31,6 +31,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         max_body_bytes: cfg.max_body_bytes,
         max_header_bytes: cfg.max_header_bytes,
         upstream_timeout: cfg.upstream_timeout(),
+        trusted_proxies: cfg.trusted_proxy_nets()?,
     });
     let admin_state = admin::Inner::new(cfg.clone(), store, state, published, data_addr.port());
     let app = admin::router(admin_state);
@@ -98,7 +99,7 @@ async fn serve_data(
         .max_header_list_size((cfg.max_header_bytes * 2) as u32);
     let builder = Arc::new(builder);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (mut stream, mut peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -110,7 +111,19 @@ async fn serve_data(
         let _ = stream.set_nodelay(true);
         let plane = plane.clone();
         let builder = builder.clone();
+        let proxy_protocol = cfg.proxy_protocol;
+        let header_timeout = cfg.header_read_timeout();
         tokio::spawn(async move {
+            if proxy_protocol {
+                match crate::proxy_protocol::read_header(&mut stream, header_timeout).await {
+                    Ok(Some(src)) => peer = src,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "PROXY header rejected");
+                        return;
+                    }
+                }
+            }
             let svc = service_fn(move |req| {
                 let plane = plane.clone();
                 async move {

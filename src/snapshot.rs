@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::model::*;
+use crate::pipeline::cors::StageCors;
 use crate::store::{ApiState, State};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -47,9 +48,9 @@ pub struct StageRoutes {
     pub deployment_id: String,
     pub router: matchit::Router<RouteNode>,
     pub acl: IpAcl,
+    pub cors: StageCors,
     // Seams for later filters (compiled here, enforced in pipeline/):
-    // CORS, JWT, usage plan / API keys, resource policy.
-    pub cors: Cors,
+    // JWT, usage plan / API keys, resource policy.
     pub jwt_enabled: bool,
 }
 
@@ -268,7 +269,7 @@ pub fn build_api(api: &ApiState, _ctx: &BuildContext) -> Option<Arc<ApiRoutes>> 
                 deployment_id: dep.id.clone(),
                 router: compile_deployment(dep),
                 acl: compile_acl(api, stage),
-                cors: stage.cors.clone(),
+                cors: StageCors::compile(&stage.cors),
                 jwt_enabled: stage.jwt_enabled,
             }),
         );

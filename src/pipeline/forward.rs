@@ -25,7 +25,7 @@ pub async fn forward(
     client_ip: IpAddr,
     host: &HeaderValue,
 ) -> Result<Response<RespBody>, GwError> {
-    match &routed.method.integration {
+    match &routed.method()?.integration {
         Integration::Http(tpl) => {
             let target = tpl.render(|n| routed.param(n), req.uri().query());
             let uri: Uri = target

@@ -1,11 +1,14 @@
 //! The data-plane request pipeline. Each stage is its own module; the
 //! order is the one in `run` below and nowhere else:
 //!
-//! limits → route → IP access control → (CORS preflight) → (resource
-//! policy) → (JWT) → (API key / quota) → forward → (CORS headers)
+//! limits → client address → route → IP access control → CORS preflight
+//! → 405 → (resource policy) → (JWT) → (API key / quota) → forward →
+//! CORS response headers (also on gateway errors)
 //!
 //! Stages in parentheses are seams for the filters of later issues.
 
+pub mod client_ip;
+pub mod cors;
 pub mod error;
 pub mod forward;
 pub mod ip_acl;
@@ -13,7 +16,7 @@ pub mod limits;
 pub mod request_id;
 pub mod route;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, StageRoutes};
 use crate::upstream::http::HttpClient;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -35,6 +38,8 @@ pub struct DataPlane {
     pub max_body_bytes: u64,
     pub max_header_bytes: usize,
     pub upstream_timeout: Duration,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl DataPlane {
@@ -50,10 +55,16 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<RespBody> {
     let request_id = request_id::take_or_make(req.headers());
-    let mut resp = match run(gw, req, peer, &request_id).await {
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
+    let mut stage = None;
+    let mut resp = match run(gw, req, peer, &request_id, &mut stage).await {
         Ok(r) => r,
         Err(e) => e.into_response().map(Either::Right),
     };
+    // CORS response headers, on backend answers and gateway errors alike.
+    if let (Some(stage), Some(origin)) = (&stage, &origin) {
+        stage.cors.decorate(origin, resp.headers_mut());
+    }
     resp.headers_mut()
         .insert(request_id::X_REQUEST_ID.clone(), request_id);
     resp
@@ -64,9 +75,10 @@ async fn run(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     request_id: &HeaderValue,
+    stage_out: &mut Option<Arc<StageRoutes>>,
 ) -> Result<Response<RespBody>, GwError> {
     limits::check(&req, gw.max_header_bytes, gw.max_body_bytes)?;
-    let client_ip = peer.ip();
+    let client_ip = client_ip::resolve(peer.ip(), req.headers(), &gw.trusted_proxies);
     let host = host_of(&req).ok_or_else(GwError::api_not_found)?;
 
     // The request keeps this snapshot to its end, whatever is published meanwhile.
@@ -79,12 +91,21 @@ async fn run(
         req.method(),
         req.uri().path(),
     )?;
+    *stage_out = Some(routed.stage.clone());
+
     ip_acl::check(&routed, client_ip)?;
-    // CORS preflight, resource policy, JWT and API key/quota go here.
+    if routed.stage.cors.is_preflight(&req) {
+        return Ok(routed
+            .stage
+            .cors
+            .preflight(req.headers())?
+            .map(Either::Right));
+    }
+    routed.method()?;
+    // Resource policy, JWT and API key/quota go here.
     req.headers_mut()
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
     forward::forward(gw, &routed, req, client_ip, &host).await
-    // CORS response headers go here.
 }
 
 /// The Host header, or the :authority of an HTTP/2 request.

@@ -9,12 +9,20 @@ use std::sync::Arc;
 pub struct Routed {
     pub api: Arc<ApiRoutes>,
     pub stage: Arc<StageRoutes>,
-    pub method: Arc<RouteMethod>,
+    /// None when the resource has no method for the verb (405 after
+    /// the CORS preflight had its chance).
+    pub method: Option<Arc<RouteMethod>>,
+    pub allow: http::HeaderValue,
     /// Path parameters (raw, as sent).
     pub params: Vec<(String, String)>,
 }
 
 impl Routed {
+    pub fn method(&self) -> Result<&Arc<RouteMethod>, GwError> {
+        self.method
+            .as_ref()
+            .ok_or_else(|| GwError::method_not_allowed(self.allow.clone()))
+    }
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -65,9 +73,6 @@ pub fn route(
     let node = m.value;
     let verb = MethodType::from_http(method);
     let found = verb.and_then(|v| node.methods[v.index()].clone());
-    let Some(rm) = found else {
-        return Err(GwError::method_not_allowed(node.allow.clone()));
-    };
     let params = m
         .params
         .iter()
@@ -76,7 +81,8 @@ pub fn route(
     Ok(Routed {
         api: api.clone(),
         stage: stage.clone(),
-        method: rm,
+        method: found,
+        allow: node.allow.clone(),
         params,
     })
 }

@@ -1,0 +1,219 @@
+//! CORS per stage: the gateway answers preflights itself when the stage
+//! has CORS on, and adds `Access-Control-Allow-Origin` (+ Expose-Headers,
+//! credentials, `Vary: Origin`) to every response for an allowed origin,
+//! gateway errors included, so a browser shows the real error.
+//! Everything is compiled from the stage configuration at snapshot time.
+
+use super::error::GwError;
+use crate::model::Cors;
+use bytes::Bytes;
+use http::header::*;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+const ALL_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS";
+
+#[derive(Clone, Debug, Default)]
+pub struct StageCors {
+    enabled: bool,
+    any_origin: bool,
+    origins: Vec<HeaderValue>,
+    allow_methods: Option<HeaderValue>,
+    /// None: echo Access-Control-Request-Headers.
+    allow_headers: Option<HeaderValue>,
+    expose_headers: Option<HeaderValue>,
+    max_age: Option<HeaderValue>,
+    credentials: bool,
+}
+
+fn join(list: &[String]) -> Option<HeaderValue> {
+    HeaderValue::from_str(&list.join(", ")).ok()
+}
+
+impl StageCors {
+    pub fn compile(c: &Cors) -> StageCors {
+        if !c.cors_enabled {
+            return StageCors::default();
+        }
+        let origins = c.allow_origins.clone().unwrap_or_else(|| vec!["*".into()]);
+        let any_origin = origins.is_empty() || origins.iter().any(|o| o == "*");
+        let methods = match &c.allow_methods {
+            Some(m) if !m.is_empty() && !m.iter().any(|x| x == "ANY") => join(m),
+            _ => Some(HeaderValue::from_static(ALL_METHODS)),
+        };
+        let allow_headers = match &c.allow_headers {
+            Some(h) if !h.is_empty() && !h.iter().any(|x| x == "*") => join(h),
+            _ => None,
+        };
+        StageCors {
+            enabled: true,
+            any_origin,
+            origins: origins
+                .iter()
+                .filter(|o| *o != "*")
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+                .collect(),
+            allow_methods: methods,
+            allow_headers,
+            expose_headers: c
+                .expose_headers
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                .and_then(join),
+            max_age: c.max_age.map(HeaderValue::from),
+            credentials: c.allow_credentials.unwrap_or(false),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The Access-Control-Allow-Origin value for this origin, if allowed.
+    fn allow_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
+        if !self.enabled {
+            return None;
+        }
+        if self.any_origin {
+            return Some(if self.credentials {
+                origin.clone()
+            } else {
+                HeaderValue::from_static("*")
+            });
+        }
+        self.origins
+            .iter()
+            .any(|o| o == origin)
+            .then(|| origin.clone())
+    }
+
+    pub fn is_preflight<B>(&self, req: &Request<B>) -> bool {
+        self.enabled
+            && req.method() == Method::OPTIONS
+            && req.headers().contains_key(ORIGIN)
+            && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+    }
+
+    /// Answer a preflight without calling the backend.
+    pub fn preflight(&self, req_headers: &HeaderMap) -> Result<Response<Full<Bytes>>, GwError> {
+        let origin = req_headers
+            .get(ORIGIN)
+            .ok_or_else(|| GwError::bad_request("Origin is required"))?;
+        let Some(acao) = self.allow_origin(origin) else {
+            return Err(GwError::new(
+                StatusCode::FORBIDDEN,
+                "CorsOriginDenied",
+                "This origin is not allowed by the stage's CORS configuration",
+            ));
+        };
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        let h = resp.headers_mut();
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, acao);
+        if let Some(m) = &self.allow_methods {
+            h.insert(ACCESS_CONTROL_ALLOW_METHODS, m.clone());
+        }
+        match (
+            &self.allow_headers,
+            req_headers.get(ACCESS_CONTROL_REQUEST_HEADERS),
+        ) {
+            (Some(list), _) => {
+                h.insert(ACCESS_CONTROL_ALLOW_HEADERS, list.clone());
+            }
+            (None, Some(asked)) => {
+                h.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+            }
+            (None, None) => {}
+        }
+        if let Some(a) = &self.max_age {
+            h.insert(ACCESS_CONTROL_MAX_AGE, a.clone());
+        }
+        if self.credentials {
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        h.append(VARY, HeaderValue::from_static("Origin"));
+        Ok(resp)
+    }
+
+    /// CORS headers on an actual (or error) response.
+    pub fn decorate(&self, origin: &HeaderValue, h: &mut HeaderMap) {
+        let Some(acao) = self.allow_origin(origin) else {
+            return;
+        };
+        let star = acao == "*";
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, acao);
+        if let Some(e) = &self.expose_headers {
+            h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
+        }
+        if self.credentials {
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        if !star {
+            h.append(VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cors(origins: &[&str], credentials: bool) -> StageCors {
+        StageCors::compile(&Cors {
+            cors_enabled: true,
+            allow_origins: Some(origins.iter().map(|s| s.to_string()).collect()),
+            allow_methods: Some(vec!["GET".into(), "POST".into()]),
+            allow_headers: Some(vec!["X-Custom".into(), "Content-Type".into()]),
+            expose_headers: Some(vec!["X-Request-Id".into()]),
+            max_age: Some(600),
+            allow_credentials: Some(credentials),
+        })
+    }
+
+    #[test]
+    fn preflight_for_listed_origin() {
+        let c = cors(&["http://app.example"], false);
+        let mut h = HeaderMap::new();
+        h.insert(ORIGIN, HeaderValue::from_static("http://app.example"));
+        h.insert(
+            ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
+        let r = c.preflight(&h).unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(
+            r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://app.example"
+        );
+        assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_METHODS], "GET, POST");
+        assert_eq!(
+            r.headers()[ACCESS_CONTROL_ALLOW_HEADERS],
+            "X-Custom, Content-Type"
+        );
+        assert_eq!(r.headers()[ACCESS_CONTROL_MAX_AGE], "600");
+        assert_eq!(r.headers()[VARY], "Origin");
+        h.insert(ORIGIN, HeaderValue::from_static("http://evil.example"));
+        assert_eq!(c.preflight(&h).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn decorate_star_and_credentials() {
+        let mut h = HeaderMap::new();
+        cors(&["*"], false).decorate(&HeaderValue::from_static("http://a"), &mut h);
+        assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(!h.contains_key(VARY));
+        let mut h = HeaderMap::new();
+        cors(&["*"], true).decorate(&HeaderValue::from_static("http://a"), &mut h);
+        assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "http://a");
+        assert_eq!(h[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        let mut h = HeaderMap::new();
+        StageCors::default().decorate(&HeaderValue::from_static("http://a"), &mut h);
+        assert!(h.is_empty());
+    }
+}
