@@ -1,6 +1,9 @@
-//! IP access control: the stage's connected access control must allow the
-//! client address (the `Default` one allows nothing). PRIVATE APIs are not
-//! subject to IP access control (they are reached through PrivateLink).
+//! Network access: a REGION API's stage admits only sources its connected
+//! access control allows (the `Default` one allows nothing). A PRIVATE API
+//! is reachable only through an approved PrivateLink endpoint, so nothing
+//! arriving on the public listener gets through (403 `PrivateApi`); the
+//! PrivateLink listener will admit its approved, connected endpoints here,
+//! and JWT (forced on for PRIVATE stages) applies after.
 
 use super::error::GwError;
 use super::route::Routed;
@@ -9,7 +12,7 @@ use std::net::IpAddr;
 
 pub fn check(routed: &Routed, client_ip: IpAddr) -> Result<(), GwError> {
     if routed.api.endpoint_type == EndpointType::Private {
-        return Ok(());
+        return Err(GwError::private_api());
     }
     if routed.stage.acl.allows(client_ip) {
         Ok(())

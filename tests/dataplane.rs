@@ -1,0 +1,977 @@
+//! Data plane against the real binary and a real recording backend:
+//! forwarding, routing errors, IP access control, limits, upstream
+//! failures, streaming with flat memory, and h2c.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(3);
+
+/// API `fwd-api`:
+///   /users            GET, POST  -> backend /backend/users
+///   /users/{user-id}  GET        -> backend /backend/users/{user-id}/profile
+///   /scf              GET        -> SCF (501 for now)
+/// deployed to `dev`, access control allowing 127.0.0.1 connected.
+struct Fwd {
+    gw: Gateway,
+    backend: Backend,
+    api: String,
+    client: reqwest::Client,
+}
+
+async fn fwd_setup(settings: &[(&str, &str)]) -> Fwd {
+    let gw = Gateway::start_with(settings);
+    let backend = Backend::start("b1");
+    let admin = gw.admin();
+    let api = admin.create_api("fwd-api").await;
+    let root = admin.root_id(&api).await;
+    let users = admin.create_resource(&api, &root, "users").await;
+    let user = admin.create_resource(&api, &users, "{user-id}").await;
+    let scf = admin.create_resource(&api, &root, "scf").await;
+    admin
+        .create_http_method(&api, &users, "GET", &backend.url("/backend/users"))
+        .await;
+    admin
+        .create_http_method(&api, &users, "POST", &backend.url("/backend/users"))
+        .await;
+    admin
+        .create_http_method(
+            &api,
+            &user,
+            "GET",
+            &backend.url("/backend/users/{user-id}/profile"),
+        )
+        .await;
+    admin
+        .post(
+            &format!("/v1/apis/{api}/resources/{scf}/methods"),
+            &json!({"method_type": "GET", "integration_type": "SCF", "function_id": "0123456789abcdef0123456789abcdef"}),
+        )
+        .await
+        .expect(200);
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
+        .await;
+    let client = data_client();
+    let url = gw.invoke_url(&api, "/dev/users");
+    let c = client.clone();
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let url = url.clone();
+            async move { status_of(&c, &url).await == 200 }
+        })
+        .await,
+        "the deployed API never answered 200; logs:\n{}",
+        gw.logs()
+    );
+    backend.clear();
+    Fwd {
+        gw,
+        backend,
+        api,
+        client,
+    }
+}
+
+#[track_caller]
+fn assert_gw_error(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+    want_status: u16,
+    code: &str,
+) {
+    assert_eq!(
+        status,
+        want_status,
+        "body: {}",
+        String::from_utf8_lossy(body)
+    );
+    assert_eq!(
+        headers.get("x-apigw-error").and_then(|v| v.to_str().ok()),
+        Some(code),
+        "x-apigw-error; body {}",
+        String::from_utf8_lossy(body)
+    );
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    assert!(
+        v["message"].is_string(),
+        "error body must be {{\"message\": ...}}: {}",
+        String::from_utf8_lossy(body)
+    );
+    assert!(
+        headers.get("x-request-id").is_some(),
+        "x-request-id missing on {want_status}"
+    );
+}
+
+async fn get_full(
+    client: &reqwest::Client,
+    url: &str,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let s = r.status().as_u16();
+    let h = r.headers().clone();
+    (s, h, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwards_status_headers_body_params_query() {
+    let f = fwd_setup(&[]).await;
+    let url = f.gw.invoke_url(&f.api, "/dev/users/42?x=1&y=a%20b&x=2");
+    let r = f
+        .client
+        .get(&url)
+        .header("x-custom", "hello")
+        .header("x-request-id", "my-req-123")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers().get("x-backend").unwrap(),
+        "yes",
+        "backend headers are passed back"
+    );
+    assert_eq!(
+        r.headers().get("x-request-id").unwrap(),
+        "my-req-123",
+        "client's x-request-id is kept"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["tag"], "b1");
+
+    let seen = f.backend.last();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(
+        seen.uri, "/backend/users/42/profile?x=1&y=a%20b&x=2",
+        "param substitution + raw query"
+    );
+    assert_eq!(
+        seen.header("host").as_deref(),
+        Some(f.backend.addr.to_string().as_str()),
+        "upstream Host = endpoint authority"
+    );
+    assert_eq!(seen.header("x-custom").as_deref(), Some("hello"));
+    let xff = seen.header("x-forwarded-for").expect("x-forwarded-for");
+    assert!(
+        xff.contains("203.0.113.9") && xff.trim_end().ends_with("127.0.0.1"),
+        "x-forwarded-for {xff:?}"
+    );
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some(f.gw.host(&f.api).as_str())
+    );
+
+    // a gateway-made request id when the client sends none, different each time
+    let (s, h1, _) = get_full(&f.client, &f.gw.invoke_url(&f.api, "/dev/users")).await;
+    assert_eq!(s, 200);
+    let (_, h2, _) = get_full(&f.client, &f.gw.invoke_url(&f.api, "/dev/users")).await;
+    let id1 = h1
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let id2 = h2
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(!id1.is_empty() && id1 != id2, "{id1} {id2}");
+    // the resource path is not appended, XFF is just the client without a prior hop
+    let seen = f.backend.last();
+    assert_eq!(seen.uri, "/backend/users");
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+
+    // trailing slash ignored
+    let (s, _, b) = get_full(&f.client, &f.gw.invoke_url(&f.api, "/dev/users/7/")).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(f.backend.last().uri, "/backend/users/7/profile");
+
+    // POST with a body and a content type; backend status passed through
+    let payload = br#"{"name":"kim","tags":["a","b"]}"#.to_vec();
+    let r = f
+        .client
+        .post(f.gw.invoke_url(&f.api, "/dev/users?src=test"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(payload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = f.backend.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.uri, "/backend/users?src=test");
+    assert_eq!(seen.body, payload);
+    assert_eq!(
+        seen.header("content-type").as_deref(),
+        Some("application/json; charset=utf-8")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_pooled_and_headers_repeat() {
+    let f = fwd_setup(&[]).await;
+    let url = f.gw.invoke_url(&f.api, "/dev/users");
+    for _ in 0..20 {
+        let r = f
+            .client
+            .get(&url)
+            .header("x-backend-cookies", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cookies: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            cookies,
+            vec!["a=1; Path=/", "b=2; Path=/; HttpOnly"],
+            "repeated response headers"
+        );
+        r.bytes().await.unwrap();
+    }
+    let peers: std::collections::BTreeSet<_> = f.backend.seen().iter().map(|s| s.peer).collect();
+    assert!(
+        peers.len() <= 2,
+        "20 sequential requests used {} upstream connections: no keep-alive pool",
+        peers.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstream_that_is_not_tls_is_502() {
+    let gw = Gateway::start();
+    let backend = Backend::start("plain");
+    let admin = gw.admin();
+    // an https endpoint on a plain-HTTP port: the TLS handshake fails
+    let s = simple_api(
+        &admin,
+        "tls-api",
+        "secure",
+        &format!("https://{}/x", backend.addr),
+    )
+    .await;
+    let c = data_client();
+    let url = gw.invoke_url(&s.api_id, "/dev/secure");
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = url.clone();
+            async move { status_of(&c, &u).await == 502 }
+        })
+        .await,
+        "expected 502; logs:\n{}",
+        gw.logs()
+    );
+    let (s, h, b) = get_full(&c, &url).await;
+    assert_gw_error(s, &h, &b, 502, "BadGateway");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_status_codes_pass_through() {
+    let gw = Gateway::start();
+    let backend = Backend::start("st");
+    let admin = gw.admin();
+    let s = simple_api(&admin, "status-api", "teapot", &backend.url("/status/418")).await;
+    let c = data_client();
+    let url = gw.invoke_url(&s.api_id, "/dev/teapot");
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = url.clone();
+            async move { status_of(&c, &u).await == 418 }
+        })
+        .await
+    );
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 418);
+    assert!(
+        r.headers().get("x-apigw-error").is_none(),
+        "a backend answer is not a gateway error"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["tag"], "st");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_are_dropped() {
+    let f = fwd_setup(&[]).await;
+    let host = f.gw.host(&f.api);
+    let req = format!(
+        "GET /dev/users/5 HTTP/1.1\r\nHost: {host}\r\nConnection: close, x-hop-token\r\nKeep-Alive: timeout=30\r\nX-Hop-Token: drop-me\r\nX-Backend-Hop: 1\r\nX-End-To-End: keep-me\r\n\r\n"
+    );
+    let (resp, raw) = raw_exchange(f.gw.data_addr, req.as_bytes(), Duration::from_secs(10)).await;
+    let resp = resp.unwrap_or_else(|| panic!("no response: {}", String::from_utf8_lossy(&raw)));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = f.backend.last();
+    assert_eq!(seen.header("x-end-to-end").as_deref(), Some("keep-me"));
+    assert!(
+        seen.header("x-hop-token").is_none(),
+        "Connection-listed header forwarded: {:?}",
+        seen.headers
+    );
+    assert!(
+        seen.header("keep-alive").is_none(),
+        "keep-alive forwarded: {:?}",
+        seen.headers
+    );
+    if let Some(c) = seen.header("connection") {
+        assert!(
+            !c.to_ascii_lowercase().contains("x-hop-token"),
+            "client Connection forwarded: {c}"
+        );
+    }
+    // response direction: the backend's hop-by-hop headers do not reach the client
+    assert!(
+        resp.header("x-resp-hop").is_none(),
+        "Connection-listed response header passed: {:?}",
+        resp.headers
+    );
+    assert!(
+        resp.header("keep-alive").is_none(),
+        "response keep-alive passed: {:?}",
+        resp.headers
+    );
+    assert_eq!(resp.header("x-backend").as_deref(), Some("yes"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_errors_404_405() {
+    let f = fwd_setup(&[]).await;
+    let c = &f.client;
+    // unknown API
+    let (s, h, b) = get_full(
+        c,
+        &f.gw
+            .invoke_url("0123456789abcdef0123456789abcdef", "/dev/users"),
+    )
+    .await;
+    assert_gw_error(s, &h, &b, 404, "ApiNotFound");
+    // host outside the invoke domain
+    let req = b"GET /dev/users HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n";
+    let (resp, raw) = raw_exchange(f.gw.data_addr, req, Duration::from_secs(5)).await;
+    let resp = resp.unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)));
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.header("x-apigw-error").as_deref(), Some("ApiNotFound"));
+    // unknown stage
+    let (s, h, b) = get_full(c, &f.gw.invoke_url(&f.api, "/nostage/users")).await;
+    assert_gw_error(s, &h, &b, 404, "StageNotFound");
+    // unknown path
+    for p in ["/dev/nothing", "/dev/users/42/extra", "/dev/userss"] {
+        let (s, h, b) = get_full(c, &f.gw.invoke_url(&f.api, p)).await;
+        assert_gw_error(s, &h, &b, 404, "ResourceNotFound");
+    }
+    // method missing: 405 with Allow
+    let r = c
+        .delete(f.gw.invoke_url(&f.api, "/dev/users"))
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    let b = r.bytes().await.unwrap();
+    assert_gw_error(s, &h, &b, 405, "MethodNotAllowed");
+    let allow = h
+        .get("allow")
+        .expect("Allow header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut methods: Vec<String> = allow
+        .split(',')
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect();
+    methods.sort();
+    assert_eq!(methods, vec!["GET", "POST"], "Allow: {allow}");
+    let r = c
+        .put(f.gw.invoke_url(&f.api, "/dev/users/9"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.headers().get("allow").unwrap().to_str().unwrap().trim(),
+        "GET"
+    );
+    // the client's request id is echoed on errors too
+    let r = c
+        .get(f.gw.invoke_url(&f.api, "/dev/nothing"))
+        .header("x-request-id", "err-id-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("x-request-id").unwrap(), "err-id-1");
+    // none of those reached the backend
+    assert_eq!(f.backend.count(), 0, "{:?}", f.backend.seen());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_access_control_default_deny_then_allow_then_deny() {
+    let gw = Gateway::start();
+    let backend = Backend::start("acl");
+    let admin = gw.admin();
+    let api = admin.create_api("acl-api").await;
+    let root = admin.root_id(&api).await;
+    let rid = admin.create_resource(&api, &root, "ping").await;
+    admin
+        .create_http_method(&api, &rid, "GET", &backend.url("/pong"))
+        .await;
+    admin.deploy(&api, "new", Some("dev")).await;
+    let c = data_client();
+    let url = gw.invoke_url(&api, "/dev/ping");
+    let st = |want: u16| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            eventually(WAIT, || {
+                let c = c.clone();
+                let url = url.clone();
+                async move { status_of(&c, &url).await == want }
+            })
+            .await
+        }
+    };
+
+    // Default allows nothing
+    assert!(st(403).await, "a new stage must be denied by Default");
+    let (s, h, b) = get_full(&c, &url).await;
+    assert_gw_error(s, &h, &b, 403, "Forbidden");
+    assert_eq!(backend.count(), 0);
+
+    // an ACL not covering 127.0.0.1 still denies
+    let other = admin
+        .create_access_control(&api, "other-net", &["10.0.0.0/8"], &["dev"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status_of(&c, &url).await, 403);
+
+    // allow 127.0.0.1 (inside a CIDR list)
+    let ac = admin
+        .create_access_control(&api, "local", &["192.168.0.0/16,127.0.0.0/8"], &["dev"])
+        .await;
+    assert!(
+        st(200).await,
+        "connected ACL allowing 127.0.0.0/8 did not open the stage"
+    );
+    assert_eq!(backend.last().uri, "/pong");
+
+    // disconnect (PUT without the stage) -> Default again
+    admin
+        .put(
+            &format!("/v1/apis/{api}/access-controls/{ac}"),
+            &json!({"allowed_ip_addr": ["127.0.0.1"], "connected_stages": []}),
+        )
+        .await
+        .expect(200);
+    assert!(
+        st(403).await,
+        "disconnected stage must fall back to Default (deny)"
+    );
+
+    // reconnect, then change the IPs so that we are no longer allowed
+    admin
+        .put(
+            &format!("/v1/apis/{api}/access-controls/{ac}"),
+            &json!({"allowed_ip_addr": ["127.0.0.1"], "connected_stages": ["dev"]}),
+        )
+        .await
+        .expect(200);
+    assert!(st(200).await);
+    admin
+        .put(
+            &format!("/v1/apis/{api}/access-controls/{ac}"),
+            &json!({"allowed_ip_addr": ["127.0.0.2"], "connected_stages": ["dev"]}),
+        )
+        .await
+        .expect(200);
+    assert!(st(403).await, "changed IP list did not apply");
+    admin
+        .put(
+            &format!("/v1/apis/{api}/access-controls/{ac}"),
+            &json!({"allowed_ip_addr": ["127.0.0.1"], "connected_stages": ["dev"]}),
+        )
+        .await
+        .expect(200);
+    assert!(st(200).await);
+
+    // deleting the ACL puts the stage back on Default
+    let r = admin
+        .delete(&format!("/v1/apis/{api}/access-controls/{ac}"))
+        .await;
+    assert_eq!(r.status, 204);
+    assert!(st(403).await, "deleted ACL must leave the stage on Default");
+    let _ = other;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_api_is_forbidden() {
+    let gw = Gateway::start();
+    let backend = Backend::start("priv");
+    let admin = gw.admin();
+    let r = admin
+        .post(
+            "/v1/apis",
+            &json!({"name": "private-api", "endpoint_type": "PRIVATE"}),
+        )
+        .await;
+    let api = r.expect(202)["id"].as_str().unwrap().to_string();
+    let root = admin.root_id(&api).await;
+    let rid = admin.create_resource(&api, &root, "ping").await;
+    admin
+        .create_http_method(&api, &rid, "GET", &backend.url("/"))
+        .await;
+    admin.deploy(&api, "new", Some("dev")).await;
+    // IP access control does not apply to PRIVATE APIs (SPEC): whether the
+    // gateway refuses to create one (400) or stores it, it opens nothing.
+    let r = admin
+        .post(&format!("/v1/apis/{api}/access-controls"), &json!({"name": "local", "allowed_ip_addr": ["127.0.0.1"], "connected_stages": ["dev"]}))
+        .await;
+    assert!(
+        r.status == 201 || r.status == 400,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    let c = data_client();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, h, b) = get_full(&c, &gw.invoke_url(&api, "/dev/ping")).await;
+    assert_eq!(
+        s, 403,
+        "a PRIVATE API called from outside an approved PrivateLink endpoint must be 403 (not reachable), whatever the JWT; got {s} {:?} {}",
+        h.get("x-apigw-error"),
+        String::from_utf8_lossy(&b)
+    );
+    assert!(h.get("x-apigw-error").is_some());
+    assert_eq!(backend.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scf_method_is_501() {
+    let f = fwd_setup(&[]).await;
+    let (s, h, b) = get_full(&f.client, &f.gw.invoke_url(&f.api, "/dev/scf")).await;
+    assert_gw_error(s, &h, &b, 501, "NotImplemented");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_limit_413_content_length_and_chunked() {
+    let f = fwd_setup(&[("max_body_bytes", "1000")]).await;
+    let url = f.gw.invoke_url(&f.api, "/dev/users");
+
+    // at the limit: passes
+    let r = f
+        .client
+        .post(&url)
+        .body(vec![b'a'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(f.backend.last().body_len, 1000);
+    f.backend.clear();
+
+    // Content-Length over the limit
+    let r = f
+        .client
+        .post(&url)
+        .body(vec![b'a'; 5000])
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    let b = r.bytes().await.unwrap();
+    assert_gw_error(s, &h, &b, 413, "PayloadTooLarge");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        f.backend
+            .seen()
+            .iter()
+            .all(|x| x.body_error || x.body_len <= 1000),
+        "more than the limit reached the backend as a complete body"
+    );
+    f.backend.clear();
+
+    // chunked (no length) over the limit
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..10)
+        .map(|_| Ok(bytes::Bytes::from(vec![b'c'; 500])))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = f.client.post(&url).body(body).send().await.unwrap();
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    let b = r.bytes().await.unwrap();
+    assert_gw_error(s, &h, &b, 413, "PayloadTooLarge");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // whatever reached the backend must have been aborted, never presented
+    // as a complete (truncated) body
+    let seen = f.backend.seen();
+    assert!(
+        seen.iter().all(|x| x.body_error),
+        "the backend got a clean body from an over-limit request: {:?}",
+        seen.iter()
+            .map(|x| (x.body_len, x.body_error))
+            .collect::<Vec<_>>()
+    );
+
+    // chunked under the limit passes
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..4)
+        .map(|_| Ok(bytes::Bytes::from(vec![b'd'; 200])))
+        .collect();
+    let r = f
+        .client
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(f.backend.last().body_len, 800);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_limit_from_env_override() {
+    // APIGW_MAX_BODY_BYTES wins over the file's 10 MiB
+    let gw = Gateway::start_full(&[], &[("APIGW_MAX_BODY_BYTES", "2000")]);
+    let backend = Backend::start("env");
+    let admin = gw.admin();
+    let s = simple_api(&admin, "env-api", "upload", &backend.url("/")).await;
+    // POST needs a POST method
+    admin
+        .create_http_method(&s.api_id, &s.resource_id, "POST", &backend.url("/"))
+        .await;
+    admin.deploy(&s.api_id, "existing", Some("dev")).await;
+    let c = data_client();
+    let url = gw.invoke_url(&s.api_id, "/dev/upload");
+    let ok = eventually(WAIT, || {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            c.post(&url)
+                .body(vec![1u8; 100])
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(ok, "small POST never succeeded; logs:\n{}", gw.logs());
+    let r = c.post(&url).body(vec![1u8; 3000]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_block_limit_431() {
+    let f = fwd_setup(&[("max_header_bytes", "4096")]).await;
+    let host = f.gw.host(&f.api);
+    // comfortably under the limit: forwarded
+    let small = "v".repeat(2500);
+    let req = format!(
+        "GET /dev/users HTTP/1.1\r\nHost: {host}\r\nX-Big: {small}\r\nConnection: close\r\n\r\n"
+    );
+    let (resp, raw) = raw_exchange(f.gw.data_addr, req.as_bytes(), Duration::from_secs(10)).await;
+    let resp = resp.unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // over the limit: 431 (as many small headers, and as one big one)
+    let many: String = (0..60)
+        .map(|i| format!("X-H{i:02}: {}\r\n", "w".repeat(90)))
+        .collect();
+    let big = "v".repeat(6000);
+    for extra in [many, format!("X-Big: {big}\r\n")] {
+        let req =
+            format!("GET /dev/users HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+        assert!(req.len() > 5000);
+        let (resp, raw) =
+            raw_exchange(f.gw.data_addr, req.as_bytes(), Duration::from_secs(10)).await;
+        let resp =
+            resp.unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)));
+        assert_eq!(resp.status, 431, "{}", resp.text());
+        assert_eq!(
+            resp.header("x-apigw-error").as_deref(),
+            Some("HeadersTooLarge"),
+            "{:?}",
+            resp.headers
+        );
+        assert!(
+            resp.header("x-request-id").is_some(),
+            "x-request-id missing on 431"
+        );
+        assert!(resp.json()["message"].is_string(), "{}", resp.text());
+    }
+    assert_eq!(
+        f.backend.count(),
+        1,
+        "an oversized request reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_header_sender_is_cut() {
+    let f = fwd_setup(&[("header_read_timeout_ms", "500")]).await;
+    let host = f.gw.host(&f.api);
+    let partial = format!("GET /dev/users HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
+    let t0 = Instant::now();
+    let (resp, raw) =
+        raw_exchange(f.gw.data_addr, partial.as_bytes(), Duration::from_secs(8)).await;
+    let took = t0.elapsed();
+    // either a 408 or a closed connection, well before our 8 s deadline
+    assert!(
+        took < Duration::from_secs(6),
+        "the gateway waited {took:?} for a slow header block"
+    );
+    if let Some(r) = resp {
+        assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&raw));
+    }
+    assert_eq!(f.backend.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_refused_502() {
+    let gw = Gateway::start_with(&[("upstream_connect_timeout_ms", "1000")]);
+    let admin = gw.admin();
+    let port = closed_port();
+    let s = simple_api(
+        &admin,
+        "dead-api",
+        "dead",
+        &format!("http://127.0.0.1:{port}/x"),
+    )
+    .await;
+    let c = data_client();
+    let url = gw.invoke_url(&s.api_id, "/dev/dead");
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = url.clone();
+            async move { status_of(&c, &u).await == 502 }
+        })
+        .await,
+        "expected 502; logs:\n{}",
+        gw.logs()
+    );
+    let t0 = Instant::now();
+    let (s, h, b) = get_full(&c, &url).await;
+    assert_gw_error(s, &h, &b, 502, "BadGateway");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_slow_504() {
+    let gw = Gateway::start_with(&[("upstream_timeout_ms", "700")]);
+    let backend = Backend::start("slow");
+    let admin = gw.admin();
+    let api = admin.create_api("slow-api").await;
+    let root = admin.root_id(&api).await;
+    let slow = admin.create_resource(&api, &root, "slow").await;
+    let fast = admin.create_resource(&api, &root, "fast").await;
+    admin
+        .create_http_method(&api, &slow, "GET", &backend.url("/sleep/3000"))
+        .await;
+    admin
+        .create_http_method(&api, &fast, "GET", &backend.url("/sleep/100"))
+        .await;
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "local", &["127.0.0.1"], &["dev"])
+        .await;
+    let c = data_client();
+    let fast_url = gw.invoke_url(&api, "/dev/fast");
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = fast_url.clone();
+            async move { status_of(&c, &u).await == 200 }
+        })
+        .await
+    );
+    let t0 = Instant::now();
+    let (s, h, b) = get_full(&c, &gw.invoke_url(&api, "/dev/slow")).await;
+    let took = t0.elapsed();
+    assert_gw_error(s, &h, &b, 504, "GatewayTimeout");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(2500),
+        "504 after {took:?}"
+    );
+    // the gateway is fine afterwards
+    assert_eq!(status_of(&c, &fast_url).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_prior_knowledge() {
+    let f = fwd_setup(&[]).await;
+    let c = h2c_client();
+    let r = c
+        .get(f.gw.invoke_url(&f.api, "/dev/users/77?h=2"))
+        .header("x-request-id", "h2-id")
+        .send()
+        .await
+        .expect("h2c request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("x-request-id").unwrap(), "h2-id");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["uri"], "/backend/users/77/profile?h=2");
+    let seen = f.backend.last();
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some(f.gw.host(&f.api).as_str()),
+        "h2 :authority is the forwarded host"
+    );
+    // errors over h2 too
+    let r = c
+        .get(f.gw.invoke_url(&f.api, "/dev/none"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.headers().get("x-apigw-error").unwrap(),
+        "ResourceNotFound"
+    );
+    // a POST body over h2
+    let r = c
+        .post(f.gw.invoke_url(&f.api, "/dev/users"))
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(f.backend.last().body_len, 100_000);
+}
+
+const BIG: u64 = 200 * 1024 * 1024;
+const HWM_LIMIT_KIB: u64 = 100 * 1024;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_200mib_request_with_flat_memory() {
+    let gw = Gateway::start_with(&[("max_body_bytes", "1073741824")]);
+    let backend = Backend::start("up");
+    let admin = gw.admin();
+    let api = admin.create_api("upload-api").await;
+    let root = admin.root_id(&api).await;
+    let rid = admin.create_resource(&api, &root, "upload").await;
+    admin
+        .create_http_method(&api, &rid, "POST", &backend.url("/count"))
+        .await;
+    admin
+        .create_http_method(&api, &rid, "GET", &backend.url("/count"))
+        .await;
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "local", &["127.0.0.1"], &["dev"])
+        .await;
+    let c = data_client();
+    let url = gw.invoke_url(&api, "/dev/upload");
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = url.clone();
+            async move { status_of(&c, &u).await == 200 }
+        })
+        .await
+    );
+    let before = gw.vm_hwm_kib();
+
+    let t0 = Instant::now();
+    let r = c
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(pattern_stream(BIG)))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["body_len"], BIG, "{v}");
+    assert_eq!(v["pattern_ok"], true, "the body was altered");
+    let seen = backend.last();
+    assert_eq!(seen.body_len, BIG);
+    assert!(seen.pattern_ok && !seen.body_error);
+    let hwm = gw.vm_hwm_kib();
+    eprintln!(
+        "200 MiB upload in {:?}; gateway VmHWM {} KiB (before {} KiB)",
+        t0.elapsed(),
+        hwm,
+        before
+    );
+    assert!(
+        hwm < HWM_LIMIT_KIB,
+        "gateway peak RSS {hwm} KiB while streaming 200 MiB: the body is buffered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_200mib_response_with_flat_memory() {
+    let gw = Gateway::start();
+    let backend = Backend::start("down");
+    let admin = gw.admin();
+    let api = admin.create_api("download-api").await;
+    let root = admin.root_id(&api).await;
+    let rid = admin.create_resource(&api, &root, "download").await;
+    let ping = admin.create_resource(&api, &root, "ping").await;
+    admin
+        .create_http_method(&api, &rid, "GET", &backend.url(&format!("/big/{BIG}")))
+        .await;
+    admin
+        .create_http_method(&api, &ping, "GET", &backend.url("/"))
+        .await;
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "local", &["127.0.0.1"], &["dev"])
+        .await;
+    let c = data_client();
+    let ping_url = gw.invoke_url(&api, "/dev/ping");
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = ping_url.clone();
+            async move { status_of(&c, &u).await == 200 }
+        })
+        .await
+    );
+    let url = gw.invoke_url(&api, "/dev/download");
+    let t0 = Instant::now();
+    let r = c.get(&url).send().await.expect("download");
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut got = 0u64;
+    let mut ok = true;
+    use futures_util::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("body chunk");
+        if ok && !pattern_matches(got, &chunk) {
+            ok = false;
+        }
+        got += chunk.len() as u64;
+    }
+    assert_eq!(got, BIG);
+    assert!(ok, "the response body was altered");
+    let hwm = gw.vm_hwm_kib();
+    eprintln!(
+        "200 MiB download in {:?}; gateway VmHWM {} KiB",
+        t0.elapsed(),
+        hwm
+    );
+    assert!(
+        hwm < HWM_LIMIT_KIB,
+        "gateway peak RSS {hwm} KiB while streaming 200 MiB: the body is buffered"
+    );
+}
