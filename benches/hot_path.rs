@@ -87,6 +87,8 @@ fn api_entities(i: usize, n: usize) -> Vec<Entity> {
         usage_plan_id: None,
         connected_api_keys: vec![],
         access_control_id: ac.id.clone(),
+        throttle: None,
+        method_throttles: vec![],
     }));
     out.push(Entity::Deployment(dep));
     out.push(Entity::AccessControl(ac));
@@ -101,6 +103,7 @@ fn benches(c: &mut Criterion) {
     let ctx = BuildContext {
         region: "kr-west1".into(),
         srn_offering: "scp".into(),
+        limiters: Default::default(),
     };
     let published = Published::new(&state, ctx);
     let snap = published.load();
@@ -147,7 +150,7 @@ fn benches(c: &mut Criterion) {
                 &get,
                 black_box("/prod/nope"),
             )
-            .is_err()
+            .map(|r| r.method().is_err())
         })
     });
 

@@ -15,6 +15,11 @@ pub struct Credential {
     pub access_key: String,
     pub secret_key: String,
     pub account_id: String,
+    /// IAM user of the key, used in the principal SRN of signed data-plane
+    /// calls (`srn:{offering}::{account}:::iam:user/{user_id}`); defaults to
+    /// the access key.
+    #[serde(default)]
+    pub user_id: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,6 +65,12 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Expect a PROXY protocol v1/v2 header on every data-plane connection.
     pub proxy_protocol: bool,
+    /// How often quota counters are written to the store (a crash loses at
+    /// most this much counting).
+    pub quota_flush_interval_ms: u64,
+    /// TEST ONLY: a file holding a clock offset in seconds, re-read every
+    /// 20 ms, to move time across quota windows.
+    pub test_clock_file: String,
     /// tracing filter (RUST_LOG wins when set).
     pub log: String,
     pub credentials: Vec<Credential>,
@@ -87,6 +98,8 @@ impl Default for Config {
             worker_threads: 0,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            quota_flush_interval_ms: 1000,
+            test_clock_file: String::new(),
             log: "info".into(),
             credentials: Vec::new(),
         }
@@ -114,6 +127,8 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
   worker_threads                   0 = one per core              [0]
   trusted_proxies                  CIDRs whose X-Forwarded-For is believed [none]
   proxy_protocol                   expect PROXY v1/v2 on data conns [false]
+  quota_flush_interval_ms          quota counters flushed to the store [1000]
+  test_clock_file                  TEST ONLY: clock offset file (seconds) [none]
   log                              tracing filter                [info]
   [[credentials]] access_key, secret_key, account_id  (several allowed;
                   env: APIGW_CREDENTIALS='[{access_key=\"..\",secret_key=\"..\",account_id=\"..\"}]')";

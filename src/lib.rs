@@ -10,9 +10,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod jwt;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy_protocol;
+pub mod quota;
 pub mod server;
 pub mod signature;
 pub mod snapshot;

@@ -205,6 +205,27 @@ pub struct Stage {
     pub connected_api_keys: Vec<String>,
     /// The one access control this stage is connected to.
     pub access_control_id: String,
+    /// Stage-wide request rate limit (beyond the SCP console, as AWS).
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+    /// Per-method limits, applied on top of the stage-wide one.
+    #[serde(default)]
+    pub method_throttles: Vec<MethodThrottle>,
+}
+
+/// Token bucket: `rate` requests per second refilled, `burst` at most at once.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Throttle {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MethodThrottle {
+    pub path: String,
+    pub method: String,
+    pub rate: u32,
+    pub burst: u32,
 }
 
 impl Stage {
@@ -251,6 +272,93 @@ pub fn parse_ip_item(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
 }
 
+/// An external identity provider whose tokens an auth accepts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExternalIssuer {
+    pub issuer: String,
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The JWKS document, as loaded when the auth was created or set.
+    pub jwks: serde_json::Value,
+    /// Where it was loaded from (`file:...`, a URL, or `inline`).
+    #[serde(default)]
+    pub jwks_source: String,
+}
+
+/// A JWT auth: the gateway mints tokens with its secret, or (beyond the
+/// reference) accepts tokens of an external issuer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Auth {
+    pub id: String,
+    pub api_id: String,
+    pub name: String,
+    pub expiration_period: i64,
+    pub expired_at: String,
+    pub expires_at_unix: i64,
+    pub created_at: String,
+    #[serde(default)]
+    pub connected_stages: Vec<String>,
+    /// Base64 of the HS256 secret of gateway-minted tokens.
+    pub secret: String,
+    #[serde(default)]
+    pub external: Option<ExternalIssuer>,
+}
+
+/// The resource-based policy of an API (one per API).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResourcePolicy {
+    pub api_id: String,
+    pub document: serde_json::Value,
+    pub created_at: String,
+    pub modified_at: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaRate {
+    Hour,
+    Day,
+    Month,
+}
+
+impl QuotaRate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaRate::Hour => "hour",
+            QuotaRate::Day => "day",
+            QuotaRate::Month => "month",
+        }
+    }
+}
+
+/// A usage plan: a quota of `limit` calls per `rate` window for each of
+/// its API keys.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UsagePlan {
+    pub id: String,
+    pub api_id: String,
+    pub name: String,
+    pub description: String,
+    pub limit: u64,
+    pub rate: QuotaRate,
+    pub created_at: String,
+    pub modified_at: String,
+    pub created_by: String,
+    pub modified_by: String,
+}
+
+/// An API key of a usage plan; `key` is what callers send in `x-scp-apikey`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub api_id: String,
+    pub usage_plan_id: String,
+    pub name: String,
+    pub description: String,
+    pub key: String,
+    pub created_at: String,
+}
+
 /// Every stored object, tagged by kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entity {
@@ -260,6 +368,10 @@ pub enum Entity {
     Deployment(Deployment),
     Stage(Stage),
     AccessControl(AccessControl),
+    Auth(Auth),
+    ResourcePolicy(ResourcePolicy),
+    UsagePlan(UsagePlan),
+    ApiKey(ApiKey),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -270,16 +382,24 @@ pub enum Kind {
     Deployment,
     Stage,
     AccessControl,
+    Auth,
+    ResourcePolicy,
+    UsagePlan,
+    ApiKey,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 10] = [
+        Kind::UsagePlan,
+        Kind::ApiKey,
         Kind::Api,
         Kind::Resource,
         Kind::Method,
         Kind::Deployment,
         Kind::Stage,
         Kind::AccessControl,
+        Kind::Auth,
+        Kind::ResourcePolicy,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -289,6 +409,10 @@ impl Kind {
             Kind::Deployment => "deployment",
             Kind::Stage => "stage",
             Kind::AccessControl => "access_control",
+            Kind::Auth => "auth",
+            Kind::ResourcePolicy => "resource_policy",
+            Kind::UsagePlan => "usage_plan",
+            Kind::ApiKey => "api_key",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -305,6 +429,10 @@ impl Entity {
             Entity::Deployment(_) => Kind::Deployment,
             Entity::Stage(_) => Kind::Stage,
             Entity::AccessControl(_) => Kind::AccessControl,
+            Entity::Auth(_) => Kind::Auth,
+            Entity::ResourcePolicy(_) => Kind::ResourcePolicy,
+            Entity::UsagePlan(_) => Kind::UsagePlan,
+            Entity::ApiKey(_) => Kind::ApiKey,
         }
     }
     /// Unique key within its kind.
@@ -316,6 +444,10 @@ impl Entity {
             Entity::Deployment(d) => d.id.clone(),
             Entity::Stage(s) => Stage::key(&s.api_id, &s.name),
             Entity::AccessControl(a) => a.id.clone(),
+            Entity::Auth(a) => a.id.clone(),
+            Entity::ResourcePolicy(p) => p.api_id.clone(),
+            Entity::UsagePlan(p) => p.id.clone(),
+            Entity::ApiKey(k) => k.id.clone(),
         }
     }
     pub fn api_id(&self) -> &str {
@@ -326,6 +458,10 @@ impl Entity {
             Entity::Deployment(d) => &d.api_id,
             Entity::Stage(s) => &s.api_id,
             Entity::AccessControl(a) => &a.api_id,
+            Entity::Auth(a) => &a.api_id,
+            Entity::ResourcePolicy(p) => &p.api_id,
+            Entity::UsagePlan(p) => &p.api_id,
+            Entity::ApiKey(k) => &k.api_id,
         }
     }
     pub fn to_json(&self) -> serde_json::Result<String> {
@@ -336,6 +472,10 @@ impl Entity {
             Entity::Deployment(x) => serde_json::to_string(x),
             Entity::Stage(x) => serde_json::to_string(x),
             Entity::AccessControl(x) => serde_json::to_string(x),
+            Entity::Auth(x) => serde_json::to_string(x),
+            Entity::ResourcePolicy(x) => serde_json::to_string(x),
+            Entity::UsagePlan(x) => serde_json::to_string(x),
+            Entity::ApiKey(x) => serde_json::to_string(x),
         }
     }
     pub fn from_json(kind: Kind, body: &str) -> serde_json::Result<Entity> {
@@ -346,6 +486,10 @@ impl Entity {
             Kind::Deployment => Entity::Deployment(serde_json::from_str(body)?),
             Kind::Stage => Entity::Stage(serde_json::from_str(body)?),
             Kind::AccessControl => Entity::AccessControl(serde_json::from_str(body)?),
+            Kind::Auth => Entity::Auth(serde_json::from_str(body)?),
+            Kind::ResourcePolicy => Entity::ResourcePolicy(serde_json::from_str(body)?),
+            Kind::UsagePlan => Entity::UsagePlan(serde_json::from_str(body)?),
+            Kind::ApiKey => Entity::ApiKey(serde_json::from_str(body)?),
         })
     }
 }

@@ -19,6 +19,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let state = State::from_entities(entities);
     let published = Arc::new(Published::new(&state, BuildContext::from_config(&cfg)));
 
+    let quota = crate::quota::LocalQuota::open(Some(&cfg.sqlite_path()?))?;
+    quota.spawn_flusher(std::time::Duration::from_millis(
+        cfg.quota_flush_interval_ms.max(10),
+    ));
+
     let data_listener = TcpListener::bind(cfg.data_addr()?).await?;
     let admin_listener = TcpListener::bind(cfg.admin_addr()?).await?;
     let data_addr = data_listener.local_addr()?;
@@ -32,6 +37,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         max_header_bytes: cfg.max_header_bytes,
         upstream_timeout: cfg.upstream_timeout(),
         trusted_proxies: cfg.trusted_proxy_nets()?,
+        credentials: cfg.credentials.clone(),
+        signature_max_skew_ms: cfg.signature_max_skew_secs.saturating_mul(1000),
+        srn_offering: cfg.srn_offering.clone(),
+        quota: quota.clone(),
+        clock: crate::quota::Clock::new(
+            Some(cfg.test_clock_file.clone())
+                .filter(|s| !s.is_empty())
+                .map(std::path::PathBuf::from),
+        ),
     });
     let admin_state = admin::Inner::new(cfg.clone(), store, state, published, data_addr.port());
     let app = admin::router(admin_state);
@@ -52,7 +66,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
 
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            if let Err(e) = quota.flush() {
+                tracing::warn!(error = %e, "final quota flush failed");
+            }
+        }
         r = data => { r??; }
         r = admin => { r??; }
     }

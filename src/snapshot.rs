@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::model::*;
 use crate::pipeline::cors::StageCors;
+use crate::pipeline::throttle::Limiter;
 use crate::store::{ApiState, State};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -16,10 +17,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Settings the compiled routes need from the config.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BuildContext {
     pub region: String,
     pub srn_offering: String,
+    /// Rate limiters by identity, so a rebuild keeps their buckets.
+    pub limiters: Arc<dashmap::DashMap<String, Arc<Limiter>>>,
 }
 
 impl BuildContext {
@@ -27,6 +30,7 @@ impl BuildContext {
         BuildContext {
             region: cfg.region.clone(),
             srn_offering: cfg.srn_offering.clone(),
+            limiters: Default::default(),
         }
     }
 }
@@ -40,6 +44,12 @@ pub struct ApiRoutes {
     pub api_id: String,
     pub account_id: String,
     pub endpoint_type: EndpointType,
+    /// `srn:{offering}::{account}:{region}::apigateway:api/{api}`.
+    pub api_srn: String,
+    /// The compiled resource-based policy, if the API has one.
+    pub policy: Option<Arc<crate::policy::Policy>>,
+    /// Every API key value of the API (to tell unknown from unconnected).
+    pub all_keys: std::collections::HashSet<Box<str>>,
     pub stages: HashMap<String, Arc<StageRoutes>>,
 }
 
@@ -49,9 +59,64 @@ pub struct StageRoutes {
     pub router: matchit::Router<RouteNode>,
     pub acl: IpAcl,
     pub cors: StageCors,
-    // Seams for later filters (compiled here, enforced in pipeline/):
-    // JWT, usage plan / API keys, resource policy.
-    pub jwt_enabled: bool,
+    /// Token checks when the stage has JWT on (always on PRIVATE APIs).
+    pub jwt: Option<Arc<crate::jwt::StageJwt>>,
+    /// `srn:...:apigateway:method/{api}/{stage}/`; verb and path follow.
+    pub srn_prefix: String,
+    /// Keys connected to the stage, by the value callers send.
+    pub keys: HashMap<Box<str>, StageKey>,
+    pub throttle: Option<Arc<Limiter>>,
+    /// (resource path, verb, limiter).
+    pub method_throttles: Vec<(String, MethodType, Arc<Limiter>)>,
+}
+
+/// A key connected to a stage, with its plan's quota.
+pub struct StageKey {
+    pub key_id: String,
+    pub limit: u64,
+    pub rate: QuotaRate,
+}
+
+/// A limiter shared by every snapshot with the same identity.
+fn limiter(ctx: &BuildContext, id: String, t: Throttle) -> Arc<Limiter> {
+    ctx.limiters
+        .entry(id)
+        .or_insert_with(|| {
+            let rate =
+                std::num::NonZeroU32::new(t.rate.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+            let burst =
+                std::num::NonZeroU32::new(t.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+            Arc::new(governor::RateLimiter::direct(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ))
+        })
+        .clone()
+}
+
+fn compile_keys(api: &ApiState, stage: &Stage) -> HashMap<Box<str>, StageKey> {
+    let Some(plan) = stage
+        .usage_plan_id
+        .as_ref()
+        .and_then(|id| api.usage_plans.get(id))
+    else {
+        return HashMap::new();
+    };
+    stage
+        .connected_api_keys
+        .iter()
+        .filter_map(|id| api.api_keys.get(id))
+        .filter(|k| k.usage_plan_id == plan.id)
+        .map(|k| {
+            (
+                k.key.clone().into_boxed_str(),
+                StageKey {
+                    key_id: k.id.clone(),
+                    limit: plan.limit,
+                    rate: plan.rate,
+                },
+            )
+        })
+        .collect()
 }
 
 /// One resource path of a deployment.
@@ -254,9 +319,54 @@ fn compile_acl(api: &ApiState, stage: &Stage) -> IpAcl {
     IpAcl::new(ac.items().filter_map(parse_ip_item).collect())
 }
 
+/// The token checks of a stage: the auths connected to it. A stage whose
+/// keys cannot be compiled accepts no token (fails closed).
+fn compile_jwt(api: &ApiState, stage: &Stage) -> crate::jwt::StageJwt {
+    use base64::Engine;
+    let mut gateway = Vec::new();
+    let mut external = Vec::new();
+    for a in api
+        .auths
+        .values()
+        .filter(|a| a.connected_stages.contains(&stage.name))
+    {
+        match &a.external {
+            Some(x) => external.push(crate::jwt::IssuerKeys {
+                auth_id: a.id.clone(),
+                issuer: x.issuer.clone(),
+                audience: x.audience.clone(),
+                jwks: x.jwks.clone(),
+            }),
+            None => match base64::engine::general_purpose::STANDARD.decode(&a.secret) {
+                Ok(secret) => gateway.push(crate::jwt::GatewayKey {
+                    auth_id: a.id.clone(),
+                    secret,
+                    expires_at: a.expires_at_unix,
+                }),
+                Err(e) => tracing::warn!(auth = %a.id, error = %e, "auth secret unreadable"),
+            },
+        }
+    }
+    match crate::jwt::StageJwt::compile(&stage.api_id, gateway, external) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(stage = %stage.name, error = %e, "JWT keys not usable; stage accepts no token");
+            crate::jwt::StageJwt::compile(&stage.api_id, Vec::new(), Vec::new())
+                .unwrap_or_else(|_| unreachable!("an empty key set always compiles"))
+        }
+    }
+}
+
 /// Compile one API; `None` when it has no API object.
-pub fn build_api(api: &ApiState, _ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
+pub fn build_api(api: &ApiState, ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
     let meta = api.api()?;
+    let private = meta.endpoint_type == EndpointType::Private;
+    let policy = api.resource_policy.as_ref().map(|p| {
+        crate::policy::compile(&p.document).unwrap_or_else(|e| {
+            tracing::warn!(api = %meta.id, error = %e, "stored policy does not compile; denying all");
+            crate::policy::Policy::deny_all()
+        })
+    });
     let mut stages = HashMap::with_capacity(api.stages.len());
     for stage in api.stages.values() {
         let Some(dep) = api.deployments.get(&stage.deployment_id) else {
@@ -270,7 +380,35 @@ pub fn build_api(api: &ApiState, _ctx: &BuildContext) -> Option<Arc<ApiRoutes>> 
                 router: compile_deployment(dep),
                 acl: compile_acl(api, stage),
                 cors: StageCors::compile(&stage.cors),
-                jwt_enabled: stage.jwt_enabled,
+                jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),
+                keys: compile_keys(api, stage),
+                throttle: stage.throttle.map(|t| {
+                    limiter(
+                        ctx,
+                        format!("{}/{}/{}/{}", meta.id, stage.name, t.rate, t.burst),
+                        t,
+                    )
+                }),
+                method_throttles: stage
+                    .method_throttles
+                    .iter()
+                    .filter_map(|m| {
+                        let verb = MethodType::parse(&m.method)?;
+                        let t = Throttle {
+                            rate: m.rate,
+                            burst: m.burst,
+                        };
+                        let id = format!(
+                            "{}/{}/{}/{}/{}/{}",
+                            meta.id, stage.name, m.method, m.path, m.rate, m.burst
+                        );
+                        Some((m.path.clone(), verb, limiter(ctx, id, t)))
+                    })
+                    .collect(),
+                srn_prefix: format!(
+                    "srn:{}::{}:{}::apigateway:method/{}/{}/",
+                    ctx.srn_offering, meta.account_id, ctx.region, meta.id, stage.name
+                ),
             }),
         );
     }
@@ -278,6 +416,16 @@ pub fn build_api(api: &ApiState, _ctx: &BuildContext) -> Option<Arc<ApiRoutes>> 
         api_id: meta.id.clone(),
         account_id: meta.account_id.clone(),
         endpoint_type: meta.endpoint_type,
+        api_srn: format!(
+            "srn:{}::{}:{}::apigateway:api/{}",
+            ctx.srn_offering, meta.account_id, ctx.region, meta.id
+        ),
+        policy: policy.map(Arc::new),
+        all_keys: api
+            .api_keys
+            .values()
+            .map(|k| k.key.clone().into_boxed_str())
+            .collect(),
         stages,
     }))
 }

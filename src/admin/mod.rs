@@ -9,11 +9,14 @@
 pub mod access_controls;
 pub mod apis;
 pub mod auth;
+pub mod auths;
 pub mod deployments;
 pub mod error;
 pub mod methods;
+pub mod resource_policies;
 pub mod resources;
 pub mod stages;
+pub mod usage_plans;
 pub mod validate;
 pub mod views;
 
@@ -158,6 +161,45 @@ pub fn router(state: AdminState) -> Router {
             get(access_controls::show)
                 .put(access_controls::set)
                 .delete(access_controls::delete),
+        )
+        .route("/apis/{api_id}/auths", get(auths::list).post(auths::create))
+        .route(
+            "/apis/{api_id}/auths/{auth_id}",
+            get(auths::show).put(auths::set).delete(auths::delete),
+        )
+        .route(
+            "/apis/{api_id}/usage-plans",
+            get(usage_plans::list).post(usage_plans::create),
+        )
+        .route(
+            "/apis/{api_id}/usage-plans/{usage_plan_id}",
+            get(usage_plans::show).delete(usage_plans::delete),
+        )
+        .route(
+            "/apis/{api_id}/usage-plans/{usage_plan_id}/description",
+            put(usage_plans::set_description),
+        )
+        .route(
+            "/apis/{api_id}/usage-plans/{usage_plan_id}/quota",
+            put(usage_plans::set_quota),
+        )
+        .route(
+            "/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys",
+            get(usage_plans::list_keys).post(usage_plans::create_key),
+        )
+        .route(
+            "/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys/{api_key_id}",
+            axum::routing::delete(usage_plans::delete_key),
+        )
+        .route(
+            "/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys/{api_key_id}/description",
+            put(usage_plans::set_key_description),
+        )
+        .route(
+            "/apis/{api_id}/resource-policies",
+            get(resource_policies::show)
+                .put(resource_policies::put)
+                .delete(resource_policies::delete),
         );
     Router::new()
         .route("/", get(versions))

@@ -41,6 +41,8 @@ pub fn new_stage(
         usage_plan_id: None,
         connected_api_keys: Vec::new(),
         access_control_id: default_ac.id.clone(),
+        throttle: None,
+        method_throttles: Vec::new(),
     })
 }
 
@@ -140,12 +142,22 @@ pub async fn delete(
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let s = stage_of(a, &stage_name)?;
-    let change = Change::Delete {
+    let mut changes = vec![Change::Delete {
         kind: Kind::Stage,
         key: Stage::key(&s.api_id, &s.name),
         api_id: api_id.clone(),
-    };
-    app.commit(&mut st, vec![change]).await?;
+    }];
+    // A stage created later under the same name starts unconnected.
+    for auth in a
+        .auths
+        .values()
+        .filter(|x| x.connected_stages.contains(&s.name))
+    {
+        let mut auth = auth.clone();
+        auth.connected_stages.retain(|n| *n != stage_name);
+        changes.push(Change::Put(Entity::Auth(auth)));
+    }
+    app.commit(&mut st, changes).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -194,6 +206,38 @@ struct SetConfigReq {
     connected_api_keys: Option<Vec<String>>,
     usage_plan_id: Option<String>,
     description: Option<String>,
+    /// Extension: absent leaves the setting as it is; null clears it.
+    #[serde(default, deserialize_with = "present")]
+    throttle: Option<Option<Throttle>>,
+    #[serde(default, deserialize_with = "present")]
+    method_throttles: Option<Option<Vec<MethodThrottle>>>,
+}
+
+/// Distinguishes an absent field (None) from an explicit null (Some(None)).
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub const MAX_THROTTLE_RATE: u32 = 1_000_000;
+
+fn check_throttle(field: &str, rate: u32, burst: u32) -> Result<(), ApiError> {
+    if rate == 0 || rate > MAX_THROTTLE_RATE {
+        return Err(ApiError::field(
+            field,
+            format!("rate must be from 1 to {MAX_THROTTLE_RATE} requests per second"),
+        ));
+    }
+    if burst == 0 || burst > MAX_THROTTLE_RATE {
+        return Err(ApiError::field(
+            field,
+            format!("burst must be from 1 to {MAX_THROTTLE_RATE}"),
+        ));
+    }
+    Ok(())
 }
 
 fn header_names(field: &str, v: &Option<Vec<String>>) -> Result<(), ApiError> {
@@ -256,21 +300,56 @@ pub async fn set_config(
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut s = stage_of(a, &stage_name)?.clone();
-    if let Some(plan) = req.usage_plan_id.as_deref().filter(|p| !p.is_empty()) {
-        // Usage plans arrive with their own issue; none can exist yet.
-        return Err(ApiError::not_found(format!(
-            "usage_plan_id: usage plan {plan} not found"
-        )));
+    let plan = match req.usage_plan_id.as_deref().filter(|p| !p.is_empty()) {
+        Some(id) => Some(a.usage_plans.get(id).ok_or_else(|| {
+            ApiError::not_found(format!("usage_plan_id: usage plan {id} not found"))
+        })?),
+        None => None,
+    };
+    // Connected keys, by id or name, must belong to the plan.
+    let mut keys: Vec<String> = Vec::new();
+    for k in split_items(req.connected_api_keys.as_deref().unwrap_or(&[])) {
+        let Some(plan) = plan else {
+            return Err(ApiError::field(
+                "connected_api_keys",
+                "needs a usage_plan_id",
+            ));
+        };
+        let found = a
+            .keys_of_plan(&plan.id)
+            .find(|x| x.id == k || x.name == k)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "connected_api_keys: API key {k} not found in the usage plan"
+                ))
+            })?;
+        if !keys.contains(&found.id) {
+            keys.push(found.id.clone());
+        }
     }
-    if req
-        .connected_api_keys
-        .as_ref()
-        .is_some_and(|k| !k.is_empty())
-    {
-        return Err(ApiError::field(
-            "connected_api_keys",
-            "needs a usage_plan_id",
-        ));
+    if let Some(Some(t)) = &req.throttle {
+        check_throttle("throttle", t.rate, t.burst)?;
+    }
+    if let Some(Some(list)) = &req.method_throttles {
+        if list.len() > 100 {
+            return Err(ApiError::field("method_throttles", "at most 100 entries"));
+        }
+        for (i, m) in list.iter().enumerate() {
+            let f = format!("method_throttles[{i}]");
+            check_throttle(&f, m.rate, m.burst)?;
+            if MethodType::parse(&m.method).is_none() {
+                return Err(ApiError::field(
+                    &f,
+                    format!("method {:?} is not a method type", m.method),
+                ));
+            }
+            if !m.path.starts_with('/') || m.path.len() > 2000 {
+                return Err(ApiError::field(
+                    &f,
+                    "path must be a resource path starting with /",
+                ));
+            }
+        }
     }
     let private = a
         .api()
@@ -291,8 +370,14 @@ pub async fn set_config(
         allow_credentials: req.allow_credentials,
     };
     s.jwt_enabled = req.jwt_enabled;
-    s.usage_plan_id = None;
-    s.connected_api_keys = Vec::new();
+    s.usage_plan_id = plan.map(|p| p.id.clone());
+    s.connected_api_keys = keys;
+    if let Some(t) = req.throttle {
+        s.throttle = t;
+    }
+    if let Some(m) = req.method_throttles {
+        s.method_throttles = m.unwrap_or_default();
+    }
     if let Some(d) = req.description {
         s.description = d;
     }

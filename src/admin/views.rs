@@ -86,6 +86,10 @@ pub fn deployment(st: &ApiState, d: &Deployment, stage_filter: Option<&str>) -> 
 pub fn stage(app: &Inner, st: &ApiState, s: &Stage, with_summary: bool) -> Value {
     let dep = st.deployments.get(&s.deployment_id);
     let api_key_required = dep.is_some_and(|d| d.methods.iter().any(|m| m.method.api_key_required));
+    let plan = s
+        .usage_plan_id
+        .as_ref()
+        .and_then(|id| st.usage_plans.get(id));
     let mut v = json!({
         "access_control_id": s.access_control_id,
         "active_deployment": s.activated_at,
@@ -105,11 +109,14 @@ pub fn stage(app: &Inner, st: &ApiState, s: &Stage, with_summary: bool) -> Value
         "jwt_enabled": s.jwt_enabled,
         "max_age": s.cors.max_age,
         "name": s.name,
-        "usage_plan_api_keys": Vec::<Value>::new(),
+        "usage_plan_api_keys": s.connected_api_keys.iter().filter_map(|k| st.api_keys.get(k))
+            .map(|k| json!({"id": k.id, "name": k.name})).collect::<Vec<_>>(),
         "usage_plan_id": s.usage_plan_id,
-        "usage_plan_limit": Value::Null,
-        "usage_plan_name": Value::Null,
-        "usage_plan_rate": Value::Null,
+        "usage_plan_limit": plan.map(|p| p.limit),
+        "usage_plan_name": plan.map(|p| p.name.clone()),
+        "usage_plan_rate": plan.map(|p| p.rate.as_str()),
+        "throttle": s.throttle,
+        "method_throttles": s.method_throttles,
     });
     if with_summary {
         let mut summary: Vec<Value> = Vec::new();

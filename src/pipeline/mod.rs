@@ -2,19 +2,24 @@
 //! order is the one in `run` below and nowhere else:
 //!
 //! limits → client address → route → IP access control → CORS preflight
-//! → 405 → (resource policy) → (JWT) → (API key / quota) → forward →
+//! → 405 → resource policy → JWT → stage throttle → API key / quota →
+//! forward →
 //! CORS response headers (also on gateway errors)
 //!
 //! Stages in parentheses are seams for the filters of later issues.
 
+pub mod api_key;
 pub mod client_ip;
 pub mod cors;
 pub mod error;
 pub mod forward;
 pub mod ip_acl;
+pub mod jwt;
 pub mod limits;
 pub mod request_id;
+pub mod resource_policy;
 pub mod route;
+pub mod throttle;
 
 use crate::snapshot::{Snapshot, StageRoutes};
 use crate::upstream::http::HttpClient;
@@ -40,6 +45,12 @@ pub struct DataPlane {
     pub upstream_timeout: Duration,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Keys whose SCP signature makes a data-plane caller a principal.
+    pub credentials: Vec<crate::config::Credential>,
+    pub signature_max_skew_ms: i64,
+    pub srn_offering: String,
+    pub quota: Arc<dyn crate::quota::QuotaCounters>,
+    pub clock: Arc<crate::quota::Clock>,
 }
 
 impl DataPlane {
@@ -56,13 +67,16 @@ pub async fn handle(
 ) -> Response<RespBody> {
     let request_id = request_id::take_or_make(req.headers());
     let origin = req.headers().get(http::header::ORIGIN).cloned();
-    let mut stage = None;
-    let mut resp = match run(gw, req, peer, &request_id, &mut stage).await {
+    let mut ctx = Ctx::default();
+    let mut resp = match run(gw, req, peer, &request_id, &mut ctx).await {
         Ok(r) => r,
         Err(e) => e.into_response().map(Either::Right),
     };
+    if let Some(info) = &ctx.rate {
+        info.apply(resp.headers_mut());
+    }
     // CORS response headers, on backend answers and gateway errors alike.
-    if let (Some(stage), Some(origin)) = (&stage, &origin) {
+    if let (Some(stage), Some(origin)) = (&ctx.stage, &origin) {
         stage.cors.decorate(origin, resp.headers_mut());
     }
     resp.headers_mut()
@@ -75,7 +89,7 @@ async fn run(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     request_id: &HeaderValue,
-    stage_out: &mut Option<Arc<StageRoutes>>,
+    ctx: &mut Ctx,
 ) -> Result<Response<RespBody>, GwError> {
     limits::check(&req, gw.max_header_bytes, gw.max_body_bytes)?;
     let client_ip = client_ip::resolve(peer.ip(), req.headers(), &gw.trusted_proxies);
@@ -91,7 +105,7 @@ async fn run(
         req.method(),
         req.uri().path(),
     )?;
-    *stage_out = Some(routed.stage.clone());
+    ctx.stage = Some(routed.stage.clone());
 
     ip_acl::check(&routed, client_ip)?;
     if routed.stage.cors.is_preflight(&req) {
@@ -102,10 +116,36 @@ async fn run(
             .map(Either::Right));
     }
     routed.method()?;
-    // Resource policy, JWT and API key/quota go here.
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    resource_policy::check(
+        gw,
+        &routed,
+        req.method(),
+        host_str,
+        pq,
+        req.headers(),
+        client_ip,
+    )?;
+    let now = gw.clock.now();
+    jwt::check(&routed, req.headers(), now)?;
+    throttle::check(&routed)?;
+    api_key::check(
+        &routed,
+        req.headers(),
+        now,
+        gw.quota.as_ref(),
+        &mut ctx.rate,
+    )?;
     req.headers_mut()
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
     forward::forward(gw, &routed, req, client_ip, &host).await
+}
+
+/// What later steps of `handle` need from `run`, error or not.
+#[derive(Default)]
+pub struct Ctx {
+    pub stage: Option<Arc<StageRoutes>>,
+    pub rate: Option<api_key::RateInfo>,
 }
 
 /// The Host header, or the :authority of an HTTP/2 request.

@@ -9,19 +9,23 @@ use std::sync::Arc;
 pub struct Routed {
     pub api: Arc<ApiRoutes>,
     pub stage: Arc<StageRoutes>,
-    /// None when the resource has no method for the verb (405 after
-    /// the CORS preflight had its chance).
+    /// None when no resource matches (404) or the resource has no method
+    /// for the verb (405): answered after the CORS preflight had its
+    /// chance, so browsers can read those errors too.
     pub method: Option<Arc<RouteMethod>>,
-    pub allow: http::HeaderValue,
+    /// `Allow` of the matched resource; None when no resource matched.
+    pub allow: Option<http::HeaderValue>,
     /// Path parameters (raw, as sent).
     pub params: Vec<(String, String)>,
 }
 
 impl Routed {
     pub fn method(&self) -> Result<&Arc<RouteMethod>, GwError> {
-        self.method
-            .as_ref()
-            .ok_or_else(|| GwError::method_not_allowed(self.allow.clone()))
+        match (&self.method, &self.allow) {
+            (Some(m), _) => Ok(m),
+            (None, Some(allow)) => Err(GwError::method_not_allowed(allow.clone())),
+            (None, None) => Err(GwError::resource_not_found()),
+        }
     }
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -66,13 +70,17 @@ pub fn route(
     } else {
         sub
     };
-    let m = stage
-        .router
-        .at(sub)
-        .map_err(|_| GwError::resource_not_found())?;
+    let Ok(m) = stage.router.at(sub) else {
+        return Ok(Routed {
+            api: api.clone(),
+            stage: stage.clone(),
+            method: None,
+            allow: None,
+            params: Vec::new(),
+        });
+    };
     let node = m.value;
-    let verb = MethodType::from_http(method);
-    let found = verb.and_then(|v| node.methods[v.index()].clone());
+    let found = MethodType::from_http(method).and_then(|v| node.methods[v.index()].clone());
     let params = m
         .params
         .iter()
@@ -82,7 +90,7 @@ pub fn route(
         api: api.clone(),
         stage: stage.clone(),
         method: found,
-        allow: node.allow.clone(),
+        allow: Some(node.allow.clone()),
         params,
     })
 }

@@ -15,6 +15,10 @@ pub struct ApiState {
     /// Keyed by stage name.
     pub stages: BTreeMap<String, Stage>,
     pub access_controls: BTreeMap<String, AccessControl>,
+    pub auths: BTreeMap<String, Auth>,
+    pub resource_policy: Option<ResourcePolicy>,
+    pub usage_plans: BTreeMap<String, UsagePlan>,
+    pub api_keys: BTreeMap<String, ApiKey>,
 }
 
 impl ApiState {
@@ -60,6 +64,11 @@ impl ApiState {
         self.stages
             .values()
             .filter(move |s| s.access_control_id == ac_id)
+    }
+    pub fn keys_of_plan<'a>(&'a self, plan_id: &'a str) -> impl Iterator<Item = &'a ApiKey> + 'a {
+        self.api_keys
+            .values()
+            .filter(move |k| k.usage_plan_id == plan_id)
     }
     /// Stages whose active deployment is this one.
     pub fn stages_on_deployment<'a>(
@@ -131,6 +140,16 @@ impl State {
             Entity::AccessControl(x) => {
                 a.access_controls.insert(x.id.clone(), x);
             }
+            Entity::Auth(x) => {
+                a.auths.insert(x.id.clone(), x);
+            }
+            Entity::ResourcePolicy(x) => a.resource_policy = Some(x),
+            Entity::UsagePlan(x) => {
+                a.usage_plans.insert(x.id.clone(), x);
+            }
+            Entity::ApiKey(x) => {
+                a.api_keys.insert(x.id.clone(), x);
+            }
         }
     }
 
@@ -162,6 +181,16 @@ impl State {
             }
             Kind::AccessControl => {
                 a.access_controls.remove(key);
+            }
+            Kind::Auth => {
+                a.auths.remove(key);
+            }
+            Kind::ResourcePolicy => a.resource_policy = None,
+            Kind::UsagePlan => {
+                a.usage_plans.remove(key);
+            }
+            Kind::ApiKey => {
+                a.api_keys.remove(key);
             }
         }
     }

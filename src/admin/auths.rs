@@ -1,0 +1,312 @@
+//! JWT auths: create (returns the access token once), list, show, set
+//! connected stages, delete. Beyond the reference, an auth may name an
+//! external issuer (`external_issuer`: issuer, audience, and a JWKS given
+//! inline, from a file, or from a URL) whose tokens it then accepts.
+
+use super::validate::{self, ListQuery};
+use super::{api_of, AdminState, ApiError, Caller};
+use crate::model::*;
+use crate::store::ApiState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const MAX_AUTHS: usize = 50;
+pub const MAX_EXPIRATION_DAYS: i64 = 3650;
+
+/// `expiration_period` is an integer in the model but a string in the
+/// reference's example; both are accepted.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Days {
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct ExternalReq {
+    issuer: String,
+    audience: Option<String>,
+    jwks: Option<Value>,
+    jwks_file: Option<String>,
+    jwks_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CreateReq {
+    name: String,
+    expiration_period: Days,
+    connected_stages: Option<Vec<String>>,
+    external_issuer: Option<ExternalReq>,
+}
+
+#[derive(Deserialize)]
+struct SetReq {
+    connected_stages: Option<Vec<String>>,
+}
+
+pub fn view(a: &Auth) -> Value {
+    let mut v = json!({
+        "auth_method": "JWT(JSON WEB Token)",
+        "connected_stages": a.connected_stages,
+        "expired_at": a.expired_at,
+        "id": a.id,
+        "name": a.name,
+    });
+    if let Some(x) = &a.external {
+        v["external_issuer"] = json!({
+            "issuer": x.issuer,
+            "audience": x.audience,
+            "jwks_source": x.jwks_source,
+        });
+    }
+    v
+}
+
+fn stages_of(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for name in split_items(list.as_deref().unwrap_or(&[])) {
+        if !a.stages.contains_key(name) {
+            return Err(ApiError::not_found(format!(
+                "connected_stages: stage {name} not found"
+            )));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+async fn load_jwks(
+    x: &ExternalReq,
+    timeout: std::time::Duration,
+) -> Result<(Value, String), ApiError> {
+    const F: &str = "external_issuer.jwks";
+    let given = [
+        x.jwks.is_some(),
+        x.jwks_file.is_some(),
+        x.jwks_url.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(ApiError::field(
+            F,
+            "give exactly one of jwks, jwks_file, jwks_url",
+        ));
+    }
+    if let Some(v) = &x.jwks {
+        return Ok((v.clone(), "inline".into()));
+    }
+    if let Some(path) = &x.jwks_file {
+        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+            ApiError::field(
+                "external_issuer.jwks_file",
+                format!("cannot read {path}: {e}"),
+            )
+        })?;
+        let v = serde_json::from_str(&text)
+            .map_err(|e| ApiError::field("external_issuer.jwks_file", format!("not JSON: {e}")))?;
+        return Ok((v, format!("file:{path}")));
+    }
+    let url = x.jwks_url.as_deref().unwrap_or("");
+    let v = fetch_json(url, timeout)
+        .await
+        .map_err(|e| ApiError::field("external_issuer.jwks_url", e))?;
+    Ok((v, url.to_string()))
+}
+
+/// GET a JSON document (at most 1 MiB) over http(s).
+async fn fetch_json(url: &str, timeout: std::time::Duration) -> Result<Value, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
+    if !matches!(uri.scheme_str(), Some("http") | Some("https")) {
+        return Err("must be http(s)".into());
+    }
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    let fut = async {
+        let resp = client
+            .get(uri)
+            .await
+            .map_err(|e| format!("fetch failed: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("answered {}", resp.status()));
+        }
+        let body = Limited::new(resp.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| format!("read failed: {e}"))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+pub async fn create(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: CreateReq = validate::json(&body)?;
+    validate::name("name", &req.name)?;
+    let days = match &req.expiration_period {
+        Days::Int(n) => Some(*n),
+        Days::Text(s) => s.trim().parse().ok(),
+    }
+    .filter(|d| (1..=MAX_EXPIRATION_DAYS).contains(d))
+    .ok_or_else(|| {
+        ApiError::field(
+            "expiration_period",
+            format!("must be a number of days from 1 to {MAX_EXPIRATION_DAYS}"),
+        )
+    })?;
+    let external = match &req.external_issuer {
+        None => None,
+        Some(x) => {
+            if x.issuer.is_empty() || x.issuer.len() > 500 {
+                return Err(ApiError::field(
+                    "external_issuer.issuer",
+                    "is required (at most 500 characters)",
+                ));
+            }
+            let (jwks, source) = load_jwks(x, app.cfg.upstream_connect_timeout()).await?;
+            crate::jwt::validate_jwks(&jwks)
+                .map_err(|e| ApiError::field("external_issuer.jwks", e))?;
+            Some(ExternalIssuer {
+                issuer: x.issuer.clone(),
+                audience: x.audience.clone().filter(|a| !a.is_empty()),
+                jwks,
+                jwks_source: source,
+            })
+        }
+    };
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    if a.auths.values().any(|x| x.name == req.name) {
+        return Err(ApiError::conflict(format!(
+            "auth {} already exists",
+            req.name
+        )));
+    }
+    if a.auths.len() >= MAX_AUTHS {
+        return Err(ApiError::field(
+            "name",
+            format!("an API has at most {MAX_AUTHS} auths"),
+        ));
+    }
+    let stages = stages_of(a, &req.connected_stages)?;
+    let now = chrono::Utc::now();
+    let expires = now + chrono::Duration::days(days);
+    let secret = crate::jwt::new_secret();
+    let auth = Auth {
+        id: new_id(),
+        api_id: api_id.clone(),
+        name: req.name,
+        expiration_period: days,
+        expired_at: expires.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        expires_at_unix: expires.timestamp(),
+        created_at: now_rfc3339(),
+        connected_stages: stages,
+        secret: B64.encode(&secret),
+        external,
+    };
+    let token = if auth.external.is_some() {
+        Value::Null
+    } else {
+        let t = crate::jwt::mint(&secret, &auth.id, &api_id, auth.expires_at_unix)
+            .map_err(|e| ApiError::internal(format!("mint token: {e:?}")))?;
+        Value::String(t)
+    };
+    let id = auth.id.clone();
+    app.commit(&mut st, vec![Change::Put(Entity::Auth(auth))])
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "access_token": token, "id": id })),
+    ))
+}
+
+pub async fn list(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let all: Vec<&Auth> = a.auths.values().collect();
+    let count = all.len();
+    let page = q.page_of(all, |x, f| match f {
+        "name" => (x.name.clone(), x.id.clone()),
+        _ => (x.created_at.clone(), x.id.clone()),
+    });
+    Ok(Json(json!({
+        "auths": page.into_iter().map(view).collect::<Vec<_>>(),
+        "count": count,
+    })))
+}
+
+fn auth_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a Auth, ApiError> {
+    a.auths
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("auth {id} not found")))
+}
+
+pub async fn show(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    Ok(Json(json!({ "auth": view(auth_of(a, &id)?) })))
+}
+
+pub async fn set(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: SetReq = validate::json(&body)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut auth = auth_of(a, &id)?.clone();
+    auth.connected_stages = stages_of(a, &req.connected_stages)?;
+    let out = view(&auth);
+    app.commit(&mut st, vec![Change::Put(Entity::Auth(auth))])
+        .await?;
+    Ok(Json(json!({ "auth": out })))
+}
+
+pub async fn delete(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    auth_of(a, &id)?;
+    let change = Change::Delete {
+        kind: Kind::Auth,
+        key: id,
+        api_id: api_id.clone(),
+    };
+    app.commit(&mut st, vec![change]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

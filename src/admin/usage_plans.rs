@@ -1,0 +1,394 @@
+//! Usage plans (quota of `limit` calls per hour/day/month per API key) and
+//! their API keys. Limits of the user guide: 10 plans per API, 5 keys per
+//! plan, limit 1..=2,000,000,000. Key values come from the OS CSPRNG.
+
+use super::validate::{self, ListQuery};
+use super::{api_of, AdminState, ApiError, Caller};
+use crate::model::*;
+use crate::store::ApiState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const MAX_PLANS: usize = 10;
+pub const MAX_KEYS_PER_PLAN: usize = 5;
+pub const MAX_LIMIT: u64 = 2_000_000_000;
+
+pub fn key_view(k: &ApiKey) -> Value {
+    json!({
+        "created_at": k.created_at,
+        "description": k.description,
+        "id": k.id,
+        "key": k.key,
+        "name": k.name,
+    })
+}
+
+fn detail(a: &ApiState, p: &UsagePlan) -> Value {
+    json!({
+        "api_keys": a.keys_of_plan(&p.id).map(key_view).collect::<Vec<_>>(),
+        "created_at": p.created_at,
+        "created_by_id": p.created_by,
+        "created_by_name": p.created_by,
+        "description": p.description,
+        "id": p.id,
+        "limit": p.limit,
+        "modified_at": p.modified_at,
+        "modified_by_id": p.modified_by,
+        "modified_by_name": p.modified_by,
+        "name": p.name,
+        "rate": p.rate.as_str(),
+    })
+}
+
+fn summary(a: &ApiState, p: &UsagePlan) -> Value {
+    json!({
+        "connected_api_keys": a.keys_of_plan(&p.id).map(|k| k.name.clone()).collect::<Vec<_>>(),
+        "created_at": p.created_at,
+        "description": p.description,
+        "id": p.id,
+        "limit": p.limit,
+        "name": p.name,
+        "rate": p.rate.as_str(),
+    })
+}
+
+fn plan_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a UsagePlan, ApiError> {
+    a.usage_plans
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("usage plan {id} not found")))
+}
+
+fn check_limit(limit: u64) -> Result<(), ApiError> {
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok(())
+}
+
+fn show_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Json<Value>, ApiError> {
+    let a = st
+        .api(api_id)
+        .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
+    Ok(Json(json!({ "usage_plan": detail(a, plan_of(a, id)?) })))
+}
+
+#[derive(Deserialize)]
+struct CreateReq {
+    name: String,
+    description: Option<String>,
+    limit: u64,
+    rate: QuotaRate,
+}
+
+pub async fn create(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: CreateReq = validate::json(&body)?;
+    validate::name("name", &req.name)?;
+    check_limit(req.limit)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 100)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    if a.usage_plans.values().any(|p| p.name == req.name) {
+        return Err(ApiError::conflict(format!(
+            "usage plan {} already exists",
+            req.name
+        )));
+    }
+    if a.usage_plans.len() >= MAX_PLANS {
+        return Err(ApiError::field(
+            "name",
+            format!("an API has at most {MAX_PLANS} usage plans"),
+        ));
+    }
+    let now = now_rfc3339();
+    let p = UsagePlan {
+        id: new_id(),
+        api_id: api_id.clone(),
+        name: req.name,
+        description,
+        limit: req.limit,
+        rate: req.rate,
+        created_at: now.clone(),
+        modified_at: now,
+        created_by: caller.access_key.clone(),
+        modified_by: caller.access_key.clone(),
+    };
+    let id = p.id.clone();
+    app.commit(&mut st, vec![Change::Put(Entity::UsagePlan(p))])
+        .await?;
+    show_after(&st, &api_id, &id)
+}
+
+pub async fn list(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(api_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let name = q.get("name");
+    let all: Vec<&UsagePlan> = a
+        .usage_plans
+        .values()
+        .filter(|p| name.is_none_or(|n| p.name.contains(n)))
+        .collect();
+    let count = all.len();
+    let page = q.page_of(all, |p, f| match f {
+        "name" => (p.name.clone(), p.id.clone()),
+        _ => (p.created_at.clone(), p.id.clone()),
+    });
+    Ok(Json(json!({
+        "count": count,
+        "usage_plans": page.into_iter().map(|p| summary(a, p)).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn show(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    Ok(Json(json!({ "usage_plan": detail(a, plan_of(a, &id)?) })))
+}
+
+#[derive(Deserialize)]
+struct DescriptionReq {
+    description: Option<String>,
+}
+
+pub async fn set_description(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: DescriptionReq = validate::json(&body)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 100)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut p = plan_of(a, &id)?.clone();
+    p.description = description;
+    p.modified_at = now_rfc3339();
+    p.modified_by = caller.access_key.clone();
+    app.commit(&mut st, vec![Change::Put(Entity::UsagePlan(p))])
+        .await?;
+    show_after(&st, &api_id, &id)
+}
+
+#[derive(Deserialize)]
+struct QuotaReq {
+    limit: u64,
+    rate: QuotaRate,
+}
+
+pub async fn set_quota(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: QuotaReq = validate::json(&body)?;
+    check_limit(req.limit)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    let mut p = plan_of(a, &id)?.clone();
+    p.limit = req.limit;
+    p.rate = req.rate;
+    p.modified_at = now_rfc3339();
+    p.modified_by = caller.access_key.clone();
+    app.commit(&mut st, vec![Change::Put(Entity::UsagePlan(p))])
+        .await?;
+    show_after(&st, &api_id, &id)
+}
+
+pub async fn delete(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    plan_of(a, &id)?;
+    if let Some(s) = a
+        .stages
+        .values()
+        .find(|s| s.usage_plan_id.as_deref() == Some(&id))
+    {
+        return Err(ApiError::bad_request(format!(
+            "usage plan {id} is connected to stage {}; disconnect it first",
+            s.name
+        )));
+    }
+    let mut changes: Vec<Change> = a
+        .keys_of_plan(&id)
+        .map(|k| Change::Delete {
+            kind: Kind::ApiKey,
+            key: k.id.clone(),
+            api_id: api_id.clone(),
+        })
+        .collect();
+    changes.push(Change::Delete {
+        kind: Kind::UsagePlan,
+        key: id,
+        api_id: api_id.clone(),
+    });
+    app.commit(&mut st, changes).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- API keys ----------------------------------------------------------
+
+/// 40 characters from the OS CSPRNG (alphanumeric, ~238 bits).
+pub fn new_key_value() -> String {
+    use rand::distributions::Alphanumeric;
+    use rand::Rng;
+    rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct KeyCreateReq {
+    name: String,
+    description: Option<String>,
+}
+
+pub async fn create_key(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, plan_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: KeyCreateReq = validate::json(&body)?;
+    validate::name("name", &req.name)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 100)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    plan_of(a, &plan_id)?;
+    if a.keys_of_plan(&plan_id).any(|k| k.name == req.name) {
+        return Err(ApiError::conflict(format!(
+            "API key {} already exists",
+            req.name
+        )));
+    }
+    if a.keys_of_plan(&plan_id).count() >= MAX_KEYS_PER_PLAN {
+        return Err(ApiError::field(
+            "name",
+            format!("a usage plan has at most {MAX_KEYS_PER_PLAN} API keys"),
+        ));
+    }
+    let k = ApiKey {
+        id: new_id(),
+        api_id: api_id.clone(),
+        usage_plan_id: plan_id,
+        name: req.name,
+        description,
+        key: new_key_value(),
+        created_at: now_rfc3339(),
+    };
+    let out = key_view(&k);
+    app.commit(&mut st, vec![Change::Put(Entity::ApiKey(k))])
+        .await?;
+    Ok(Json(json!({ "api_key": out })))
+}
+
+pub async fn list_keys(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, plan_id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
+    let st = app.state.read().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    plan_of(a, &plan_id)?;
+    let name = q.get("name");
+    let all: Vec<&ApiKey> = a
+        .keys_of_plan(&plan_id)
+        .filter(|k| name.is_none_or(|n| k.name.contains(n)))
+        .collect();
+    let count = all.len();
+    let page = q.page_of(all, |k, f| match f {
+        "name" => (k.name.clone(), k.id.clone()),
+        _ => (k.created_at.clone(), k.id.clone()),
+    });
+    Ok(Json(json!({
+        "api_keys": page.into_iter().map(key_view).collect::<Vec<_>>(),
+        "count": count,
+    })))
+}
+
+fn key_of<'a>(a: &'a ApiState, plan_id: &str, id: &str) -> Result<&'a ApiKey, ApiError> {
+    a.api_keys
+        .get(id)
+        .filter(|k| k.usage_plan_id == plan_id)
+        .ok_or_else(|| ApiError::not_found(format!("API key {id} not found")))
+}
+
+pub async fn set_key_description(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, plan_id, key_id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: DescriptionReq = validate::json(&body)?;
+    let description = req.description.unwrap_or_default();
+    validate::max_len("description", &description, 100)?;
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    plan_of(a, &plan_id)?;
+    let mut k = key_of(a, &plan_id, &key_id)?.clone();
+    k.description = description;
+    let out = key_view(&k);
+    app.commit(&mut st, vec![Change::Put(Entity::ApiKey(k))])
+        .await?;
+    Ok(Json(json!({ "api_key": out })))
+}
+
+/// Deletes the key; stages that connected it stop accepting it at once.
+pub async fn delete_key(
+    State(app): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((api_id, plan_id, key_id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    let a = api_of(&st, &caller, &api_id)?;
+    plan_of(a, &plan_id)?;
+    key_of(a, &plan_id, &key_id)?;
+    let mut changes = vec![Change::Delete {
+        kind: Kind::ApiKey,
+        key: key_id.clone(),
+        api_id: api_id.clone(),
+    }];
+    for s in a
+        .stages
+        .values()
+        .filter(|s| s.connected_api_keys.contains(&key_id))
+    {
+        let mut s = s.clone();
+        s.connected_api_keys.retain(|k| *k != key_id);
+        changes.push(Change::Put(Entity::Stage(s)));
+    }
+    app.commit(&mut st, changes).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
