@@ -57,22 +57,6 @@ fn check_ips(list: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The named stages, each of which must exist.
-fn stage_names(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
-    let mut out: Vec<String> = Vec::new();
-    for name in split_items(list.as_deref().unwrap_or(&[])) {
-        if !a.stages.contains_key(name) {
-            return Err(ApiError::not_found(format!(
-                "connected_stages: stage {name} not found"
-            )));
-        }
-        if !out.iter().any(|n| n == name) {
-            out.push(name.to_string());
-        }
-    }
-    Ok(out)
-}
-
 /// Changes that leave exactly `wanted` connected to `ac_id` (others go
 /// back to Default).
 fn reconnect(a: &ApiState, ac_id: &str, wanted: &[String]) -> Result<Vec<Change>, ApiError> {
@@ -143,7 +127,7 @@ pub async fn create(
             req.name
         )));
     }
-    let stages = stage_names(a, &req.connected_stages)?;
+    let stages = super::connected_stages(a, &req.connected_stages)?;
     let ac = AccessControl {
         id: new_id(),
         api_id: api_id.clone(),
@@ -213,7 +197,7 @@ pub async fn set(
             "the Default access control cannot be modified".into(),
         ));
     }
-    let stages = stage_names(a, &req.connected_stages)?;
+    let stages = super::connected_stages(a, &req.connected_stages)?;
     let mut changes = reconnect(a, &id, &stages)?;
     ac.allowed_ip_addr = req.allowed_ip_addr;
     if let Some(d) = req.description {

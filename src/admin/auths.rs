@@ -68,21 +68,6 @@ pub fn view(a: &Auth) -> Value {
     v
 }
 
-fn stages_of(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
-    let mut out: Vec<String> = Vec::new();
-    for name in split_items(list.as_deref().unwrap_or(&[])) {
-        if !a.stages.contains_key(name) {
-            return Err(ApiError::not_found(format!(
-                "connected_stages: stage {name} not found"
-            )));
-        }
-        if !out.iter().any(|n| n == name) {
-            out.push(name.to_string());
-        }
-    }
-    Ok(out)
-}
-
 async fn load_jwks(
     x: &ExternalReq,
     timeout: std::time::Duration,
@@ -208,7 +193,7 @@ pub async fn create(
             format!("an API has at most {MAX_AUTHS} auths"),
         ));
     }
-    let stages = stages_of(a, &req.connected_stages)?;
+    let stages = super::connected_stages(a, &req.connected_stages)?;
     let now = chrono::Utc::now();
     let expires = now + chrono::Duration::days(days);
     let secret = crate::jwt::new_secret();
@@ -287,7 +272,7 @@ pub async fn set(
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut auth = auth_of(a, &id)?.clone();
-    auth.connected_stages = stages_of(a, &req.connected_stages)?;
+    auth.connected_stages = super::connected_stages(a, &req.connected_stages)?;
     let out = view(&auth);
     app.commit(&mut st, vec![Change::Put(Entity::Auth(auth))])
         .await?;

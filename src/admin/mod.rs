@@ -112,6 +112,23 @@ pub fn api_of<'a>(st: &'a State, caller: &Caller, api_id: &str) -> Result<&'a Ap
     }
 }
 
+/// Stage names of a `connected_stages` field (entries may hold
+/// comma-separated names), each of which must exist; duplicates dropped.
+pub fn connected_stages(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for name in crate::model::split_items(list.as_deref().unwrap_or(&[])) {
+        if !a.stages.contains_key(name) {
+            return Err(ApiError::not_found(format!(
+                "connected_stages: stage {name} not found"
+            )));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
 pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/apis", get(apis::list).post(apis::create))
