@@ -169,6 +169,79 @@ fn benches(c: &mut Criterion) {
         b.iter(|| apigw::pipeline::request_id::take_or_make(black_box(&headers)))
     });
 
+    // --- filters -------------------------------------------------------
+    let secret = apigw::jwt::new_secret();
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    let token = apigw::jwt::mint(&secret, "auth1", "api1", exp).unwrap();
+    let stage_jwt = apigw::jwt::StageJwt::compile(
+        "api1",
+        vec![apigw::jwt::GatewayKey {
+            auth_id: "auth1".into(),
+            secret,
+            expires_at: exp,
+        }],
+        vec![],
+    )
+    .unwrap();
+    let authz = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    stage_jwt.verify(Some(&authz), now).unwrap();
+    c.bench_function("filter/jwt verify (warm cache)", |b| {
+        b.iter(|| stage_jwt.verify(black_box(Some(&authz)), now).is_ok())
+    });
+
+    let policy = apigw::policy::compile(&serde_json::json!({
+        "Version": "", "Statement": [{
+            "Action": ["apigateway:InvokeApigatewayRegion"],
+            "Condition": {
+                "SrnLike": {"scp:RequestAttribute/body['method-srn']": ["srn:e::acct:kr-west1::apigateway:method/api1/*/GET/*"]},
+                "NotIpAddress": {"scp:SourceIp": ["1.2.3.4/24", "5.6.7.8/32"]}},
+            "Effect": "Allow", "Principal": "*",
+            "Resource": ["srn:e::acct:kr-west1::apigateway:api/api1"], "Sid": "Statement1"}]}))
+    .unwrap();
+    let hdrs = http::HeaderMap::new();
+    let preq = apigw::policy::Request {
+        source_ip: "127.0.0.1".parse().unwrap(),
+        method_srn: "srn:e::acct:kr-west1::apigateway:method/api1/prod/GET/items/42",
+        api_srn: "srn:e::acct:kr-west1::apigateway:api/api1",
+        principal: None,
+        headers: &hdrs,
+    };
+    c.bench_function("filter/resource policy (IP deny list template)", |b| {
+        b.iter(|| policy.evaluate(black_box(&preq)))
+    });
+
+    let cors = apigw::pipeline::cors::StageCors::compile(&Cors {
+        cors_enabled: true,
+        allow_origins: Some(vec!["http://app.example".into()]),
+        allow_methods: None,
+        allow_headers: None,
+        expose_headers: Some(vec!["x-request-id".into()]),
+        max_age: Some(600),
+        allow_credentials: Some(false),
+    });
+    let origin = http::HeaderValue::from_static("http://app.example");
+    c.bench_function("filter/cors response headers", |b| {
+        b.iter(|| {
+            let mut h = http::HeaderMap::new();
+            cors.decorate(black_box(&origin), &mut h);
+            h
+        })
+    });
+
+    let quota = apigw::quota::LocalQuota::open(None).unwrap();
+    use apigw::quota::QuotaCounters;
+    c.bench_function("filter/quota acquire", |b| {
+        b.iter(|| quota.acquire(black_box("key-id-1"), 1, u64::MAX))
+    });
+
+    let limiter = governor::RateLimiter::direct(governor::Quota::per_second(
+        std::num::NonZeroU32::new(1_000_000_000).unwrap(),
+    ));
+    c.bench_function("filter/stage throttle (governor)", |b| {
+        b.iter(|| limiter.check().is_ok())
+    });
+
     let touched = vec![format!("{:032x}", 0)];
     c.bench_function(
         &format!("snapshot/republish one API ({apis} loaded)"),
