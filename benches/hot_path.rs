@@ -104,6 +104,7 @@ fn benches(c: &mut Criterion) {
         region: "kr-west1".into(),
         srn_offering: "scp".into(),
         limiters: Default::default(),
+        stats: None,
     };
     let published = Published::new(&state, ctx);
     let snap = published.load();

@@ -19,5 +19,6 @@ pub mod quota;
 pub mod server;
 pub mod signature;
 pub mod snapshot;
+pub mod stats;
 pub mod store;
 pub mod upstream;

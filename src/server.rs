@@ -17,7 +17,20 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let loader = store.clone();
     let entities = tokio::task::spawn_blocking(move || loader.load()).await??;
     let state = State::from_entities(entities);
-    let published = Arc::new(Published::new(&state, BuildContext::from_config(&cfg)));
+    let clock = crate::quota::Clock::new(
+        Some(cfg.test_clock_file.clone())
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from),
+    );
+    let stats_clock = clock.clone();
+    let stats = crate::stats::Stats::with_clock(
+        Some(crate::store::sqlite_stats::open(&cfg.store_url)?),
+        Some(Arc::new(move || stats_clock.now())),
+    );
+    stats.spawn_flusher(std::time::Duration::from_secs(1));
+    let mut ctx = BuildContext::from_config(&cfg);
+    ctx.stats = Some(stats.clone());
+    let published = Arc::new(Published::new(&state, ctx));
 
     let quota = crate::quota::LocalQuota::open(Some(&cfg.sqlite_path()?))?;
     quota.spawn_flusher(std::time::Duration::from_millis(
@@ -41,13 +54,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         signature_max_skew_ms: cfg.signature_max_skew_secs.saturating_mul(1000),
         srn_offering: cfg.srn_offering.clone(),
         quota: quota.clone(),
-        clock: crate::quota::Clock::new(
-            Some(cfg.test_clock_file.clone())
-                .filter(|s| !s.is_empty())
-                .map(std::path::PathBuf::from),
-        ),
+        clock,
     });
-    let admin_state = admin::Inner::new(cfg.clone(), store, state, published, data_addr.port());
+    let admin_state = admin::Inner::new(
+        cfg.clone(),
+        store,
+        state,
+        published,
+        data_addr.port(),
+        stats.clone(),
+    );
     let app = admin::router(admin_state);
 
     if cfg.credentials.is_empty() {
@@ -71,6 +87,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             if let Err(e) = quota.flush() {
                 tracing::warn!(error = %e, "final quota flush failed");
             }
+            stats.flush();
         }
         r = data => { r??; }
         r = admin => { r??; }

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::model::*;
 use crate::pipeline::cors::StageCors;
 use crate::pipeline::throttle::Limiter;
+use crate::stats::StageStats;
 use crate::store::{ApiState, State};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -23,6 +24,8 @@ pub struct BuildContext {
     pub srn_offering: String,
     /// Rate limiters by identity, so a rebuild keeps their buckets.
     pub limiters: Arc<dashmap::DashMap<String, Arc<Limiter>>>,
+    /// Report counters (None in benches/tests that do not count).
+    pub stats: Option<Arc<crate::stats::Stats>>,
 }
 
 impl BuildContext {
@@ -31,6 +34,7 @@ impl BuildContext {
             region: cfg.region.clone(),
             srn_offering: cfg.srn_offering.clone(),
             limiters: Default::default(),
+            stats: None,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct StageRoutes {
     pub cors: StageCors,
     /// Token checks when the stage has JWT on (always on PRIVATE APIs).
     pub jwt: Option<Arc<crate::jwt::StageJwt>>,
+    /// Report counters of this stage (shared across snapshots).
+    pub stats: Option<Arc<StageStats>>,
     /// `srn:...:apigateway:method/{api}/{stage}/`; verb and path follow.
     pub srn_prefix: String,
     /// Keys connected to the stage, by the value callers send.
@@ -132,6 +138,8 @@ pub struct RouteMethod {
     pub resource_path: String,
     pub api_key_required: bool,
     pub integration: Integration,
+    /// Index of (path, verb) in the stage's report counters.
+    pub route_ix: Option<u32>,
 }
 
 pub enum Integration {
@@ -264,7 +272,7 @@ pub fn method_srn(
     )
 }
 
-fn compile_method(m: &Method, path: &str) -> RouteMethod {
+fn compile_method(m: &Method, path: &str, stats: Option<&StageStats>) -> RouteMethod {
     let integration = match m.integration_type {
         IntegrationType::HTTP => {
             Integration::Http(UrlTemplate::parse(m.endpoint_url.as_deref().unwrap_or("")))
@@ -281,16 +289,21 @@ fn compile_method(m: &Method, path: &str) -> RouteMethod {
         resource_path: path.to_string(),
         api_key_required: m.api_key_required,
         integration,
+        route_ix: stats.map(|s| s.route_index(path, m.method_type.as_str())),
     }
 }
 
 /// Compile a deployment into a trie of its paths.
-pub fn compile_deployment(dep: &Deployment) -> matchit::Router<RouteNode> {
+pub fn compile_deployment(
+    dep: &Deployment,
+    stats: Option<&StageStats>,
+) -> matchit::Router<RouteNode> {
     let mut by_path: std::collections::BTreeMap<&str, [Option<Arc<RouteMethod>>; 7]> =
         Default::default();
     for dm in &dep.methods {
         let slot = by_path.entry(dm.path.as_str()).or_default();
-        slot[dm.method.method_type.index()] = Some(Arc::new(compile_method(&dm.method, &dm.path)));
+        slot[dm.method.method_type.index()] =
+            Some(Arc::new(compile_method(&dm.method, &dm.path, stats)));
     }
     let mut router = matchit::Router::new();
     for (path, methods) in by_path {
@@ -372,12 +385,14 @@ pub fn build_api(api: &ApiState, ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
         let Some(dep) = api.deployments.get(&stage.deployment_id) else {
             continue;
         };
+        let stats = ctx.stats.as_ref().map(|s| s.stage(&meta.id, &stage.name));
         stages.insert(
             stage.name.clone(),
             Arc::new(StageRoutes {
                 name: stage.name.clone(),
                 deployment_id: dep.id.clone(),
-                router: compile_deployment(dep),
+                router: compile_deployment(dep, stats.as_deref()),
+                stats,
                 acl: compile_acl(api, stage),
                 cors: StageCors::compile(&stage.cors),
                 jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),

@@ -459,3 +459,93 @@ async fn stage_throttle_holds_the_rate() {
         "admitted {got} in {elapsed:.2}s, expected {expected:.0} ± 5%"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_count_the_calls_and_survive_restart() {
+    let mut gw = Gateway::start();
+    let admin = gw.admin();
+    let backend = Backend::start("reports");
+    let k = keyed_api(&gw, &admin, &backend, 1000, "day").await;
+    // A third resource whose integration is refused: 502s.
+    let root = admin.root_id(&k.api).await;
+    let broken = admin.create_resource(&k.api, &root, "broken").await;
+    admin
+        .create_http_method(
+            &k.api,
+            &broken,
+            "GET",
+            &format!("http://127.0.0.1:{}/", closed_port()),
+        )
+        .await;
+    admin.deploy(&k.api, "existing", Some("dev")).await;
+    let c = data_client();
+    let open = gw.invoke_url(&k.api, "/dev/open");
+    for _ in 0..7 {
+        assert_eq!(keyed_get(&c, &open, None).await.status(), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(keyed_get(&c, &k.url, Some(&k.key)).await.status(), 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(keyed_get(&c, &k.url, None).await.status(), 403);
+    }
+    for _ in 0..2 {
+        let u = gw.invoke_url(&k.api, "/dev/nothing");
+        assert_eq!(keyed_get(&c, &u, None).await.status(), 404);
+    }
+    for _ in 0..5 {
+        let u = gw.invoke_url(&k.api, "/dev/broken");
+        assert_eq!(keyed_get(&c, &u, None).await.status(), 502);
+    }
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let path = format!(
+        "/v1/apis/{}/reports?stage_name=dev&start_date={today}&end_date={today}",
+        k.api
+    );
+    let check = |v: &serde_json::Value| {
+        assert_eq!(v["count"], 1, "{v}");
+        let day = &v["reports"][0];
+        assert_eq!(day["date"], today.as_str());
+        assert_eq!(day["call_count"], 10, "2xx calls: {v}");
+        assert_eq!(day["error_4xx_count"], 6, "{v}");
+        assert_eq!(day["error_5xx_count"], 5, "{v}");
+        assert!(day["latency"].as_f64().unwrap() > 0.0);
+        assert!(day["integration_latency"].as_f64().unwrap() > 0.0);
+        let top = v["top_resources"].as_array().unwrap();
+        assert_eq!(top[0]["path"], "/open");
+        assert_eq!(top[0]["type"], "GET");
+        assert_eq!(top[0]["call_count"], 7);
+        assert_eq!(top[1]["path"], "/data");
+        assert_eq!(top[1]["call_count"], 3);
+        assert_eq!(top.len(), 2, "only resources with 2xx calls: {v}");
+    };
+    let r = admin.get(&path).await;
+    check(r.expect(200));
+    // Bad input.
+    admin
+        .get(&format!(
+            "/v1/apis/{}/reports?stage_name=dev&start_date=2025-13-01&end_date={today}",
+            k.api
+        ))
+        .await
+        .expect_bad_field("start_date");
+    admin
+        .get(&format!(
+            "/v1/apis/{}/reports?start_date={today}&end_date={today}",
+            k.api
+        ))
+        .await
+        .expect_bad_field("stage_name");
+    admin
+        .get(&format!(
+            "/v1/apis/{}/reports?stage_name=dev&start_date=2025-01-01&end_date=2025-03-01",
+            k.api
+        ))
+        .await
+        .expect_bad_field("end_date");
+    // Counted figures survive a SIGKILL once flushed (every second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gw.restart();
+    let r = gw.admin().get(&path).await;
+    check(r.expect(200));
+}

@@ -159,6 +159,8 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;
     api_of(&st, &caller, &api_id)?;
-    app.commit(&mut st, vec![Change::DeleteApi(api_id)]).await?;
+    app.commit(&mut st, vec![Change::DeleteApi(api_id.clone())])
+        .await?;
+    app.stats.forget_api(&api_id);
     Ok(StatusCode::NO_CONTENT)
 }

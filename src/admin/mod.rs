@@ -13,6 +13,7 @@ pub mod auths;
 pub mod deployments;
 pub mod error;
 pub mod methods;
+pub mod reports;
 pub mod resource_policies;
 pub mod resources;
 pub mod stages;
@@ -36,6 +37,7 @@ pub struct Inner {
     pub state: RwLock<State>,
     pub published: Arc<Published>,
     pub data_port: u16,
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 pub type AdminState = Arc<Inner>;
@@ -54,6 +56,7 @@ impl Inner {
         state: State,
         published: Arc<Published>,
         data_port: u16,
+        stats: Arc<crate::stats::Stats>,
     ) -> AdminState {
         Arc::new(Inner {
             cfg,
@@ -61,6 +64,7 @@ impl Inner {
             state: RwLock::new(state),
             published,
             data_port,
+            stats,
         })
     }
 
@@ -212,6 +216,7 @@ pub fn router(state: AdminState) -> Router {
             "/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys/{api_key_id}/description",
             put(usage_plans::set_key_description),
         )
+        .route("/apis/{api_id}/reports", get(reports::list))
         .route(
             "/apis/{api_id}/resource-policies",
             get(resource_policies::show)

@@ -158,6 +158,7 @@ pub async fn delete(
         changes.push(Change::Put(Entity::Auth(auth)));
     }
     app.commit(&mut st, changes).await?;
+    app.stats.forget_stage(&api_id, &stage_name);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -65,6 +65,7 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<RespBody> {
+    let started = std::time::Instant::now();
     let request_id = request_id::take_or_make(req.headers());
     let origin = req.headers().get(http::header::ORIGIN).cloned();
     let mut ctx = Ctx::default();
@@ -74,6 +75,16 @@ pub async fn handle(
     };
     if let Some(info) = &ctx.rate {
         info.apply(resp.headers_mut());
+    }
+    // Report counters: a few relaxed atomic adds, no lock.
+    if let Some(stats) = ctx.stage.as_ref().and_then(|s| s.stats.as_ref()) {
+        let total = started.elapsed().as_micros() as u64;
+        stats.record(
+            ctx.route_ix,
+            resp.status().as_u16(),
+            total,
+            ctx.integration_us,
+        );
     }
     // CORS response headers, on backend answers and gateway errors alike.
     if let (Some(stage), Some(origin)) = (&ctx.stage, &origin) {
@@ -115,7 +126,7 @@ async fn run(
             .preflight(req.headers())?
             .map(Either::Right));
     }
-    routed.method()?;
+    ctx.route_ix = routed.method()?.route_ix;
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     resource_policy::check(
         gw,
@@ -138,7 +149,10 @@ async fn run(
     )?;
     req.headers_mut()
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
-    forward::forward(gw, &routed, req, client_ip, &host).await
+    let upstream_start = std::time::Instant::now();
+    let resp = forward::forward(gw, &routed, req, client_ip, &host).await;
+    ctx.integration_us = upstream_start.elapsed().as_micros() as u64;
+    resp
 }
 
 /// What later steps of `handle` need from `run`, error or not.
@@ -146,6 +160,10 @@ async fn run(
 pub struct Ctx {
     pub stage: Option<Arc<StageRoutes>>,
     pub rate: Option<api_key::RateInfo>,
+    /// The matched (path, verb) in the stage's report counters.
+    pub route_ix: Option<u32>,
+    /// Time to the upstream's response head, in µs (0: gateway answered).
+    pub integration_us: u64,
 }
 
 /// The Host header, or the :authority of an HTTP/2 request.

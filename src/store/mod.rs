@@ -4,6 +4,7 @@
 //! same changes to the in-memory state and republishes the snapshot.
 
 pub mod sqlite;
+pub mod sqlite_stats;
 pub mod state;
 
 pub use state::{ApiState, State};

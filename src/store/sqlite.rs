@@ -11,7 +11,7 @@ use std::sync::Mutex;
 const SCHEMA_VERSION: i64 = 1;
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    pub(crate) conn: Mutex<Connection>,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {

@@ -1,0 +1,880 @@
+#!/usr/bin/env python3
+"""apigw load benchmark: apigw side by side with nginx and haproxy (issue 6).
+
+One run on one machine, python3 standard library only:
+
+  * installs what it needs when missing (nginx, wrk, haproxy, h2load) from
+    Debian's packages, with service autostart disabled during the install;
+  * starts the backend (nginx, backend.conf, 127.0.0.1:9001) and the peers of
+    ../shared/peers: nginx-proxy (8081), nginx-gateway (8082, run from a temp
+    copy whose upstream keepalive is raised, 1024 by default), haproxy (8083),
+    and apigw's release build on free ports with a temp SQLite file;
+  * configures apigw through its signed management API:
+      - API "bench-full", stage `full`, GET /bench -> backend, running the full
+        pipeline: IP access control allowing 127.0.0.0/8, JWT on (an auth
+        connected to `full`, sent as `Authorization: Bearer`), api_key_required
+        with a usage plan quota of 2,000,000,000/day and a connected key (sent
+        as `x-scp-apikey`), a resource policy that allows (the user guide's
+        IP Range Deny List template, ranges not containing 127.0.0.1), CORS on
+        (allow_origins ["*"], requests carry an Origin header);
+      - API "bench-plain", stage `plain`, GET /plain -> backend with no filter
+        but an access control allowing 127.0.0.0/8. It is a second API because
+        a resource policy belongs to the whole API: a second stage of
+        bench-full would still evaluate the policy on every request;
+  * checks every target answers 200 (and that apigw's filters are really on:
+    401 without the token, 403 without the key), exits 2 otherwise;
+  * runs wrk (with wrk-report.lua) against every target in the same
+    arrangement, interleaved (target order rotated every round), several
+    rounds, and prints a table: requests/s median/min/max, p50/p99 latency,
+    proxy CPU µs per request (utime+stime of all the proxy's processes from
+    /proc), errors (non-2xx + socket errors) and the ratios of apigw to its
+    peers (full pipeline vs nginx-gateway; plain vs nginx-proxy and haproxy).
+
+Arrangements (--arrangements, default both):
+  pin1   wrk on core 0 (taskset -c 0, -t1); every proxy and the backend pinned
+         to core 1 at start, one worker/thread each; 50 and 256 connections.
+  free2  nothing pinned, two workers/threads per proxy, wrk -t2; 256 connections.
+
+Raw wrk output, the table (table.md) and a JSON summary go to
+benches/results/<timestamp>/ (git-ignored). Only processes this script
+started are stopped (tracked by PID).
+
+  python3 benches/load.py            # 3 rounds x 10 s per target (about 11 minutes)
+  python3 benches/load.py --quick    # 3 rounds x 3 s (about 4 minutes)
+
+The apigw binary is $CARGO_TARGET_DIR/release/apigw (default target/), built
+with `cargo build --release` first unless --no-build; --apigw PATH overrides.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ACCESS_KEY = "bench-access-key"
+SECRET_KEY = "bench-secret-key"
+ACCOUNT_ID = "benchaccount00000000000000000001"
+REGION = "kr-west1"
+OFFERING = "scp"
+INVOKE_DOMAIN = "apigw.localhost"
+ORIGIN = "http://bench.example"
+# A key the nginx-gateway.conf map knows.
+NGINX_GW_KEY = "bench-key-0001-aaaaaaaaaaaaaaaaaaaa"
+
+BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT = 9001, 8081, 8082, 8083
+
+# Row order of the table (and of round 0; later rounds rotate it).
+TARGETS = ["backend", "nginx-proxy", "haproxy", "apigw-plain", "nginx-gateway", "apigw-full"]
+LABELS = {
+    "backend": "backend direct",
+    "nginx-proxy": "nginx-proxy",
+    "haproxy": "haproxy",
+    "apigw-plain": "apigw plain (no filters)",
+    "nginx-gateway": "nginx-gateway",
+    "apigw-full": "apigw full pipeline",
+}
+ARRANGEMENTS = {
+    # name: (workers per proxy, wrk threads, pinned, default connection counts)
+    "pin1": (1, 1, True, [50, 256]),
+    "free2": (2, 2, False, [256]),
+}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def die(msg, code=1):
+    print(f"load.py: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+
+def which(name):
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def packaged_service_pids():
+    """PIDs named by the packaged services' pid files, when alive."""
+    out = {}
+    for name, pidfile in (("nginx", "/run/nginx.pid"), ("haproxy", "/run/haproxy.pid")):
+        try:
+            pid = int(open(pidfile).read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid_alive(pid):
+            out[name] = pid
+    return out
+
+
+def ensure_tools(allow_install):
+    needed = {"nginx": None, "wrk": "wrk", "haproxy": "haproxy", "h2load": "nghttp2-client"}
+    missing = [t for t in needed if not which(t)]
+    if not missing:
+        return
+    if not allow_install:
+        die(f"missing tools {missing} (and --no-install given)")
+    if os.geteuid() != 0:
+        die(f"missing tools {missing}; run as root or install them: "
+            "apt-get install -y nginx-light wrk haproxy nghttp2-client")
+    before = packaged_service_pids()
+    # Keep the packages' postinst from starting their services.
+    policy = "/usr/sbin/policy-rc.d"
+    made_policy = False
+    if not os.path.exists(policy):
+        with open(policy, "w") as f:
+            f.write("#!/bin/sh\n# written by apigw benches/load.py during its install\nexit 101\n")
+        os.chmod(policy, 0o755)
+        made_policy = True
+    try:
+        log(f"installing {missing} (apt-get update first)")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
+        pkgs = []
+        for t in missing:
+            if t == "nginx":
+                # nginx-light where the release still has it, else nginx.
+                have_light = subprocess.run(
+                    ["apt-cache", "show", "nginx-light"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL).returncode == 0
+                pkgs.append("nginx-light" if have_light else "nginx")
+            else:
+                pkgs.append(needed[t])
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends"] + pkgs,
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+    finally:
+        if made_policy:
+            os.unlink(policy)
+    # A packaged service our install started anyway: ours to stop, by its PID.
+    for name, pid in packaged_service_pids().items():
+        if before.get(name) != pid:
+            log(f"stopping the packaged {name} service the install started (pid {pid})")
+            os.kill(pid, signal.SIGTERM)
+    still = [t for t in needed if not which(t)]
+    if still:
+        die(f"still missing after install: {still}")
+
+
+def warn_foreign_services():
+    for name, pid in packaged_service_pids().items():
+        log(f"note: a packaged {name} service (pid {pid}) is running; not started here, left alone")
+
+
+def port_in_use(port):
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+class Procs:
+    """Every process this script started, stopped by PID only."""
+
+    def __init__(self):
+        self.items = []  # (name, Popen)
+
+    def start(self, name, argv, env=None, stdout=None, stderr=None):
+        p = subprocess.Popen(argv, env=env, stdout=stdout or subprocess.DEVNULL,
+                             stderr=stderr or subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        self.items.append((name, p))
+        return p
+
+    def stop_all(self):
+        for _, p in self.items:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 10
+        for name, p in self.items:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                log(f"{name} (pid {p.pid}) ignored SIGTERM; SIGKILL")
+                p.kill()
+                p.wait()
+        self.items = []
+
+
+def children_of(pid):
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rfind(")") + 2:].split()
+        if int(fields[1]) == pid:
+            kids.append(int(d))
+    return kids
+
+
+def cpu_ticks(pids):
+    """utime+stime (all threads) of the given processes."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rfind(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def machine_ticks():
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+def children_ticks():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (ru.ru_utime + ru.ru_stime) * CLK_TCK
+
+
+def wait_idle(limit_s, threshold=10.0):
+    """Waits (up to limit_s) for a second in which the machine is < threshold % busy."""
+    if limit_s <= 0:
+        return
+    deadline = time.time() + limit_s
+    pct = 100.0
+    while True:
+        b0, t0 = machine_ticks()
+        time.sleep(1)
+        b1, t1 = machine_ticks()
+        pct = (b1 - b0) / max(1, t1 - t0) * 100
+        if pct < threshold:
+            return
+        if time.time() >= deadline:
+            log(f"  note: the machine is still {pct:.0f}% busy after waiting {limit_s} s; measuring anyway")
+            return
+
+
+def wait_port(port, proc, name, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            die(f"{name} exited with {proc.returncode} at start (see its log under the results folder)")
+        if port_in_use(port):
+            return
+        time.sleep(0.05)
+    die(f"{name} did not listen on {port} within {timeout}s")
+
+
+# ---------------------------------------------------------------------------
+# apigw management API
+# ---------------------------------------------------------------------------
+
+class Admin:
+    def __init__(self, base):
+        self.base = base.rstrip("/")
+
+    def call(self, method, path, body=None, expect=(200, 201, 202, 204)):
+        url = self.base + path
+        ts = str(int(time.time() * 1000))
+        msg = f"{method}{url}{ts}{ACCESS_KEY}{ACCOUNT_ID}Openapi".encode()
+        sig = base64.b64encode(hmac.new(SECRET_KEY.encode(), msg, hashlib.sha256).digest()).decode()
+        headers = {
+            "Scp-AccessKey": ACCESS_KEY, "Scp-Timestamp": ts, "Scp-ClientType": "Openapi",
+            "Scp-AccountId": ACCOUNT_ID, "Scp-Signature": sig,
+            "Scp-Api-Version": "apigateway 1.2",
+        }
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                code, text = r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            code, text = e.code, e.read().decode()
+        if code not in expect:
+            die(f"management {method} {path} -> HTTP {code}: {text}")
+        return json.loads(text) if text.strip() else {}
+
+
+def configure_apigw(admin):
+    """Creates the two benchmark APIs; returns what the requests need."""
+    backend_url = f"http://127.0.0.1:{BACKEND_PORT}/"
+
+    def api_with(name, part, key_required):
+        api = admin.call("POST", "/v1/apis", {"name": name, "description": "load benchmark",
+                                              "endpoint_type": "REGION"})["id"]
+        res = admin.call("GET", f"/v1/apis/{api}/resources?size=100")["resources"]
+        root = [r["id"] for r in res if r["path"] == "/"][0]
+        rid = admin.call("POST", f"/v1/apis/{api}/resources/{root}", {"path_part": part})["id"]
+        admin.call("POST", f"/v1/apis/{api}/resources/{rid}/methods",
+                   {"method_type": "GET", "integration_type": "HTTP",
+                    "endpoint_url": backend_url, "api_key_required": key_required})
+        return api
+
+    # Full pipeline.
+    full = api_with("bench-full", "bench", True)
+    admin.call("POST", f"/v1/apis/{full}/deployments",
+               {"stage_type": "new", "stage_name": "full", "description": "bench"})
+    admin.call("POST", f"/v1/apis/{full}/access-controls",
+               {"name": "allow-loopback", "allowed_ip_addr": ["127.0.0.0/8"],
+                "connected_stages": ["full"], "description": "loopback"})
+    auth = admin.call("POST", f"/v1/apis/{full}/auths",
+                      {"name": "bench-token", "expiration_period": 30, "connected_stages": ["full"]})
+    token = auth["access_token"]
+    plan = admin.call("POST", f"/v1/apis/{full}/usage-plans",
+                      {"name": "bench-plan", "description": "never reached",
+                       "limit": 2_000_000_000, "rate": "day"})["usage_plan"]["id"]
+    key = admin.call("POST", f"/v1/apis/{full}/usage-plans/{plan}/api-keys",
+                     {"name": "bench-key", "description": "load benchmark"})["api_key"]
+    admin.call("PUT", f"/v1/apis/{full}/stages/full/config",
+               {"cors_enabled": True, "jwt_enabled": True, "allow_origins": ["*"],
+                "usage_plan_id": plan, "connected_api_keys": [key["id"]]})
+    # The user guide's "IP Range Deny List" template, with this API's SRNs.
+    api_srn = f"srn:{OFFERING}::{ACCOUNT_ID}:{REGION}::apigateway:api/{full}"
+    method_srn = f"srn:{OFFERING}::{ACCOUNT_ID}:{REGION}::apigateway:method/{full}/full/GET/bench"
+    admin.call("PUT", f"/v1/apis/{full}/resource-policies", {
+        "Version": "",
+        "Statement": [{
+            "Action": ["apigateway:InvokeApigatewayRegion"],
+            "Condition": {
+                "SrnLike": {"scp:RequestAttribute/body['method-srn']": [method_srn]},
+                "NotIpAddress": {"scp:SourceIp": ["1.2.3.4/24", "5.6.7.8/32"]},
+            },
+            "Effect": "Allow", "Principal": "*", "Resource": [api_srn], "Sid": "Statement1",
+        }],
+    })
+
+    # No filters (a separate API: the resource policy is API-wide).
+    plain = api_with("bench-plain", "plain", False)
+    admin.call("POST", f"/v1/apis/{plain}/deployments",
+               {"stage_type": "new", "stage_name": "plain", "description": "bench"})
+    admin.call("POST", f"/v1/apis/{plain}/access-controls",
+               {"name": "allow-loopback", "allowed_ip_addr": ["127.0.0.0/8"],
+                "connected_stages": ["plain"], "description": "loopback"})
+    return {"full_api": full, "plain_api": plain, "token": token, "key": key["key"]}
+
+
+# ---------------------------------------------------------------------------
+# One arrangement's processes
+# ---------------------------------------------------------------------------
+
+class Setup:
+    """Backend, peers and apigw for one arrangement."""
+
+    def __init__(self, args, arrangement, workdir, outdir):
+        self.args = args
+        self.arr = arrangement
+        self.workers, _, self.pinned, _ = ARRANGEMENTS[arrangement]
+        self.work = os.path.join(workdir, arrangement)
+        os.makedirs(self.work)
+        self.outdir = outdir
+        self.procs = Procs()
+        self.pids = {}  # target -> Popen (the process whose tree is the proxy)
+        self.targets = {}  # target -> (url, [headers])
+
+    def pin(self, argv):
+        return (["taskset", "-c", "1"] + argv) if self.pinned else argv
+
+    def logfile(self, name):
+        return open(os.path.join(self.outdir, f"{self.arr}-{name}.log"), "ab")
+
+    def nginx(self, name, conf_src, port, workers, keepalive=None):
+        prefix = os.path.join(self.work, name)
+        os.makedirs(os.path.join(prefix, "tmp"))
+        text = open(conf_src).read()
+        if keepalive is not None:
+            text, n = re.subn(r"keepalive\s+\d+;", f"keepalive {keepalive};", text)
+            if n != 1:
+                die(f"{conf_src}: expected one 'keepalive N;' line, found {n}")
+        conf = os.path.join(prefix, os.path.basename(conf_src))
+        with open(conf, "w") as f:
+            f.write(text)
+        shutil.copy(conf, os.path.join(self.outdir, f"{self.arr}-{name}.conf"))
+        g = f"daemon off; worker_processes {workers}; pid {prefix}/nginx.pid;"
+        p = self.procs.start(name, self.pin([which("nginx"), "-p", prefix + "/", "-c", conf,
+                                             "-e", "stderr", "-g", g]),
+                             stderr=self.logfile(name))
+        wait_port(port, p, name)
+        return p
+
+    def start(self):
+        a = self.args
+        peers = a.peers
+        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT):
+            if port_in_use(port):
+                die(f"port {port} is already in use by something this script did not start")
+        self.pids["backend"] = self.nginx("backend", os.path.join(peers, "backend.conf"),
+                                          BACKEND_PORT, a.backend_workers)
+        self.pids["nginx-proxy"] = self.nginx(
+            "nginx-proxy", os.path.join(peers, "nginx-proxy.conf"), PROXY_PORT, self.workers,
+            None if a.proxy_keepalive is None else a.proxy_keepalive)
+        self.pids["nginx-gateway"] = self.nginx(
+            "nginx-gateway", os.path.join(peers, "nginx-gateway.conf"), GATEWAY_PORT,
+            self.workers, a.gateway_keepalive)
+
+        # haproxy: a copy whose pidfile lives in our temp folder.
+        hdir = os.path.join(self.work, "haproxy")
+        os.makedirs(hdir)
+        text = open(os.path.join(peers, "haproxy.cfg")).read()
+        text = re.sub(r"(?m)^(\s*pidfile\s+)\S+", lambda m: m.group(1) + f"{hdir}/haproxy.pid", text)
+        cfg = os.path.join(hdir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(text)
+        shutil.copy(cfg, os.path.join(self.outdir, f"{self.arr}-haproxy.cfg"))
+        env = dict(os.environ, BENCH_NBTHREAD=str(self.workers))
+        p = self.procs.start("haproxy", self.pin([which("haproxy"), "-db", "-f", cfg]), env=env,
+                             stderr=self.logfile("haproxy"), stdout=self.logfile("haproxy"))
+        wait_port(HAPROXY_PORT, p, "haproxy")
+        self.pids["haproxy"] = p
+
+        # apigw on free ports with a temp SQLite file.
+        gdir = os.path.join(self.work, "apigw")
+        os.makedirs(gdir)
+        toml = os.path.join(gdir, "apigw.toml")
+        with open(toml, "w") as f:
+            f.write(f'''data_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+invoke_domain = "{INVOKE_DOMAIN}"
+store_url = "sqlite://{gdir}/apigw.db"
+region = "{REGION}"
+srn_offering = "{OFFERING}"
+log = "warn"
+worker_threads = {self.workers}
+
+[[credentials]]
+access_key = "{ACCESS_KEY}"
+secret_key = "{SECRET_KEY}"
+account_id = "{ACCOUNT_ID}"
+''')
+        shutil.copy(toml, os.path.join(self.outdir, f"{self.arr}-apigw.toml"))
+        p = self.procs.start("apigw", self.pin([a.apigw, "serve", "--config", toml]),
+                             stdout=subprocess.PIPE, stderr=self.logfile("apigw"))
+        line = self.read_listening(p)
+        m = re.search(r"data=(\S+) admin=(\S+)", line)
+        if not m:
+            die(f"unexpected apigw line: {line!r}")
+        data, admin_addr = m.group(1), m.group(2)
+        self.apigw_port = int(data.rsplit(":", 1)[1])
+        self.pids["apigw"] = p
+        cfg = configure_apigw(Admin(f"http://{admin_addr}"))
+        self.apigw_cfg = cfg
+        log(f"  apigw data={data} admin={admin_addr} full API {cfg['full_api']}, "
+            f"plain API {cfg['plain_api']}")
+
+        port = self.apigw_port
+        self.targets = {
+            "backend": (f"http://127.0.0.1:{BACKEND_PORT}/", []),
+            "nginx-proxy": (f"http://127.0.0.1:{PROXY_PORT}/", []),
+            "haproxy": (f"http://127.0.0.1:{HAPROXY_PORT}/", []),
+            "nginx-gateway": (f"http://127.0.0.1:{GATEWAY_PORT}/",
+                              [f"X-SCP-ApiKey: {NGINX_GW_KEY}", f"Origin: {ORIGIN}"]),
+            "apigw-full": (f"http://127.0.0.1:{port}/full/bench",
+                           [f"Host: {cfg['full_api']}.{INVOKE_DOMAIN}:{port}",
+                            f"Authorization: Bearer {cfg['token']}",
+                            f"x-scp-apikey: {cfg['key']}",
+                            f"Origin: {ORIGIN}"]),
+            "apigw-plain": (f"http://127.0.0.1:{port}/plain/plain",
+                            [f"Host: {cfg['plain_api']}.{INVOKE_DOMAIN}:{port}"]),
+        }
+        self.proxy_of = {
+            "backend": None, "nginx-proxy": self.pids["nginx-proxy"],
+            "haproxy": self.pids["haproxy"], "nginx-gateway": self.pids["nginx-gateway"],
+            "apigw-full": self.pids["apigw"], "apigw-plain": self.pids["apigw"],
+        }
+
+    def read_listening(self, p):
+        result = {}
+
+        def reader():
+            for raw in p.stdout:
+                line = raw.decode(errors="replace").strip()
+                if "apigw listening" in line and "line" not in result:
+                    result["line"] = line
+            # keep draining until exit so apigw never blocks on a full pipe
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and "line" not in result:
+            if p.poll() is not None:
+                die(f"apigw exited with {p.returncode} at start (log: {self.outdir}/{self.arr}-apigw.log)")
+            time.sleep(0.05)
+        if "line" not in result:
+            die("apigw printed no 'apigw listening' line within 30 s")
+        return result["line"]
+
+    def all_pids(self):
+        out = []
+        for _, p in self.procs.items:
+            out += [p.pid] + children_of(p.pid)
+        return out
+
+    def proxy_pids(self, target):
+        p = self.proxy_of[target]
+        if p is None:
+            return []
+        return [p.pid] + children_of(p.pid)
+
+    def stop(self):
+        self.procs.stop_all()
+
+
+# ---------------------------------------------------------------------------
+# Checks and measurement
+# ---------------------------------------------------------------------------
+
+def curl(url, headers):
+    argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-w", "%{http_code}", "--max-time", "5"]
+    for h in headers:
+        argv += ["-H", h]
+    r = subprocess.run(argv + [url], capture_output=True, text=True)
+    out = r.stdout.strip()
+    code = out[-3:] if len(out) >= 3 else "000"
+    return code, out.lower()
+
+
+def check_targets(setup):
+    failed = []
+    for t in TARGETS:
+        url, headers = setup.targets[t]
+        code, head = "000", ""
+        for _ in range(20):
+            code, head = curl(url, headers)
+            if code == "200":
+                break
+            time.sleep(0.1)
+        if code != "200":
+            failed.append(f"{t}: HTTP {code} from {url}")
+            continue
+        if t == "apigw-full":
+            for must in ("access-control-allow-origin", "x-ratelimit-limit"):
+                if must not in head:
+                    failed.append(f"{t}: answer lacks {must}")
+    # The full stage's filters are really on.
+    url, headers = setup.targets["apigw-full"]
+    no_token = [h for h in headers if not h.startswith("Authorization")]
+    no_key = [h for h in headers if not h.lower().startswith("x-scp-apikey")]
+    for what, hs, want in (("without the bearer token", no_token, "401"),
+                           ("without the API key", no_key, "403")):
+        code, _ = curl(url, hs)
+        if code != want:
+            failed.append(f"apigw-full {what}: HTTP {code}, expected {want}")
+    if failed:
+        for f in failed:
+            print(f"load.py: check failed: {f}", file=sys.stderr)
+        return False
+    log("  every target answers 200; apigw full stage answers 401 without the token, 403 without the key")
+    return True
+
+
+ANCHOR = re.compile(r"ANCHOR (.*)")
+
+
+def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
+    url, headers = setup.targets[target]
+    argv = []
+    if setup.pinned:
+        argv += ["taskset", "-c", "0"]
+    argv += [which("wrk"), f"-t{wrk_threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
+             "-s", os.path.join(args.peers, "wrk-report.lua")]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(url)
+    pids = setup.proxy_pids(target)
+    ours = setup.all_pids()
+    c0, o0, w0, (b0, t0) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
+    r = subprocess.run(argv, capture_output=True, text=True)
+    c1, o1, w1, (b1, t1) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
+    # CPU used on the machine by anything but wrk, the backend, the peers and apigw.
+    other = max(0.0, (b1 - b0) - (o1 - o0) - (w1 - w0)) / max(1, t1 - t0) * 100
+    if raw_path:
+        with open(raw_path, "w") as f:
+            f.write("$ " + shlex.join(argv) + "\n")
+            f.write(r.stdout)
+            if r.stderr:
+                f.write("--- stderr\n" + r.stderr)
+    m = ANCHOR.search(r.stdout)
+    if r.returncode != 0 or not m:
+        die(f"wrk failed on {target} (exit {r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+    kv = dict(x.split("=", 1) for x in m.group(1).split())
+    non2xx = 0
+    m2 = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
+    if m2:
+        non2xx = int(m2.group(1))
+    reqs = int(kv["requests"])
+    sock = sum(int(kv[k]) for k in ("err_connect", "err_read", "err_write", "err_timeout"))
+    cpu_us = (c1 - c0) / CLK_TCK * 1e6 / reqs if pids and reqs else None
+    return {
+        "requests": reqs, "rps": float(kv["rps"]), "p50_ms": int(kv["p50_us"]) / 1000,
+        "p90_ms": int(kv["p90_us"]) / 1000, "p99_ms": int(kv["p99_us"]) / 1000,
+        "max_ms": int(kv["max_us"]) / 1000, "errors": max(non2xx, int(kv["err_status"])) + sock,
+        "non2xx": max(non2xx, int(kv["err_status"])), "socket_errors": sock, "cpu_us_per_req": cpu_us,
+        "other_cpu_pct": other,
+    }
+
+
+def summarize(runs):
+    rps = [r["rps"] for r in runs]
+    cpu = [r["cpu_us_per_req"] for r in runs if r["cpu_us_per_req"] is not None]
+    return {
+        "rounds": len(runs),
+        "rps_median": statistics.median(rps), "rps_min": min(rps), "rps_max": max(rps),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "cpu_us_per_req": statistics.median(cpu) if cpu else None,
+        "errors": sum(r["errors"] for r in runs),
+        "other_cpu_pct": statistics.median(r["other_cpu_pct"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+def fmt_int(x):
+    return f"{x:,.0f}"
+
+
+def table(results, args):
+    lines = []
+    lines.append("| arrangement | target | conns | rps median | rps min | rps max | p50 ms | p99 ms "
+                 "| proxy CPU µs/req | errors | other CPU % |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (arr, conns), per in results.items():
+        for t in TARGETS:
+            if t not in per:
+                continue
+            s = per[t]
+            cpu = "—" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:.1f}"
+            lines.append(f"| {arr} | {LABELS[t]} | {conns} | {fmt_int(s['rps_median'])} | "
+                         f"{fmt_int(s['rps_min'])} | {fmt_int(s['rps_max'])} | {s['p50_ms']:.2f} | "
+                         f"{s['p99_ms']:.2f} | {cpu} | {s['errors']:,} | {s['other_cpu_pct']:.0f} |")
+    lines.append("")
+    lines.append("Ratios of apigw to each peer (medians; rps > 1 and p99/CPU < 1 favour apigw):")
+    lines.append("")
+    lines.append("| arrangement | conns | comparison | rps ratio | p99 ratio | CPU ratio | goal (issue 6) |")
+    lines.append("|---|---:|---|---:|---:|---:|---|")
+    for (arr, conns), per in results.items():
+        for ours, peer, goal in (("apigw-full", "nginx-gateway", ("rps", 1.2, True)),
+                                 ("apigw-plain", "nginx-proxy", ("rps", 1.2, False)),
+                                 ("apigw-plain", "haproxy", ("rps", 1.0, False))):
+            if ours not in per or peer not in per:
+                continue
+            a, b = per[ours], per[peer]
+            rr = a["rps_median"] / b["rps_median"]
+            pr = a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
+            cr = (a["cpu_us_per_req"] / b["cpu_us_per_req"]
+                  if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
+            _, want, p99_too = goal
+            ok = rr >= want and (not p99_too or pr <= 1.0)
+            goal_s = f"rps ≥ {want}×" + (" and p99 ≤" if p99_too else "") + (": met" if ok else ": not met")
+            lines.append(f"| {arr} | {conns} | {LABELS[ours]} / {peer} | {rr:.2f} | {pr:.2f} | {cr:.2f} "
+                         f"| {goal_s} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s (debugging)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per target and connection count [3]")
+    ap.add_argument("--duration", type=int, default=None, help="seconds per wrk run [10; 3 with --quick]")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="seconds of unrecorded warm-up per target and connection count [2; 1 with --quick]")
+    ap.add_argument("--arrangements", default="pin1,free2", help="comma list of pin1, free2 [both]")
+    ap.add_argument("--conns", default=None,
+                    help="override the connection counts, e.g. 50,256 (default: pin1 50,256; free2 256)")
+    ap.add_argument("--gateway-keepalive", type=int, default=1024,
+                    help="upstream keepalive of nginx-gateway's temp copy [1024; shipped: 64]")
+    ap.add_argument("--proxy-keepalive", type=int, default=None,
+                    help="upstream keepalive of nginx-proxy (default: as shipped, 64)")
+    ap.add_argument("--backend-workers", type=int, default=1, help="backend nginx workers [1]")
+    ap.add_argument("--peers", default=os.path.normpath(os.path.join(REPO, "..", "shared", "peers")),
+                    help="folder with backend.conf, nginx-*.conf, haproxy.cfg, wrk-report.lua")
+    ap.add_argument("--apigw", default=None, help="apigw binary [$CARGO_TARGET_DIR/release/apigw]")
+    ap.add_argument("--wait-idle", type=int, default=60,
+                    help="before each arrangement/connection block, wait up to this many seconds for "
+                         "the machine to be < 10%% busy [60]")
+    ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release first")
+    ap.add_argument("--no-install", action="store_true", help="never apt-get install")
+    ap.add_argument("--results", default=os.path.join(REPO, "benches", "results"),
+                    help="results root [benches/results]")
+    args = ap.parse_args()
+
+    duration = args.duration or (3 if args.quick else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    arrangements = [a.strip() for a in args.arrangements.split(",") if a.strip()]
+    for a in arrangements:
+        if a not in ARRANGEMENTS:
+            die(f"unknown arrangement {a!r} (pin1, free2)")
+    for f in ("backend.conf", "nginx-proxy.conf", "nginx-gateway.conf", "haproxy.cfg", "wrk-report.lua"):
+        if not os.path.isfile(os.path.join(args.peers, f)):
+            die(f"{f} not found in {args.peers} (--peers)")
+    if os.cpu_count() < 2 and "pin1" in arrangements:
+        die("pin1 needs two cores")
+
+    ensure_tools(not args.no_install)
+    warn_foreign_services()
+
+    target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    if args.apigw is None:
+        args.apigw = os.path.join(target_dir, "release", "apigw")
+        if not args.no_build:
+            log("cargo build --release" + (f" (CARGO_TARGET_DIR={target_dir})" if "CARGO_TARGET_DIR" in os.environ else ""))
+            r = subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO)
+            if r.returncode != 0:
+                die("cargo build --release failed")
+    if not os.access(args.apigw, os.X_OK):
+        die(f"no apigw binary at {args.apigw}")
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    outdir = os.path.join(args.results, stamp)
+    os.makedirs(outdir)
+    workdir = tempfile.mkdtemp(prefix="apigw-bench-")
+    # Run a private copy, so a rebuild during the run cannot change the binary between arrangements.
+    src_binary = args.apigw
+    built = datetime.datetime.fromtimestamp(os.path.getmtime(src_binary)).strftime("%Y-%m-%d %H:%M:%S")
+    args.apigw = os.path.join(workdir, "apigw")
+    shutil.copy2(src_binary, args.apigw)
+    git = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip() or "unknown"
+
+    ka_proxy = args.proxy_keepalive if args.proxy_keepalive is not None else "64 (as shipped)"
+    header = [
+        f"apigw load benchmark {stamp} on {os.uname().nodename}, {os.cpu_count()} cores, "
+        f"{args.rounds} rounds x {duration} s per target (+{warmup} s warm-up), order rotated each round",
+        f"apigw: {src_binary} (built {built}, tree {git}; log warn, worker_threads = workers of the arrangement)",
+        f"nginx-gateway: upstream keepalive raised 64 -> {args.gateway_keepalive} in a temp copy of "
+        f"nginx-gateway.conf; nginx-proxy upstream keepalive {ka_proxy}; backend {args.backend_workers} worker(s)",
+        "pin1: wrk -t1 on core 0, backend and proxies pinned to core 1, 1 worker/thread each; "
+        "free2: nothing pinned, wrk -t2, 2 workers/threads each",
+        "apigw full = IP ACL 127.0.0.0/8 + JWT bearer + API key (quota 2e9/day) + resource policy "
+        "(IP Range Deny List) + CORS (Origin sent); apigw plain = IP ACL only (separate API)",
+        f"raw output: {outdir}",
+    ]
+    for h in header:
+        log(h)
+
+    results = {}
+    setup = None
+    all_runs = []
+
+    def on_signal(signum, _frame):
+        if setup is not None:
+            setup.stop()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    t_start = time.time()
+    try:
+        for arr in arrangements:
+            workers, wrk_threads, _, conn_list = ARRANGEMENTS[arr]
+            if args.conns:
+                conn_list = [int(c) for c in args.conns.split(",")]
+            log(f"\n== {arr}: starting backend, peers and apigw")
+            setup = Setup(args, arr, workdir, outdir)
+            setup.start()
+            if not check_targets(setup):
+                setup.stop()
+                setup = None
+                die("a target failed its check", code=2)
+            for conns in conn_list:
+                wait_idle(args.wait_idle)
+                per_runs = {t: [] for t in TARGETS}
+                if warmup > 0:
+                    for t in TARGETS:
+                        run_wrk(args, setup, t, conns, warmup, wrk_threads)
+                for rnd in range(args.rounds):
+                    k = rnd % len(TARGETS)
+                    order = TARGETS[k:] + TARGETS[:k]
+                    for t in order:
+                        raw = os.path.join(outdir, f"{arr}-c{conns}-{t}-r{rnd + 1}.txt")
+                        r = run_wrk(args, setup, t, conns, duration, wrk_threads, raw)
+                        r.update({"arrangement": arr, "conns": conns, "target": t, "round": rnd + 1})
+                        per_runs[t].append(r)
+                        all_runs.append(r)
+                        cpu = "-" if r["cpu_us_per_req"] is None else f"{r['cpu_us_per_req']:.1f}"
+                        log(f"  {arr} c{conns} round {rnd + 1} {t:14s} {r['rps']:>10,.0f} rps "
+                            f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms cpu {cpu} us/req "
+                            f"errors {r['errors']} other-cpu {r['other_cpu_pct']:.0f}%")
+                results[(arr, conns)] = {t: summarize(v) for t, v in per_runs.items()}
+            setup.stop()
+            setup = None
+    finally:
+        if setup is not None:
+            setup.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    out = table(results, args)
+    log("\n" + "\n".join(header[:5]) + "\n")
+    log(out)
+    log(f"\ntotal {time.time() - t_start:.0f} s; raw output in {outdir}")
+    with open(os.path.join(outdir, "table.md"), "w") as f:
+        f.write("\n".join(f"- {h}" for h in header) + "\n\nCommand: `" +
+                " ".join(["python3", "benches/load.py"] + sys.argv[1:]) + "`\n\n" + out + "\n")
+    with open(os.path.join(outdir, "summary.json"), "w") as f:
+        json.dump({"header": header, "runs": all_runs,
+                   "summary": [{"arrangement": a, "conns": c, "target": t, **s}
+                               for (a, c), per in results.items() for t, s in per.items()]},
+                  f, indent=1)
+    busy = max(s["other_cpu_pct"] for per in results.values() for s in per.values())
+    if busy >= 5:
+        log(f"note: other processes used up to {busy:.0f}% of the machine's CPU during some runs "
+            "(column 'other CPU %'): those numbers are disturbed")
+    errors = sum(s["errors"] for per in results.values() for s in per.values())
+    if errors:
+        log(f"note: {errors} errors in total (see the errors column)")
+
+
+if __name__ == "__main__":
+    main()
