@@ -243,6 +243,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| limiter.check().is_ok())
     });
 
+    let stats = apigw::stats::Stats::new(None);
+    let stage_stats = stats.stage("api1", "prod");
+    let ix = stage_stats.route_index("/items/{id}", "GET");
+    c.bench_function("reports/record one request", |b| {
+        b.iter(|| stage_stats.record(black_box(Some(ix)), black_box(200), 1200, 900))
+    });
+
     let touched = vec![format!("{:032x}", 0)];
     c.bench_function(
         &format!("snapshot/republish one API ({apis} loaded)"),
