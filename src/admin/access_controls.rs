@@ -154,11 +154,7 @@ pub async fn list(
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let all: Vec<&AccessControl> = a.access_controls.values().collect();
-    let count = all.len();
-    let page = q.page_of(all, |x, f| match f {
-        "name" => (x.name.clone(), x.id.clone()),
-        _ => (x.created_at.clone(), x.id.clone()),
-    });
+    let (count, page) = q.page_named(all);
     Ok(Json(json!({
         "access_controls": page.into_iter().map(|x| views::access_control(a, x)).collect::<Vec<_>>(),
         "count": count,

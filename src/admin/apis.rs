@@ -104,11 +104,7 @@ pub async fn list(
         .filter(|a| a.account_id == caller.account_id)
         .filter(|a| name.is_none_or(|n| a.name.contains(n)))
         .collect();
-    let count = all.len();
-    let page = q.page_of(all, |a, f| match f {
-        "name" => (a.name.clone(), a.id.clone()),
-        _ => (a.created_at.clone(), a.id.clone()),
-    });
+    let (count, page) = q.page_named(all);
     Ok(Json(json!({
         "apis": page.into_iter().map(views::api).collect::<Vec<_>>(),
         "count": count,

@@ -181,18 +181,12 @@ pub async fn create(
     };
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
-    if a.auths.values().any(|x| x.name == req.name) {
-        return Err(ApiError::conflict(format!(
-            "auth {} already exists",
-            req.name
-        )));
-    }
-    if a.auths.len() >= MAX_AUTHS {
-        return Err(ApiError::field(
-            "name",
-            format!("an API has at most {MAX_AUTHS} auths"),
-        ));
-    }
+    validate::room_for(
+        "auth",
+        &req.name,
+        a.auths.values().map(|x| x.name.as_str()),
+        MAX_AUTHS,
+    )?;
     let stages = super::connected_stages(a, &req.connected_stages)?;
     let now = chrono::Utc::now();
     let expires = now + chrono::Duration::days(days);
@@ -235,11 +229,7 @@ pub async fn list(
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let all: Vec<&Auth> = a.auths.values().collect();
-    let count = all.len();
-    let page = q.page_of(all, |x, f| match f {
-        "name" => (x.name.clone(), x.id.clone()),
-        _ => (x.created_at.clone(), x.id.clone()),
-    });
+    let (count, page) = q.page_named(all);
     Ok(Json(json!({
         "auths": page.into_iter().map(view).collect::<Vec<_>>(),
         "count": count,

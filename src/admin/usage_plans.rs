@@ -100,18 +100,12 @@ pub async fn create(
     validate::max_len("description", &description, 100)?;
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
-    if a.usage_plans.values().any(|p| p.name == req.name) {
-        return Err(ApiError::conflict(format!(
-            "usage plan {} already exists",
-            req.name
-        )));
-    }
-    if a.usage_plans.len() >= MAX_PLANS {
-        return Err(ApiError::field(
-            "name",
-            format!("an API has at most {MAX_PLANS} usage plans"),
-        ));
-    }
+    validate::room_for(
+        "usage plan",
+        &req.name,
+        a.usage_plans.values().map(|p| p.name.as_str()),
+        MAX_PLANS,
+    )?;
     let now = now_rfc3339();
     let p = UsagePlan {
         id: new_id(),
@@ -146,11 +140,7 @@ pub async fn list(
         .values()
         .filter(|p| name.is_none_or(|n| p.name.contains(n)))
         .collect();
-    let count = all.len();
-    let page = q.page_of(all, |p, f| match f {
-        "name" => (p.name.clone(), p.id.clone()),
-        _ => (p.created_at.clone(), p.id.clone()),
-    });
+    let (count, page) = q.page_named(all);
     Ok(Json(json!({
         "count": count,
         "usage_plans": page.into_iter().map(|p| summary(a, p)).collect::<Vec<_>>(),
@@ -285,18 +275,12 @@ pub async fn create_key(
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     plan_of(a, &plan_id)?;
-    if a.keys_of_plan(&plan_id).any(|k| k.name == req.name) {
-        return Err(ApiError::conflict(format!(
-            "API key {} already exists",
-            req.name
-        )));
-    }
-    if a.keys_of_plan(&plan_id).count() >= MAX_KEYS_PER_PLAN {
-        return Err(ApiError::field(
-            "name",
-            format!("a usage plan has at most {MAX_KEYS_PER_PLAN} API keys"),
-        ));
-    }
+    validate::room_for(
+        "API key",
+        &req.name,
+        a.keys_of_plan(&plan_id).map(|k| k.name.as_str()),
+        MAX_KEYS_PER_PLAN,
+    )?;
     let k = ApiKey {
         id: new_id(),
         api_id: api_id.clone(),
@@ -327,11 +311,7 @@ pub async fn list_keys(
         .keys_of_plan(&plan_id)
         .filter(|k| name.is_none_or(|n| k.name.contains(n)))
         .collect();
-    let count = all.len();
-    let page = q.page_of(all, |k, f| match f {
-        "name" => (k.name.clone(), k.id.clone()),
-        _ => (k.created_at.clone(), k.id.clone()),
-    });
+    let (count, page) = q.page_named(all);
     Ok(Json(json!({
         "api_keys": page.into_iter().map(key_view).collect::<Vec<_>>(),
         "count": count,

@@ -73,6 +73,54 @@ pub fn max_len(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Objects listed by name or by creation time.
+pub trait Named {
+    fn name(&self) -> &str;
+    fn created_at(&self) -> &str;
+    fn id(&self) -> &str;
+}
+
+macro_rules! named {
+    ($($t:ty),*) => {$(
+        impl Named for $t {
+            fn name(&self) -> &str { &self.name }
+            fn created_at(&self) -> &str { &self.created_at }
+            fn id(&self) -> &str { &self.id }
+        }
+    )*};
+}
+named!(
+    crate::model::Api,
+    crate::model::AccessControl,
+    crate::model::Auth,
+    crate::model::UsagePlan,
+    crate::model::ApiKey
+);
+
+/// 409 when `name` is already taken among `taken`, 400 naming `name` when
+/// there are already `max` of them.
+pub fn room_for<'a>(
+    what: &str,
+    name: &str,
+    taken: impl Iterator<Item = &'a str>,
+    max: usize,
+) -> Result<(), ApiError> {
+    let mut n = 0;
+    for t in taken {
+        if t == name {
+            return Err(ApiError::conflict(format!("{what} {name} already exists")));
+        }
+        n += 1;
+    }
+    if n >= max {
+        return Err(ApiError::field(
+            "name",
+            format!("at most {max} of them: {what} limit reached"),
+        ));
+    }
+    Ok(())
+}
+
 /// `page`, `size`, `sort` and filters of list operations.
 pub struct ListQuery {
     pub page: usize,
@@ -134,6 +182,21 @@ impl ListQuery {
             .get(k)
             .map(String::as_str)
             .filter(|s| !s.is_empty())
+    }
+
+    /// The total count and the requested page of named objects, sorted by
+    /// `name` or `created_at` (ties broken by id).
+    pub fn page_named<'a, T: Named>(&self, items: Vec<&'a T>) -> (usize, Vec<&'a T>) {
+        let count = items.len();
+        let page = self.page_of(items, |x, f| {
+            let primary = if f == "name" {
+                x.name()
+            } else {
+                x.created_at()
+            };
+            (primary.to_string(), x.id().to_string())
+        });
+        (count, page)
     }
 
     /// Sort by the key function, then cut the requested page.
