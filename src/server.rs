@@ -160,10 +160,14 @@ async fn serve_data(
                     }
                 }
             }
+            let conn_peer = Arc::new(pipeline::Peer::new(peer));
             let svc = service_fn(move |req| {
                 let plane = plane.clone();
+                let conn_peer = conn_peer.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(pipeline::handle(&plane, req, peer).await)
+                    Ok::<_, std::convert::Infallible>(
+                        pipeline::handle(&plane, req, &conn_peer).await,
+                    )
                 }
             });
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {

@@ -180,6 +180,10 @@ pub struct UrlTemplate {
     has_query: bool,
     /// Length of the literal parts, for one right-sized allocation.
     literal_len: usize,
+    /// The parsed URL when it has no placeholders: a request without a
+    /// query string then clones it (a reference count) instead of
+    /// building and parsing a string.
+    fixed: Option<http::Uri>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -209,10 +213,28 @@ impl UrlTemplate {
             literal_len += rest.len();
             parts.push(UrlPart::Lit(rest.to_string()));
         }
+        let fixed = match parts.as_slice() {
+            [] => None,
+            [UrlPart::Lit(s)] => s.parse().ok(),
+            _ => None,
+        };
         UrlTemplate {
             parts,
             has_query: url.contains('?'),
             literal_len,
+            fixed,
+        }
+    }
+
+    /// The target URI, without building a string when nothing varies.
+    pub fn uri<'a>(
+        &self,
+        params: impl Fn(&str) -> Option<&'a str>,
+        query: Option<&str>,
+    ) -> Result<http::Uri, http::uri::InvalidUri> {
+        match (&self.fixed, query.filter(|q| !q.is_empty())) {
+            (Some(u), None) => Ok(u.clone()),
+            _ => self.render(params, query).parse(),
         }
     }
 

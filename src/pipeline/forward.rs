@@ -23,15 +23,15 @@ pub async fn forward(
     routed: &Routed,
     req: Request<Incoming>,
     client_ip: IpAddr,
+    client_value: Option<&HeaderValue>,
     host: &HeaderValue,
 ) -> Result<Response<RespBody>, GwError> {
     match &routed.method()?.integration {
         Integration::Http(tpl) => {
-            let target = tpl.render(|n| routed.param(n), req.uri().query());
-            let uri: Uri = target
-                .parse()
+            let uri: Uri = tpl
+                .uri(|n| routed.param(n), req.uri().query())
                 .map_err(|_| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
-            forward_http(gw, req, uri, client_ip, host).await
+            forward_http(gw, req, uri, client_ip, client_value, host).await
         }
         Integration::Scf { .. } => Err(GwError::not_implemented(
             "Cloud Function integration is not available yet",
@@ -47,6 +47,7 @@ async fn forward_http(
     req: Request<Incoming>,
     uri: Uri,
     client_ip: IpAddr,
+    client_value: Option<&HeaderValue>,
     host: &HeaderValue,
 ) -> Result<Response<RespBody>, GwError> {
     let (mut parts, body) = req.into_parts();
@@ -54,18 +55,22 @@ async fn forward_http(
 
     // A body of known length that fits cannot cross the limit (hyper
     // enforces Content-Length); only unknown lengths need the flag.
-    let known_fit = body_len(&parts.headers).is_some();
+    let known_fit = body_len(&parts.headers).is_some() || http_body::Body::is_end_stream(&body);
     let exceeded = (!known_fit).then(|| Arc::new(AtomicBool::new(false)));
     let body = LimitedBody::new(body, gw.max_body_bytes, exceeded.clone());
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     headers.remove(HOST);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip.to_string(),
+    let xff = match (
+        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+        client_value,
+    ) {
+        (Some(prev), _) => HeaderValue::from_str(&format!("{prev}, {client_ip}")).ok(),
+        (None, Some(v)) => Some(v.clone()),
+        (None, None) => HeaderValue::from_str(&client_ip.to_string()).ok(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));

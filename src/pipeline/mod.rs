@@ -59,12 +59,23 @@ impl DataPlane {
     }
 }
 
+/// The connection a request came on: its peer and that peer's address as
+/// a header value, made once per connection (X-Forwarded-For reuses it).
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub ip_value: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip_value = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Peer { addr, ip_value }
+    }
+}
+
 /// Serve one request; never fails: errors become JSON answers.
-pub async fn handle(
-    gw: &DataPlane,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<RespBody> {
+pub async fn handle(gw: &DataPlane, req: Request<Incoming>, peer: &Peer) -> Response<RespBody> {
     let started = std::time::Instant::now();
     let request_id = request_id::take_or_make(req.headers());
     let origin = req.headers().get(http::header::ORIGIN).cloned();
@@ -98,12 +109,12 @@ pub async fn handle(
 async fn run(
     gw: &DataPlane,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     request_id: &HeaderValue,
     ctx: &mut Ctx,
 ) -> Result<Response<RespBody>, GwError> {
     limits::check(&req, gw.max_header_bytes, gw.max_body_bytes)?;
-    let client_ip = client_ip::resolve(peer.ip(), req.headers(), &gw.trusted_proxies);
+    let client_ip = client_ip::resolve(peer.addr.ip(), req.headers(), &gw.trusted_proxies);
     let host = host_of(&req).ok_or_else(GwError::api_not_found)?;
 
     // The request keeps this snapshot to its end, whatever is published meanwhile.
@@ -150,7 +161,9 @@ async fn run(
     req.headers_mut()
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
     let upstream_start = std::time::Instant::now();
-    let resp = forward::forward(gw, &routed, req, client_ip, &host).await;
+    // The peer's prepared value stands for the client when they are the same.
+    let client_value = (client_ip == peer.addr.ip()).then_some(&peer.ip_value);
+    let resp = forward::forward(gw, &routed, req, client_ip, client_value, &host).await;
     ctx.integration_us = upstream_start.elapsed().as_micros() as u64;
     resp
 }
