@@ -52,11 +52,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
             init_tracing(&cfg.log);
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            // One worker: a current-thread runtime (no work stealing, no
+            // cross-thread wake-ups); otherwise the multi-thread scheduler.
+            let mut rt = if cfg.worker_threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if cfg.worker_threads > 0 {
+                    b.worker_threads(cfg.worker_threads);
+                }
+                b
+            };
             rt.enable_all();
-            if cfg.worker_threads > 0 {
-                rt.worker_threads(cfg.worker_threads);
-            }
             rt.build()?.block_on(apigw::server::serve(cfg))
         }
     }

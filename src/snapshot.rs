@@ -184,6 +184,9 @@ pub struct UrlTemplate {
     /// query string then clones it (a reference count) instead of
     /// building and parsing a string.
     fixed: Option<http::Uri>,
+    /// The upstream `Host` value when the authority has no placeholder
+    /// (what the client would otherwise format on every request).
+    host: Option<HeaderValue>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -218,12 +221,19 @@ impl UrlTemplate {
             [UrlPart::Lit(s)] => s.parse().ok(),
             _ => None,
         };
+        let host = host_value(&parts);
         UrlTemplate {
             parts,
             has_query: url.contains('?'),
             literal_len,
             fixed,
+            host,
         }
+    }
+
+    /// The `Host` header for the upstream, when it does not vary.
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
 
     /// The target URI, without building a string when nothing varies.
@@ -271,6 +281,23 @@ impl UrlTemplate {
         }
         out
     }
+}
+
+/// `host[:port]` (port only when not the scheme's default) of a template
+/// whose authority lies wholly in its first literal part.
+fn host_value(parts: &[UrlPart]) -> Option<HeaderValue> {
+    let Some(UrlPart::Lit(first)) = parts.first() else {
+        return None;
+    };
+    let (scheme, rest) = first.split_once("://")?;
+    let end = rest.find(['/', '?'])?;
+    let authority: http::uri::Authority = rest[..end].parse().ok()?;
+    let default = if scheme == "https" { 443 } else { 80 };
+    let v = match authority.port_u16() {
+        Some(p) if p != default => format!("{}:{p}", authority.host()),
+        _ => authority.host().to_string(),
+    };
+    HeaderValue::from_str(&v).ok()
 }
 
 /// Method SRN: `srn:{offering}::{account}:{region}::apigateway:method/{api}/{stage}/{VERB}/{path}`.
@@ -527,6 +554,21 @@ mod tests {
         let t = UrlTemplate::parse("http://b/q?k=v");
         assert_eq!(t.render(|_| None, Some("a=1")), "http://b/q?k=v&a=1");
         assert_eq!(t.render(|_| None, None), "http://b/q?k=v");
+    }
+
+    #[test]
+    fn template_host_values() {
+        let host = |u: &str| {
+            UrlTemplate::parse(u)
+                .host()
+                .map(|h| h.to_str().unwrap().to_string())
+        };
+        assert_eq!(host("http://b:1/users/{user-id}/x").as_deref(), Some("b:1"));
+        assert_eq!(host("https://x.example/a").as_deref(), Some("x.example"));
+        assert_eq!(host("http://x:80/").as_deref(), Some("x"));
+        assert_eq!(host("https://x:443/?q=1").as_deref(), Some("x"));
+        assert_eq!(host("http://{h}/x"), None);
+        assert_eq!(host("http://b:1"), None);
     }
 
     #[test]

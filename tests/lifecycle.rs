@@ -338,7 +338,9 @@ async fn restart_keeps_every_committed_object() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn switching_deployments_under_load_drops_nothing() {
-    let gw = Gateway::start();
+    // One worker: the gateway runs on a current-thread runtime, so admin
+    // writes, snapshot rebuilds and traffic share one thread.
+    let gw = Gateway::start_with(&[("worker_threads", "1")]);
     let backend = Backend::start("sw");
     let admin = gw.admin();
     let s = simple_api(&admin, "switch-api", "ping", &backend.url("/a")).await;

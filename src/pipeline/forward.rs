@@ -31,7 +31,7 @@ pub async fn forward(
             let uri: Uri = tpl
                 .uri(|n| routed.param(n), req.uri().query())
                 .map_err(|_| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
-            forward_http(gw, req, uri, client_ip, client_value, host).await
+            forward_http(gw, req, uri, tpl.host(), client_ip, client_value, host).await
         }
         Integration::Scf { .. } => Err(GwError::not_implemented(
             "Cloud Function integration is not available yet",
@@ -46,6 +46,7 @@ async fn forward_http(
     gw: &DataPlane,
     req: Request<Incoming>,
     uri: Uri,
+    upstream_host: Option<&HeaderValue>,
     client_ip: IpAddr,
     client_value: Option<&HeaderValue>,
     host: &HeaderValue,
@@ -61,7 +62,15 @@ async fn forward_http(
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
-    headers.remove(HOST);
+    // The upstream's Host (precomputed; else the client fills it in).
+    match upstream_host {
+        Some(h) => {
+            headers.insert(HOST, h.clone());
+        }
+        None => {
+            headers.remove(HOST);
+        }
+    }
     let xff = match (
         headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
         client_value,
