@@ -164,11 +164,13 @@ async fn serve_data(
             let svc = service_fn(move |req| {
                 let plane = plane.clone();
                 let conn_peer = conn_peer.clone();
-                async move {
+                // Boxed: the request future lives on the heap only while a
+                // request is in flight, so an idle connection's task stays small.
+                Box::pin(async move {
                     Ok::<_, std::convert::Infallible>(
                         pipeline::handle(&plane, req, &conn_peer).await,
                     )
-                }
+                })
             });
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
