@@ -549,3 +549,79 @@ async fn reports_count_the_calls_and_survive_restart() {
     let r = gw.admin().get(&path).await;
     check(r.expect(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_throttle_limits_only_its_method() {
+    let gw = Gateway::start();
+    let admin = gw.admin();
+    let backend = Backend::start("mthrottle");
+    let s = simple_api(&admin, "mthrottle-api", "data", &backend.url("/d")).await;
+    let other = admin.create_resource(&s.api_id, &s.root_id, "other").await;
+    admin
+        .create_http_method(&s.api_id, &other, "GET", &backend.url("/o"))
+        .await;
+    admin.deploy(&s.api_id, "existing", Some("dev")).await;
+    let cfg = |v: serde_json::Value| {
+        let mut base = json!({"cors_enabled": false, "jwt_enabled": false});
+        base.as_object_mut()
+            .unwrap()
+            .extend(v.as_object().unwrap().clone());
+        base
+    };
+    admin
+        .put(
+            &format!("/v1/apis/{}/stages/dev/config", s.api_id),
+            &cfg(json!({"method_throttles": [{"path": "/data", "method": "GETX", "rate": 1, "burst": 1}]})),
+        )
+        .await
+        .expect_bad_field("method_throttles[0]");
+    let r = admin
+        .put(
+            &format!("/v1/apis/{}/stages/dev/config", s.api_id),
+            &cfg(json!({"method_throttles": [{"path": "/data", "method": "GET", "rate": 1, "burst": 2}]})),
+        )
+        .await;
+    assert_eq!(r.expect(200)["stage"]["method_throttles"][0]["burst"], 2);
+    let c = data_client();
+    let data = gw.invoke_url(&s.api_id, "/dev/data");
+    let other_url = gw.invoke_url(&s.api_id, "/dev/other");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(c.get(&data).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "burst 2 then throttled: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            c.get(&other_url).send().await.unwrap().status(),
+            200,
+            "other methods are not limited"
+        );
+    }
+    // A config without the field keeps it; null clears it.
+    admin
+        .put(
+            &format!("/v1/apis/{}/stages/dev/config", s.api_id),
+            &cfg(json!({})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(c.get(&data).send().await.unwrap().status(), 429);
+    admin
+        .put(
+            &format!("/v1/apis/{}/stages/dev/config", s.api_id),
+            &cfg(json!({"method_throttles": null})),
+        )
+        .await
+        .expect(200);
+    for _ in 0..5 {
+        assert_eq!(c.get(&data).send().await.unwrap().status(), 200);
+    }
+}
