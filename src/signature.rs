@@ -51,6 +51,72 @@ pub fn verify(secret: &str, s: &Signed<'_>, signature_b64: &str) -> bool {
     mac(secret, s).verify_slice(&sig).is_ok()
 }
 
+/// Why a request's SCP signature headers were not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    MissingAccessKey,
+    MissingSignature,
+    MissingTimestamp,
+    BadTimestamp,
+    StaleTimestamp,
+    /// Unknown access key or wrong signature (not told apart on purpose).
+    Invalid,
+}
+
+impl Rejection {
+    pub fn message(self) -> &'static str {
+        match self {
+            Rejection::MissingAccessKey => "Scp-AccessKey header is required",
+            Rejection::MissingSignature => "Scp-Signature header is required",
+            Rejection::MissingTimestamp => "Scp-Timestamp header is required",
+            Rejection::BadTimestamp => "Scp-Timestamp must be Unix time in milliseconds",
+            Rejection::StaleTimestamp => "Scp-Timestamp is too far from the server's clock",
+            Rejection::Invalid => "unknown access key or bad signature",
+        }
+    }
+}
+
+/// Check the SCP signature headers of a request whose full URL is `url`
+/// against the configured credentials; the management API and signed
+/// data-plane calls both use it. Returns the signing credential.
+pub fn authenticate<'c>(
+    credentials: &'c [crate::config::Credential],
+    max_skew_ms: i64,
+    method: &str,
+    url: &str,
+    headers: &http::HeaderMap,
+) -> Result<&'c crate::config::Credential, Rejection> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let access_key = get("scp-accesskey").ok_or(Rejection::MissingAccessKey)?;
+    let signature = get("scp-signature").ok_or(Rejection::MissingSignature)?;
+    let timestamp = get("scp-timestamp").ok_or(Rejection::MissingTimestamp)?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| Rejection::BadTimestamp)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    if (now - ts).abs() > max_skew_ms {
+        return Err(Rejection::StaleTimestamp);
+    }
+    let cred = credentials
+        .iter()
+        .find(|c| c.access_key == access_key)
+        .ok_or(Rejection::Invalid)?;
+    let signed = Signed {
+        method,
+        url,
+        timestamp,
+        access_key,
+        account_id: get("scp-accountid").unwrap_or(""),
+        client_type: get("scp-clienttype").unwrap_or(""),
+    };
+    if verify(&cred.secret_key, &signed, signature) {
+        Ok(cred)
+    } else {
+        Err(Rejection::Invalid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

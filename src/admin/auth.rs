@@ -2,7 +2,7 @@
 //! bounded read of its body.
 
 use super::{AdminState, ApiError, Caller};
-use crate::signature::{verify, Signed};
+use crate::signature;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -50,46 +50,17 @@ async fn authenticate(app: &AdminState, req: Request) -> Result<Request, ApiErro
 }
 
 fn check(app: &AdminState, req: &Request) -> Result<Caller, ApiError> {
-    let access_key = header(req, "scp-accesskey")
-        .ok_or_else(|| ApiError::unauthorized("Scp-AccessKey header is required"))?;
-    let signature = header(req, "scp-signature")
-        .ok_or_else(|| ApiError::unauthorized("Scp-Signature header is required"))?;
-    let timestamp = header(req, "scp-timestamp")
-        .ok_or_else(|| ApiError::unauthorized("Scp-Timestamp header is required"))?;
-    let client_type = header(req, "scp-clienttype").unwrap_or("");
-    let account_id = header(req, "scp-accountid").unwrap_or("");
-
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::unauthorized("Scp-Timestamp must be Unix time in milliseconds"))?;
-    let now = chrono::Utc::now().timestamp_millis();
-    if (now - ts).abs() > app.cfg.signature_max_skew_secs.saturating_mul(1000) {
-        return Err(ApiError::unauthorized(
-            "Scp-Timestamp is too far from the server's clock",
-        ));
-    }
-    let cred = app
-        .cfg
-        .credentials
-        .iter()
-        .find(|c| c.access_key == access_key)
-        .ok_or_else(|| ApiError::unauthorized("unknown access key or bad signature"))?;
     let url = full_url(&app.cfg.public_base_url, req)
         .ok_or_else(|| ApiError::unauthorized("Host header is required"))?;
-    let signed = Signed {
-        method: req.method().as_str(),
-        url: &url,
-        timestamp,
-        access_key,
-        account_id,
-        client_type,
-    };
-    if !verify(&cred.secret_key, &signed, signature) {
-        return Err(ApiError::unauthorized(
-            "unknown access key or bad signature",
-        ));
-    }
+    let cred = signature::authenticate(
+        &app.cfg.credentials,
+        app.cfg.signature_max_skew_secs.saturating_mul(1000),
+        req.method().as_str(),
+        &url,
+        req.headers(),
+    )
+    .map_err(|r| ApiError::unauthorized(r.message()))?;
+    let account_id = header(req, "scp-accountid").unwrap_or("");
     if !account_id.is_empty() && !cred.account_id.is_empty() && account_id != cred.account_id {
         return Err(ApiError::new(
             http::StatusCode::FORBIDDEN,

@@ -7,7 +7,7 @@ use super::error::GwError;
 use super::route::Routed;
 use super::DataPlane;
 use crate::policy::{Decision, Request};
-use crate::signature::{verify, Signed};
+use crate::signature::authenticate;
 use http::{HeaderMap, StatusCode};
 use std::net::IpAddr;
 
@@ -19,36 +19,24 @@ pub fn principal(
     pq: &str,
     h: &HeaderMap,
 ) -> Option<String> {
-    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
-    let sig = get("scp-signature")?;
-    let access_key = get("scp-accesskey")?;
-    let timestamp = get("scp-timestamp")?;
-    let ts: i64 = timestamp.trim().parse().ok()?;
-    let now = chrono::Utc::now().timestamp_millis();
-    if (now - ts).abs() > gw.signature_max_skew_ms {
-        return None;
-    }
-    let cred = gw.credentials.iter().find(|c| c.access_key == access_key)?;
     let url = format!("http://{host}{pq}");
-    let signed = Signed {
-        method: method.as_str(),
-        url: &url,
-        timestamp,
-        access_key,
-        account_id: get("scp-accountid").unwrap_or(""),
-        client_type: get("scp-clienttype").unwrap_or(""),
+    let cred = authenticate(
+        &gw.credentials,
+        gw.signature_max_skew_ms,
+        method.as_str(),
+        &url,
+        h,
+    )
+    .ok()?;
+    let user = if cred.user_id.is_empty() {
+        &cred.access_key
+    } else {
+        &cred.user_id
     };
-    verify(&cred.secret_key, &signed, sig).then(|| {
-        let user = if cred.user_id.is_empty() {
-            &cred.access_key
-        } else {
-            &cred.user_id
-        };
-        format!(
-            "srn:{}::{}:::iam:user/{}",
-            gw.srn_offering, cred.account_id, user
-        )
-    })
+    Some(format!(
+        "srn:{}::{}:::iam:user/{}",
+        gw.srn_offering, cred.account_id, user
+    ))
 }
 
 pub fn check(
