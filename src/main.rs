@@ -2,6 +2,11 @@ use apigw::config::{Config, SETTINGS_HELP};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+// mimalloc: per-thread free lists without glibc's arena locking; the data
+// plane allocates a few small objects per request (see docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// apigw: an API gateway reproducing the Samsung Cloud Platform API Gateway
 /// (data plane on invoke URLs + the SCP OpenAPI v1.2 management API).
 #[derive(Parser)]

@@ -183,7 +183,7 @@ pub struct UrlTemplate {
     /// The parsed URL when it has no placeholders: a request without a
     /// query string then clones it (a reference count) instead of
     /// building and parsing a string.
-    fixed: Option<http::Uri>,
+    fixed: Option<Target>,
     /// The upstream `Host` value when the authority has no placeholder
     /// (what the client would otherwise format on every request).
     host: Option<HeaderValue>,
@@ -218,7 +218,7 @@ impl UrlTemplate {
         }
         let fixed = match parts.as_slice() {
             [] => None,
-            [UrlPart::Lit(s)] => s.parse().ok(),
+            [UrlPart::Lit(s)] => s.parse().ok().and_then(Target::from_absolute),
             _ => None,
         };
         let host = host_value(&parts);
@@ -236,15 +236,16 @@ impl UrlTemplate {
         self.host.as_ref()
     }
 
-    /// The target URI, without building a string when nothing varies.
-    pub fn uri<'a>(
+    /// The target, without building a string when nothing varies; `None`
+    /// when the filled-in URL is not a valid absolute http(s) URL.
+    pub fn target<'a>(
         &self,
         params: impl Fn(&str) -> Option<&'a str>,
         query: Option<&str>,
-    ) -> Result<http::Uri, http::uri::InvalidUri> {
+    ) -> Option<Target> {
         match (&self.fixed, query.filter(|q| !q.is_empty())) {
-            (Some(u), None) => Ok(u.clone()),
-            _ => self.render(params, query).parse(),
+            (Some(t), None) => Some(t.clone()),
+            _ => Target::from_absolute(self.render(params, query).parse().ok()?),
         }
     }
 
@@ -280,6 +281,25 @@ impl UrlTemplate {
             out.push_str(q);
         }
         out
+    }
+}
+
+/// Where a request goes: the connection pool's key (scheme and authority)
+/// and the origin-form URI (path and query) of the request line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub key: crate::upstream::pool::PoolKey,
+    pub uri: http::Uri,
+}
+
+impl Target {
+    pub fn from_absolute(uri: http::Uri) -> Option<Target> {
+        let key = crate::upstream::pool::PoolKey::of(&uri)?;
+        let pq = uri.into_parts().path_and_query?;
+        Some(Target {
+            key,
+            uri: http::Uri::from(pq),
+        })
     }
 }
 

@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -973,5 +975,130 @@ async fn streams_200mib_response_with_flat_memory() {
     assert!(
         hwm < HWM_LIMIT_KIB,
         "gateway peak RSS {hwm} KiB while streaming 200 MiB: the body is buffered"
+    );
+}
+
+/// A raw upstream that answers each request with `ok` and then closes the
+/// connection without saying so (no `Connection: close`), as servers with
+/// a short keep-alive timeout do. Returns its address and a counter of the
+/// connections it accepted.
+async fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut have = 0;
+                loop {
+                    match s.read(&mut buf[have..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => have += n,
+                    }
+                    if buf[..have].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Closed right after the answer.
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pooled_connections_survive_bodies_empty_answers_and_upstream_closes() {
+    let gw = Gateway::start();
+    let backend = Backend::start("pool");
+    let (closing, accepted) = closing_upstream().await;
+    let admin = gw.admin();
+    let api = admin.create_api("pool-api").await;
+    let root = admin.root_id(&api).await;
+    let data = admin.create_resource(&api, &root, "data").await;
+    let empty = admin.create_resource(&api, &root, "empty").await;
+    let closes = admin.create_resource(&api, &root, "closes").await;
+    for m in ["GET", "POST"] {
+        admin
+            .create_http_method(&api, &data, m, &backend.url("/backend/data"))
+            .await;
+    }
+    admin
+        .create_http_method(&api, &empty, "GET", &backend.url("/status/204"))
+        .await;
+    admin
+        .create_http_method(&api, &closes, "GET", &format!("http://{closing}/x"))
+        .await;
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
+        .await;
+    let client = data_client();
+    let url = gw.invoke_url(&api, "/dev/data");
+    let c = client.clone();
+    let u = url.clone();
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = u.clone();
+            async move { status_of(&c, &u).await == 200 }
+        })
+        .await,
+        "never 200; logs:\n{}",
+        gw.logs()
+    );
+    backend.clear();
+
+    // Requests with bodies, bodiless requests and empty answers, one after
+    // another, all on the same pooled upstream connection(s).
+    let body = vec![b'x'; 100 * 1024];
+    for i in 0..6 {
+        let r = client.post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200, "POST {i}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["body_len"],
+            json!(body.len()),
+            "POST {i} body reached the backend whole"
+        );
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {i}");
+        r.bytes().await.unwrap();
+        let r = client
+            .get(gw.invoke_url(&api, "/dev/empty"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "empty answer {i}");
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 18, "every request reached the backend once");
+    let peers: std::collections::BTreeSet<_> = seen.iter().map(|s| s.peer).collect();
+    assert!(
+        peers.len() <= 2,
+        "18 sequential requests used {} upstream connections",
+        peers.len()
+    );
+
+    // An upstream that closes after every answer: the pool notices the
+    // closed connection and opens a new one; the client sees no error.
+    let closes_url = gw.invoke_url(&api, "/dev/closes");
+    for i in 0..10 {
+        let r = client.get(&closes_url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i} after the upstream closed");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        10,
+        "one upstream connection per request"
     );
 }

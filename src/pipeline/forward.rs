@@ -3,15 +3,16 @@
 use super::error::GwError;
 use super::route::Routed;
 use super::{DataPlane, RespBody};
-use crate::snapshot::Integration;
+use crate::snapshot::{Integration, Target};
+use crate::upstream::body::BodyState;
 use crate::upstream::http::strip_hop_by_hop;
+use crate::upstream::pool::SendError;
 use crate::upstream::LimitedBody;
 use http::header::{HeaderValue, HOST};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
@@ -28,10 +29,10 @@ pub async fn forward(
 ) -> Result<Response<RespBody>, GwError> {
     match &routed.method()?.integration {
         Integration::Http(tpl) => {
-            let uri: Uri = tpl
-                .uri(|n| routed.param(n), req.uri().query())
-                .map_err(|_| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
-            forward_http(gw, req, uri, tpl.host(), client_ip, client_value, host).await
+            let target = tpl
+                .target(|n| routed.param(n), req.uri().query())
+                .ok_or_else(|| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
+            forward_http(gw, req, target, tpl.host(), client_ip, client_value, host).await
         }
         Integration::Scf { .. } => Err(GwError::not_implemented(
             "Cloud Function integration is not available yet",
@@ -45,7 +46,7 @@ pub async fn forward(
 async fn forward_http(
     gw: &DataPlane,
     req: Request<Incoming>,
-    uri: Uri,
+    target: Target,
     upstream_host: Option<&HeaderValue>,
     client_ip: IpAddr,
     client_value: Option<&HeaderValue>,
@@ -55,10 +56,10 @@ async fn forward_http(
     let client_version = parts.version;
 
     // A body of known length that fits cannot cross the limit (hyper
-    // enforces Content-Length); only unknown lengths need the flag.
-    let known_fit = body_len(&parts.headers).is_some() || http_body::Body::is_end_stream(&body);
-    let exceeded = (!known_fit).then(|| Arc::new(AtomicBool::new(false)));
-    let body = LimitedBody::new(body, gw.max_body_bytes, exceeded.clone());
+    // enforces Content-Length); the state also tells the pool when a body
+    // was sent in full, so bodiless requests need none.
+    let state = (!http_body::Body::is_end_stream(&body)).then(|| Arc::new(BodyState::default()));
+    let body = LimitedBody::new(body, gw.max_body_bytes, state.clone());
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
@@ -67,9 +68,14 @@ async fn forward_http(
         Some(h) => {
             headers.insert(HOST, h.clone());
         }
-        None => {
-            headers.remove(HOST);
-        }
+        None => match HeaderValue::from_str(target.key.host_header().as_ref()) {
+            Ok(h) => {
+                headers.insert(HOST, h);
+            }
+            Err(_) => {
+                headers.remove(HOST);
+            }
+        },
     }
     let xff = match (
         headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
@@ -86,25 +92,28 @@ async fn forward_http(
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
 
     let mut up = Request::from_parts(parts, body);
-    *up.uri_mut() = uri;
+    *up.uri_mut() = target.uri;
     *up.version_mut() = http::Version::HTTP_11;
 
-    let res = tokio::time::timeout(gw.upstream_timeout, gw.client.request(up)).await;
+    let res = tokio::time::timeout(
+        gw.upstream_timeout,
+        gw.client.send(target.key, up, state.clone()),
+    )
+    .await;
     match res {
         Err(_) => Err(GwError::gateway_timeout()),
         Ok(Err(e)) => {
-            if exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            if state.is_some_and(|s| s.exceeded()) {
                 return Err(GwError::payload_too_large());
             }
             tracing::debug!(error = %e, "upstream request failed");
-            if e.is_connect() {
-                Err(GwError::bad_gateway(
+            match e {
+                SendError::Connect(_) => Err(GwError::bad_gateway(
                     "The integration endpoint could not be reached",
-                ))
-            } else {
-                Err(GwError::bad_gateway(
+                )),
+                SendError::Request(_) => Err(GwError::bad_gateway(
                     "The integration endpoint failed to answer",
-                ))
+                )),
             }
         }
         Ok(Ok(resp)) => {

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<crate::upstream::pool::PooledBody, Full<Bytes>>;
 
 /// Everything the data plane needs, shared by all connections.
 pub struct DataPlane {

@@ -1,5 +1,6 @@
 //! A request body that stops with an error once more than `limit` bytes
-//! have passed, and records that it did so the caller can answer 413.
+//! have passed, and records that it did so the caller can answer 413, and
+//! when it was sent in full, so its connection can be reused.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -13,7 +14,23 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         remaining: u64,
-        exceeded: Option<Arc<AtomicBool>>,
+        state: Option<Arc<BodyState>>,
+    }
+}
+
+/// What became of a request body: over the limit, or sent in full.
+#[derive(Default, Debug)]
+pub struct BodyState {
+    exceeded: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl BodyState {
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 }
 
@@ -28,13 +45,13 @@ impl std::fmt::Display for BodyTooLarge {
 impl std::error::Error for BodyTooLarge {}
 
 impl<B> LimitedBody<B> {
-    /// `exceeded` is set when the limit is crossed; pass `None` when the
-    /// length is already known to fit.
-    pub fn new(inner: B, limit: u64, exceeded: Option<Arc<AtomicBool>>) -> Self {
+    /// `state` records crossing the limit and reaching the end; pass
+    /// `None` for a body that is already at its end.
+    pub fn new(inner: B, limit: u64, state: Option<Arc<BodyState>>) -> Self {
         LimitedBody {
             inner,
             remaining: limit,
-            exceeded,
+            state,
         }
     }
 }
@@ -51,23 +68,33 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > *this.remaining {
-                        if let Some(flag) = this.exceeded {
-                            flag.store(true, Ordering::Relaxed);
+                        if let Some(s) = this.state {
+                            s.exceeded.store(true, Ordering::Relaxed);
                         }
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     *this.remaining -= n;
                 }
+                if let Some(s) = this.state {
+                    if this.inner.is_end_stream() {
+                        s.finished.store(true, Ordering::Release);
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(s) = this.state {
+                    s.finished.store(true, Ordering::Release);
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

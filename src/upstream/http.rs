@@ -1,17 +1,13 @@
 //! HTTP integration: a pooled keep-alive hyper client (rustls with webpki
 //! roots for https), streaming bodies both ways.
 
-use super::body::LimitedBody;
+use super::pool::Pool;
 use crate::config::Config;
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
-pub type UpstreamBody = LimitedBody<Incoming>;
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub use super::pool::UpstreamBody;
+pub type HttpClient = Pool;
 
 pub fn client(cfg: &Config) -> HttpClient {
     let mut http = HttpConnector::new();
@@ -24,11 +20,11 @@ pub fn client(cfg: &Config) -> HttpClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(cfg.upstream_pool_max_idle_per_host)
-        .build(https)
+    Pool::new(
+        https,
+        cfg.upstream_pool_max_idle_per_host,
+        Duration::from_secs(90),
+    )
 }
 
 /// Headers that describe one connection and are never forwarded.
@@ -45,27 +41,49 @@ pub fn is_hop_by_hop(name: &http::HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
+static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
+
 /// Remove hop-by-hop headers, including those named in `Connection`.
+/// One pass over the names first: most messages carry none, or only
+/// `Connection`, and then nothing else is looked up.
 pub fn strip_hop_by_hop(h: &mut http::HeaderMap) {
     use http::header::*;
-    if let Some(conn) = h.remove(CONNECTION) {
-        for name in conn.to_str().unwrap_or("").split(',') {
-            let name = name.trim();
-            if !name.is_empty() {
-                h.remove(name);
+    let mut others = false;
+    let mut connection = false;
+    for name in h.keys() {
+        if name == CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(name) {
+            others = true;
+        }
+    }
+    if connection {
+        if let Some(conn) = h.remove(CONNECTION) {
+            // `Connection: keep-alive` / `close` name no header to drop.
+            for name in conn.to_str().unwrap_or("").split(',') {
+                let name = name.trim();
+                if !name.is_empty()
+                    && !name.eq_ignore_ascii_case("keep-alive")
+                    && !name.eq_ignore_ascii_case("close")
+                {
+                    h.remove(name);
+                }
             }
         }
     }
-    for n in [
-        TRANSFER_ENCODING,
-        TE,
-        TRAILER,
-        UPGRADE,
-        PROXY_AUTHORIZATION,
-        PROXY_AUTHENTICATE,
-    ] {
-        h.remove(n);
+    if others {
+        for n in [
+            TRANSFER_ENCODING,
+            TE,
+            TRAILER,
+            UPGRADE,
+            PROXY_AUTHORIZATION,
+            PROXY_AUTHENTICATE,
+        ] {
+            h.remove(n);
+        }
+        h.remove(&KEEP_ALIVE);
+        h.remove(&PROXY_CONNECTION);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
 }

@@ -3,5 +3,6 @@
 
 pub mod body;
 pub mod http;
+pub mod pool;
 
 pub use body::LimitedBody;

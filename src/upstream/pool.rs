@@ -1,0 +1,353 @@
+//! Keep-alive connections to HTTP(S) upstreams, pooled per worker thread.
+//!
+//! Each connection is a `hyper::client::conn::http1` connection whose
+//! driver runs as its own task; the pool keeps their `SendRequest` halves.
+//! Compared with hyper-util's legacy client this takes no lock (the idle
+//! lists are thread-local), boxes no per-request future, races no
+//! connect against the checkout and spawns no task per request to wait
+//! for the connection to become idle: a connection goes back to the idle
+//! list when the response body ends (and the request body was sent in
+//! full), from the task that read it.
+//!
+//! Idle connections are reused most-recent-first, at most
+//! `max_idle_per_host` per host and thread, and dropped when they have
+//! been idle longer than `idle_timeout` or the upstream closed them.
+
+use super::body::{BodyState, LimitedBody};
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower::Service;
+
+pub type UpstreamBody = LimitedBody<Incoming>;
+type Sender = SendRequest<UpstreamBody>;
+
+/// Which connections can serve a request: scheme and authority, with a
+/// hash computed once (templates without placeholders keep their key in
+/// the snapshot, so the hot path hashes nothing).
+#[derive(Clone, Debug)]
+pub struct PoolKey {
+    scheme: Scheme,
+    authority: Authority,
+    hash: u64,
+}
+
+impl PartialEq for PoolKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.scheme == other.scheme && self.authority == other.authority
+    }
+}
+impl Eq for PoolKey {}
+
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// FNV-1a over the lower-cased bytes (authorities compare case-insensitively).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(b.to_ascii_lowercase());
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The idle map hashes a `PoolKey` that is its own hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdleMap = HashMap<PoolKey, Vec<Idle>, std::hash::BuildHasherDefault<KeyHasher>>;
+
+impl PoolKey {
+    pub fn of(uri: &Uri) -> Option<PoolKey> {
+        let scheme = uri.scheme()?;
+        if scheme != &Scheme::HTTP && scheme != &Scheme::HTTPS {
+            return None;
+        }
+        let authority = uri.authority()?.clone();
+        Some(PoolKey {
+            hash: fnv1a(&[scheme.as_str().as_bytes(), authority.as_str().as_bytes()]),
+            scheme: scheme.clone(),
+            authority,
+        })
+    }
+
+    /// `host[:port]` for the Host header (port only when not the default).
+    pub fn host_header(&self) -> std::borrow::Cow<'_, str> {
+        let default = if self.scheme == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        match self.authority.port_u16() {
+            Some(p) if p != default => format!("{}:{p}", self.authority.host()).into(),
+            _ => self.authority.host().into(),
+        }
+    }
+}
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<IdleMap> = RefCell::new(IdleMap::default());
+}
+
+/// Why a request did not get a response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made (refused, DNS, TLS, connect timeout).
+    Connect(String),
+    /// The connection failed while the request was sent or the response read.
+    Request(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Request(e) => write!(f, "request: {e}"),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    settings: Arc<Settings>,
+}
+
+struct Settings {
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
+    builder: http1::Builder,
+}
+
+impl Pool {
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        max_idle_per_host: usize,
+        idle_timeout: Duration,
+    ) -> Pool {
+        let builder = http1::Builder::new();
+        Pool {
+            connector,
+            settings: Arc::new(Settings {
+                max_idle_per_host,
+                idle_timeout,
+                builder,
+            }),
+        }
+    }
+
+    /// Send `req` (origin-form URI, Host set by the caller) to `key`'s
+    /// upstream on an idle connection, or a new one when none is idle.
+    pub async fn send(
+        &self,
+        key: PoolKey,
+        mut req: Request<UpstreamBody>,
+        body_state: Option<Arc<BodyState>>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        // Idle connections first; a request that never reached one comes back.
+        while let Some(mut tx) = self.checkout(&key) {
+            if !tx.is_ready() && tx.ready().await.is_err() {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok(self.wrap(resp, key, tx, body_state)),
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
+        // Boxed: the connect path is rare, and its state would otherwise
+        // make every request's future (and its moves) larger.
+        let mut tx = Box::pin(self.connect(&key)).await?;
+        match tx.send_request(req).await {
+            Ok(resp) => Ok(self.wrap(resp, key, tx, body_state)),
+            Err(e) => Err(SendError::Request(e)),
+        }
+    }
+
+    fn wrap(
+        &self,
+        resp: Response<Incoming>,
+        key: PoolKey,
+        tx: Sender,
+        body_state: Option<Arc<BodyState>>,
+    ) -> Response<PooledBody> {
+        resp.map(|inner| PooledBody {
+            inner,
+            ticket: Some(Ticket {
+                key,
+                tx,
+                body_state,
+                settings: self.settings.clone(),
+            }),
+        })
+    }
+
+    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+        let timeout = self.settings.idle_timeout;
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let list = idle.get_mut(key)?;
+            let mut now = None;
+            while let Some(c) = list.pop() {
+                if c.tx.is_closed() {
+                    continue;
+                }
+                let now = *now.get_or_insert_with(Instant::now);
+                if now.saturating_duration_since(c.since) > timeout {
+                    continue;
+                }
+                return Some(c.tx);
+            }
+            None
+        })
+    }
+
+    async fn connect(&self, key: &PoolKey) -> Result<Sender, SendError> {
+        let uri = Uri::builder()
+            .scheme(key.scheme.clone())
+            .authority(key.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let io = connector
+            .call(uri)
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let (tx, conn) = self
+            .settings
+            .builder
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with error");
+            }
+        });
+        Ok(tx)
+    }
+}
+
+/// The right to put a connection back once its exchange is over.
+struct Ticket {
+    key: PoolKey,
+    tx: Sender,
+    body_state: Option<Arc<BodyState>>,
+    settings: Arc<Settings>,
+}
+
+impl Ticket {
+    fn checkin(self) {
+        // A request body still being sent keeps the connection busy.
+        if self.body_state.as_ref().is_some_and(|s| !s.finished()) || self.tx.is_closed() {
+            return;
+        }
+        let max = self.settings.max_idle_per_host;
+        if max == 0 {
+            return;
+        }
+        let _ = IDLE.try_with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let list = idle.entry(self.key).or_default();
+            if list.len() < max {
+                list.push(Idle {
+                    tx: self.tx,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+}
+
+/// A response body that returns its connection to the pool at its end.
+pub struct PooledBody {
+    inner: Incoming,
+    ticket: Option<Ticket>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => {
+                if let Some(t) = self.ticket.take() {
+                    t.checkin();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.ticket = None;
+            }
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Bodies the server never polls (empty, HEAD) end here.
+        if let Some(t) = self.ticket.take() {
+            if self.inner.is_end_stream() {
+                t.checkin();
+            }
+        }
+    }
+}
