@@ -59,8 +59,12 @@ pub struct Config {
     pub upstream_pool_max_idle_per_host: usize,
     /// Allowed clock skew of Scp-Timestamp, in seconds.
     pub signature_max_skew_secs: i64,
-    /// Tokio worker threads (0 = one per core).
+    /// Data-plane worker threads (0 = one per core).
     pub worker_threads: usize,
+    /// With more than one worker: one single-threaded runtime per worker,
+    /// each with its own SO_REUSEPORT listener (the kernel spreads new
+    /// connections), instead of one work-stealing runtime.
+    pub reuse_port: bool,
     /// Proxies (IPs/CIDRs) whose X-Forwarded-For names the client.
     pub trusted_proxies: Vec<String>,
     /// Expect a PROXY protocol v1/v2 header on every data-plane connection.
@@ -96,6 +100,7 @@ impl Default for Config {
             upstream_pool_max_idle_per_host: 1024,
             signature_max_skew_secs: 300,
             worker_threads: 0,
+            reuse_port: true,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             quota_flush_interval_ms: 1000,
@@ -125,6 +130,7 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
   upstream_pool_max_idle_per_host  idle keep-alive conns per host [1024]
   signature_max_skew_secs          Scp-Timestamp tolerance       [300]
   worker_threads                   0 = one per core              [0]
+  reuse_port                       per-worker runtime + SO_REUSEPORT listener [true]
   trusted_proxies                  CIDRs whose X-Forwarded-For is believed [none]
   proxy_protocol                   expect PROXY v1/v2 on data conns [false]
   quota_flush_interval_ms          quota counters flushed to the store [1000]
@@ -134,6 +140,19 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
                   env: APIGW_CREDENTIALS='[{access_key=\"..\",secret_key=\"..\",account_id=\"..\"}]')";
 
 impl Config {
+    /// Data-plane workers: `worker_threads`, or the cores when 0.
+    pub fn workers(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// One current-thread runtime per worker, each with its own listener.
+    pub fn per_worker_runtimes(&self) -> bool {
+        self.worker_threads == 1 || (self.reuse_port && cfg!(unix))
+    }
+
     /// Defaults, then the file (if any), then `APIGW_*` environment variables.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));

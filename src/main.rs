@@ -57,15 +57,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
             init_tracing(&cfg.log);
-            // One worker: a current-thread runtime (no work stealing, no
-            // cross-thread wake-ups); otherwise the multi-thread scheduler.
-            let mut rt = if cfg.worker_threads == 1 {
+            // Per-worker runtimes: the main runtime serves only the
+            // management API and the flushers, on one thread; each data
+            // worker runs its own (see server::serve). Otherwise one
+            // work-stealing runtime serves everything.
+            let mut rt = if cfg.per_worker_runtimes() {
                 tokio::runtime::Builder::new_current_thread()
             } else {
                 let mut b = tokio::runtime::Builder::new_multi_thread();
-                if cfg.worker_threads > 0 {
-                    b.worker_threads(cfg.worker_threads);
-                }
+                b.worker_threads(cfg.workers());
                 b
             };
             rt.enable_all();

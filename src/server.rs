@@ -37,9 +37,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.quota_flush_interval_ms.max(10),
     ));
 
-    let data_listener = TcpListener::bind(cfg.data_addr()?).await?;
+    let data_listeners = bind_data(&cfg)?;
     let admin_listener = TcpListener::bind(cfg.admin_addr()?).await?;
-    let data_addr = data_listener.local_addr()?;
+    let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
     let plane = Arc::new(DataPlane {
@@ -72,7 +72,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%data_addr, %admin_addr, "apigw started");
     println!("apigw listening data={data_addr} admin={admin_addr}");
 
-    let data = tokio::spawn(serve_data(data_listener, plane, cfg.clone()));
+    let data = spawn_data_workers(data_listeners, plane, &cfg)?;
     let admin = tokio::spawn(async move {
         axum::serve(
             admin_listener,
@@ -93,6 +93,86 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         r = admin => { r??; }
     }
     Ok(())
+}
+
+/// The data-plane listeners: one per worker with SO_REUSEPORT when each
+/// worker has its own runtime (the first picks the port when it is 0),
+/// else one.
+fn bind_data(cfg: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let addr = cfg.data_addr()?;
+    let n = if cfg.per_worker_runtimes() {
+        cfg.workers()
+    } else {
+        1
+    };
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = match out.first() {
+            Some(first) if i > 0 => first.local_addr()?,
+            _ => addr,
+        };
+        let socket = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        if n > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(at)?;
+        let listener = socket.listen(4096)?;
+        out.push(listener.into_std()?);
+    }
+    Ok(out)
+}
+
+/// Serve the data plane: on this runtime when there is one listener and
+/// the runtime is shared, else one thread with its own current-thread
+/// runtime per listener. Resolves (with an error) only if serving stops.
+fn spawn_data_workers(
+    listeners: Vec<std::net::TcpListener>,
+    plane: Arc<DataPlane>,
+    cfg: &Config,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    if !cfg.per_worker_runtimes() {
+        let mut listeners = listeners;
+        let listener = TcpListener::from_std(listeners.remove(0))?;
+        let plane = plane.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let r = serve_data(listener, plane, cfg).await;
+            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(r);
+            }
+        });
+        return Ok(rx);
+    }
+    for (i, l) in listeners.into_iter().enumerate() {
+        let plane = plane.clone();
+        let cfg = cfg.clone();
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("apigw-data-{i}"))
+            .spawn(move || {
+                let r = (|| -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(l)?;
+                        serve_data(listener, plane, cfg).await
+                    })
+                })();
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(r);
+                }
+            })?;
+    }
+    Ok(rx)
 }
 
 async fn shutdown_signal() {

@@ -582,3 +582,76 @@ fn bad_config_fails_to_start() {
         "no error message"
     );
 }
+
+fn data_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .map(|c| c.starts_with("apigw-data-"))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Each worker has its own runtime and SO_REUSEPORT listener (default), or
+/// all share one work-stealing runtime (`reuse_port = false`): either way
+/// every one of many concurrent connections is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_worker_listeners_and_shared_runtime_both_serve() {
+    for (reuse, want_threads) in [("true", 3), ("false", 0)] {
+        let gw = Gateway::start_with(&[("worker_threads", "3"), ("reuse_port", reuse)]);
+        let backend = Backend::start("workers");
+        let admin = gw.admin();
+        let api = admin.create_api("workers-api").await;
+        let root = admin.root_id(&api).await;
+        let r = admin.create_resource(&api, &root, "work").await;
+        admin
+            .create_http_method(&api, &r, "GET", &backend.url("/w"))
+            .await;
+        admin.deploy(&api, "new", Some("dev")).await;
+        admin
+            .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
+            .await;
+        let url = gw.invoke_url(&api, "/dev/work");
+        let c = data_client();
+        assert!(
+            eventually(WAIT, || {
+                let c = c.clone();
+                let url = url.clone();
+                async move { status_of(&c, &url).await == 200 }
+            })
+            .await,
+            "reuse_port={reuse}: never 200; logs:\n{}",
+            gw.logs()
+        );
+        assert_eq!(
+            data_threads(gw.pid()),
+            want_threads,
+            "reuse_port={reuse}: data worker threads"
+        );
+        // 60 clients, each on its own connection, 5 calls each.
+        let mut tasks = Vec::new();
+        for _ in 0..60 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = data_client();
+                let mut ok = 0;
+                for _ in 0..5 {
+                    if status_of(&c, &url).await == 200 {
+                        ok += 1;
+                    }
+                }
+                ok
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap();
+        }
+        assert_eq!(ok, 300, "reuse_port={reuse}: calls answered 200");
+    }
+}
