@@ -290,7 +290,8 @@ impl Issuer {
 /// The bounded cache of verified tokens: token → first instant (unix s) at
 /// which it is no longer valid.
 struct TokenCache {
-    map: DashMap<Box<str>, i64>,
+    // ahash (keyed per process): tokens are long and come from clients.
+    map: DashMap<Box<str>, i64, ahash::RandomState>,
     entries: AtomicUsize,
     bytes: AtomicUsize,
     last_sweep: AtomicI64,
@@ -301,7 +302,7 @@ struct TokenCache {
 impl TokenCache {
     fn new(max_entries: usize, max_bytes: usize) -> Self {
         TokenCache {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(ahash::RandomState::new()),
             entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             last_sweep: AtomicI64::new(i64::MIN),

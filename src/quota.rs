@@ -56,7 +56,7 @@ struct Counter {
 
 /// In-process counters, persisted by [`LocalQuota::flush`].
 pub struct LocalQuota {
-    counters: DashMap<String, Counter>,
+    counters: DashMap<String, Counter, ahash::RandomState>,
     dirty: AtomicBool,
     store: Option<Mutex<rusqlite::Connection>>,
 }
@@ -65,7 +65,7 @@ impl LocalQuota {
     /// Counters persisted in table `quota_counters` of the SQLite file (a
     /// connection of its own; WAL lets it sit beside the object store).
     pub fn open(sqlite_path: Option<&Path>) -> anyhow::Result<Arc<LocalQuota>> {
-        let counters = DashMap::new();
+        let counters = DashMap::with_hasher(ahash::RandomState::new());
         let store = match sqlite_path {
             Some(p) => {
                 let conn = rusqlite::Connection::open(p)?;

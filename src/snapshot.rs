@@ -14,6 +14,10 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::collections::HashMap;
+
+/// Maps looked up on every request by client-supplied strings (host,
+/// API key): ahash, keyed per process, instead of SipHash.
+pub type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -41,7 +45,7 @@ impl BuildContext {
 
 #[derive(Default)]
 pub struct Snapshot {
-    pub apis: HashMap<String, Arc<ApiRoutes>>,
+    pub apis: FastMap<String, Arc<ApiRoutes>>,
 }
 
 pub struct ApiRoutes {
@@ -53,8 +57,8 @@ pub struct ApiRoutes {
     /// The compiled resource-based policy, if the API has one.
     pub policy: Option<Arc<crate::policy::Policy>>,
     /// Every API key value of the API (to tell unknown from unconnected).
-    pub all_keys: std::collections::HashSet<Box<str>>,
-    pub stages: HashMap<String, Arc<StageRoutes>>,
+    pub all_keys: std::collections::HashSet<Box<str>, ahash::RandomState>,
+    pub stages: FastMap<String, Arc<StageRoutes>>,
 }
 
 pub struct StageRoutes {
@@ -70,7 +74,7 @@ pub struct StageRoutes {
     /// `srn:...:apigateway:method/{api}/{stage}/`; verb and path follow.
     pub srn_prefix: String,
     /// Keys connected to the stage, by the value callers send.
-    pub keys: HashMap<Box<str>, StageKey>,
+    pub keys: FastMap<Box<str>, StageKey>,
     pub throttle: Option<Arc<Limiter>>,
     /// (resource path, verb, limiter).
     pub method_throttles: Vec<(String, MethodType, Arc<Limiter>)>,
@@ -99,13 +103,13 @@ fn limiter(ctx: &BuildContext, id: String, t: Throttle) -> Arc<Limiter> {
         .clone()
 }
 
-fn compile_keys(api: &ApiState, stage: &Stage) -> HashMap<Box<str>, StageKey> {
+fn compile_keys(api: &ApiState, stage: &Stage) -> FastMap<Box<str>, StageKey> {
     let Some(plan) = stage
         .usage_plan_id
         .as_ref()
         .and_then(|id| api.usage_plans.get(id))
     else {
-        return HashMap::new();
+        return FastMap::default();
     };
     stage
         .connected_api_keys
@@ -449,7 +453,7 @@ pub fn build_api(api: &ApiState, ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
             crate::policy::Policy::deny_all()
         })
     });
-    let mut stages = HashMap::with_capacity(api.stages.len());
+    let mut stages = FastMap::with_capacity_and_hasher(api.stages.len(), Default::default());
     for stage in api.stages.values() {
         let Some(dep) = api.deployments.get(&stage.deployment_id) else {
             continue;

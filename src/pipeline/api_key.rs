@@ -21,12 +21,20 @@ pub struct RateInfo {
     pub reset_secs: i64,
 }
 
+static X_RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+
 impl RateInfo {
     pub fn apply(&self, h: &mut HeaderMap) {
-        h.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
-        h.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        h.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
         h.insert(
-            "x-ratelimit-reset",
+            X_RATELIMIT_REMAINING.clone(),
+            HeaderValue::from(self.remaining),
+        );
+        h.insert(
+            X_RATELIMIT_RESET.clone(),
             HeaderValue::from(self.reset_secs.max(0)),
         );
     }

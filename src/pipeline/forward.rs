@@ -7,6 +7,7 @@ use crate::snapshot::{Integration, Target};
 use crate::upstream::body::BodyState;
 use crate::upstream::http::strip_hop_by_hop;
 use crate::upstream::pool::SendError;
+use crate::upstream::pool::UpstreamBody;
 use crate::upstream::LimitedBody;
 use http::header::{HeaderValue, HOST};
 use http::{Request, Response};
@@ -19,20 +20,39 @@ static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forw
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
-pub async fn forward(
+/// A request made ready for its integration: what `send` needs and
+/// nothing else (the filters' state is not carried across the await).
+pub enum Outbound {
+    Http {
+        target: Target,
+        req: Request<UpstreamBody>,
+        body: Option<Arc<BodyState>>,
+    },
+}
+
+/// Build the upstream request (synchronous: target URL, header rewriting).
+pub fn prepare(
     gw: &DataPlane,
     routed: &Routed,
     req: Request<Incoming>,
     client_ip: IpAddr,
     client_value: Option<&HeaderValue>,
     host: &HeaderValue,
-) -> Result<Response<RespBody>, GwError> {
+) -> Result<Outbound, GwError> {
     match &routed.method()?.integration {
         Integration::Http(tpl) => {
             let target = tpl
                 .target(|n| routed.param(n), req.uri().query())
                 .ok_or_else(|| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
-            forward_http(gw, req, target, tpl.host(), client_ip, client_value, host).await
+            Ok(prepare_http(
+                gw,
+                req,
+                target,
+                tpl.host(),
+                client_ip,
+                client_value,
+                host,
+            ))
         }
         Integration::Scf { .. } => Err(GwError::not_implemented(
             "Cloud Function integration is not available yet",
@@ -43,7 +63,7 @@ pub async fn forward(
     }
 }
 
-async fn forward_http(
+fn prepare_http(
     gw: &DataPlane,
     req: Request<Incoming>,
     target: Target,
@@ -51,19 +71,18 @@ async fn forward_http(
     client_ip: IpAddr,
     client_value: Option<&HeaderValue>,
     host: &HeaderValue,
-) -> Result<Response<RespBody>, GwError> {
+) -> Outbound {
     let (mut parts, body) = req.into_parts();
-    let client_version = parts.version;
 
-    // A body of known length that fits cannot cross the limit (hyper
-    // enforces Content-Length); the state also tells the pool when a body
-    // was sent in full, so bodiless requests need none.
+    // The state records a body crossing the limit (hyper itself enforces a
+    // declared Content-Length) and tells the pool when a body was sent in
+    // full; bodiless requests need none.
     let state = (!http_body::Body::is_end_stream(&body)).then(|| Arc::new(BodyState::default()));
     let body = LimitedBody::new(body, gw.max_body_bytes, state.clone());
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
-    // The upstream's Host (precomputed; else the client fills it in).
+    // The upstream's Host (precomputed when the authority is fixed).
     match upstream_host {
         Some(h) => {
             headers.insert(HOST, h.clone());
@@ -91,19 +110,36 @@ async fn forward_http(
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
 
-    let mut up = Request::from_parts(parts, body);
-    *up.uri_mut() = target.uri;
-    *up.version_mut() = http::Version::HTTP_11;
+    parts.version = http::Version::HTTP_11;
+    Outbound::Http {
+        req: Request::from_parts(parts, body),
+        target,
+        body: state,
+    }
+}
 
+/// Send a prepared request and turn the upstream's answer (or failure)
+/// into the client's response, in the client's HTTP version.
+pub async fn send(
+    gw: &DataPlane,
+    out: Outbound,
+    client_version: http::Version,
+) -> Result<Response<RespBody>, GwError> {
+    let Outbound::Http {
+        mut target,
+        mut req,
+        body,
+    } = out;
+    *req.uri_mut() = std::mem::take(&mut target.uri);
     let res = tokio::time::timeout(
         gw.upstream_timeout,
-        gw.client.send(target.key, up, state.clone()),
+        gw.client.send(target.key, req, body.clone()),
     )
     .await;
     match res {
         Err(_) => Err(GwError::gateway_timeout()),
         Ok(Err(e)) => {
-            if state.is_some_and(|s| s.exceeded()) {
+            if body.is_some_and(|s| s.exceeded()) {
                 return Err(GwError::payload_too_large());
             }
             tracing::debug!(error = %e, "upstream request failed");
@@ -119,7 +155,6 @@ async fn forward_http(
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            // Answer in the client's protocol version, not the upstream's.
             parts.version = client_version;
             Ok(Response::from_parts(parts, Either::Left(body)))
         }

@@ -80,8 +80,18 @@ pub async fn handle(gw: &DataPlane, req: Request<Incoming>, peer: &Peer) -> Resp
     let request_id = request_id::take_or_make(req.headers());
     let origin = req.headers().get(http::header::ORIGIN).cloned();
     let mut ctx = Ctx::default();
-    let mut resp = match run(gw, req, peer, &request_id, &mut ctx).await {
-        Ok(r) => r,
+    let client_version = req.version();
+    // The filters run synchronously; only the integration call awaits, so
+    // the request's future stays small and is moved little.
+    let step = run(gw, req, peer, &request_id, &mut ctx);
+    let mut resp = match step {
+        Ok(Step::Answer(r)) => r,
+        Ok(Step::Forward(out)) => {
+            let upstream_start = std::time::Instant::now();
+            let r = forward::send(gw, out, client_version).await;
+            ctx.integration_us = upstream_start.elapsed().as_micros() as u64;
+            r.unwrap_or_else(|e| e.into_response().map(Either::Right))
+        }
         Err(e) => e.into_response().map(Either::Right),
     };
     if let Some(info) = &ctx.rate {
@@ -106,13 +116,20 @@ pub async fn handle(gw: &DataPlane, req: Request<Incoming>, peer: &Peer) -> Resp
     resp
 }
 
-async fn run(
+/// What the filters decided: the gateway answers, or the request goes on.
+pub enum Step {
+    Answer(Response<RespBody>),
+    Forward(forward::Outbound),
+}
+
+/// The filters, in order, ending with the request made ready to forward.
+fn run(
     gw: &DataPlane,
     mut req: Request<Incoming>,
     peer: &Peer,
     request_id: &HeaderValue,
     ctx: &mut Ctx,
-) -> Result<Response<RespBody>, GwError> {
+) -> Result<Step, GwError> {
     limits::check(&req, gw.max_header_bytes, gw.max_body_bytes)?;
     let client_ip = client_ip::resolve(peer.addr.ip(), req.headers(), &gw.trusted_proxies);
     let host = host_of(&req).ok_or_else(GwError::api_not_found)?;
@@ -131,11 +148,13 @@ async fn run(
 
     ip_acl::check(&routed, client_ip)?;
     if routed.stage.cors.is_preflight(&req) {
-        return Ok(routed
-            .stage
-            .cors
-            .preflight(req.headers())?
-            .map(Either::Right));
+        return Ok(Step::Answer(
+            routed
+                .stage
+                .cors
+                .preflight(req.headers())?
+                .map(Either::Right),
+        ));
     }
     ctx.route_ix = routed.method()?.route_ix;
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -160,12 +179,9 @@ async fn run(
     )?;
     req.headers_mut()
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
-    let upstream_start = std::time::Instant::now();
     // The peer's prepared value stands for the client when they are the same.
     let client_value = (client_ip == peer.addr.ip()).then_some(&peer.ip_value);
-    let resp = forward::forward(gw, &routed, req, client_ip, client_value, &host).await;
-    ctx.integration_us = upstream_start.elapsed().as_micros() as u64;
-    resp
+    forward::prepare(gw, &routed, req, client_ip, client_value, &host).map(Step::Forward)
 }
 
 /// What later steps of `handle` need from `run`, error or not.
