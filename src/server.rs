@@ -8,7 +8,6 @@ use crate::snapshot::{BuildContext, Published};
 use crate::store::{self, State};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -197,23 +196,51 @@ async fn shutdown_signal() {
     }
 }
 
+/// What a new connection speaks, from its first bytes (peeked, not read).
+#[derive(PartialEq, Debug)]
+enum Proto {
+    H1,
+    H2,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Wait for the first bytes and tell HTTP/2 prior knowledge (h2c) from
+/// HTTP/1; `None` when the peer closes first. Nothing is buffered: until a
+/// client sends something its connection costs only the socket and a small
+/// task, and HTTP/1 connections never carry HTTP/2's state.
+async fn sniff(stream: &tokio::net::TcpStream) -> std::io::Result<Option<Proto>> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(Proto::H1));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(Proto::H2));
+        }
+        // A prefix of the preface so far: wait for more (rare).
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 async fn serve_data(
     listener: TcpListener,
     plane: Arc<DataPlane>,
     cfg: Config,
 ) -> anyhow::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout())
         .max_buf_size((cfg.max_header_bytes * 2).max(16 * 1024))
         .max_headers(256);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size((cfg.max_header_bytes * 2) as u32);
-    let builder = Arc::new(builder);
+    let builders = Arc::new((h1, h2));
     loop {
         let (mut stream, mut peer) = match listener.accept().await {
             Ok(x) => x,
@@ -226,7 +253,7 @@ async fn serve_data(
         };
         let _ = stream.set_nodelay(true);
         let plane = plane.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let proxy_protocol = cfg.proxy_protocol;
         let header_timeout = cfg.header_read_timeout();
         tokio::spawn(async move {
@@ -240,6 +267,14 @@ async fn serve_data(
                     }
                 }
             }
+            let proto = match tokio::time::timeout(header_timeout, sniff(&stream)).await {
+                Ok(Ok(Some(p))) => p,
+                Ok(Ok(None)) | Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "no request within header_read_timeout");
+                    return;
+                }
+            };
             let conn_peer = Arc::new(pipeline::Peer::new(peer));
             let svc = service_fn(move |req| {
                 let plane = plane.clone();
@@ -252,8 +287,21 @@ async fn serve_data(
                     )
                 })
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+            let io = TokioIo::new(stream);
+            match proto {
+                // Its own task, so HTTP/1 tasks are not sized for HTTP/2.
+                Proto::H2 => {
+                    tokio::spawn(async move {
+                        if let Err(e) = builders.1.serve_connection(io, svc).await {
+                            tracing::debug!(%peer, error = %e, "h2 connection ended with error");
+                        }
+                    });
+                }
+                Proto::H1 => {
+                    if let Err(e) = builders.0.serve_connection(io, svc).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                    }
+                }
             }
         });
     }
