@@ -94,6 +94,9 @@ pub async fn handle(gw: &DataPlane, req: Request<Incoming>, peer: &Peer) -> Resp
         }
         Err(e) => e.into_response().map(Either::Right),
     };
+    // Room for what is added below (rate limit, CORS, request id) at once,
+    // instead of the map growing more than once.
+    resp.headers_mut().reserve(10);
     if let Some(info) = &ctx.rate {
         info.apply(resp.headers_mut());
     }

@@ -64,7 +64,12 @@ pub fn check(
         .split_once('/')
         .map_or("", |(_, r)| r)
         .trim_end_matches('/');
-    let method_srn = format!("{}{}/{}", routed.stage.srn_prefix, method.as_str(), rest);
+    let prefix = &routed.stage.srn_prefix;
+    let mut method_srn = String::with_capacity(prefix.len() + 8 + rest.len());
+    method_srn.push_str(prefix);
+    method_srn.push_str(method.as_str());
+    method_srn.push('/');
+    method_srn.push_str(rest);
     let principal = principal(gw, method, host, pq, headers);
     let req = Request {
         source_ip: client_ip,
