@@ -51,6 +51,11 @@ pub struct Config {
     pub max_admin_body_bytes: usize,
     /// A client must send its whole header block within this time.
     pub header_read_timeout_ms: u64,
+    /// An idle keep-alive client connection is closed after this long.
+    pub keepalive_timeout_ms: u64,
+    /// An HTTP/1 connection idle this long is parked: its HTTP state and
+    /// buffers are dropped until the client sends again (0 = never park).
+    pub keepalive_park_ms: u64,
     /// Upstream TCP(+TLS) connect timeout: 502 when exceeded.
     pub upstream_connect_timeout_ms: u64,
     /// Time for the upstream to answer with a response head: 504 when exceeded.
@@ -95,6 +100,8 @@ impl Default for Config {
             max_body_bytes: 10 * 1024 * 1024,
             max_admin_body_bytes: 1024 * 1024,
             header_read_timeout_ms: 10_000,
+            keepalive_timeout_ms: 75_000,
+            keepalive_park_ms: 1_000,
             upstream_connect_timeout_ms: 5_000,
             upstream_timeout_ms: 29_000,
             upstream_pool_max_idle_per_host: 1024,
@@ -125,6 +132,8 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
   max_body_bytes                   request body limit, 413 above [10485760]
   max_admin_body_bytes             management body limit         [1048576]
   header_read_timeout_ms           slow header senders are cut   [10000]
+  keepalive_timeout_ms             idle client connections closed [75000]
+  keepalive_park_ms                idle HTTP/1 conns drop buffers  [1000]
   upstream_connect_timeout_ms      502 when exceeded             [5000]
   upstream_timeout_ms              504 when exceeded             [29000]
   upstream_pool_max_idle_per_host  idle keep-alive conns per host [1024]
@@ -220,6 +229,13 @@ impl Config {
             .collect()
     }
 
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keepalive_timeout_ms.max(1))
+    }
+    /// `None`: never park.
+    pub fn keepalive_park(&self) -> Option<Duration> {
+        (self.keepalive_park_ms > 0).then(|| Duration::from_millis(self.keepalive_park_ms))
+    }
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms.max(1))
     }

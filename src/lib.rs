@@ -9,7 +9,9 @@
 //! - [`upstream`]: integrations (HTTP now; Cloud Function, PrivateLink next).
 
 pub mod admin;
+pub mod alloc;
 pub mod config;
+pub mod conn;
 pub mod jwt;
 pub mod model;
 pub mod pipeline;

@@ -3,7 +3,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 // mimalloc: per-thread free lists without glibc's arena locking; the data
-// plane allocates a few small objects per request (see docs/performance.md).
+// plane allocates a few small objects per request (see docs/performance.md
+// and src/alloc.rs).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

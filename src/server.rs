@@ -241,6 +241,17 @@ async fn serve_data(
     h2.timer(TokioTimer::new())
         .max_header_list_size((cfg.max_header_bytes * 2) as u32);
     let builders = Arc::new((h1, h2));
+    // Memory freed on this worker (parked connections' buffers, finished
+    // bursts) goes back to the OS even when the worker turns idle: the
+    // allocator otherwise purges only while it allocates.
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            crate::alloc::release_free_memory();
+        }
+    });
     loop {
         let (mut stream, mut peer) = match listener.accept().await {
             Ok(x) => x,
@@ -256,6 +267,10 @@ async fn serve_data(
         let builders = builders.clone();
         let proxy_protocol = cfg.proxy_protocol;
         let header_timeout = cfg.header_read_timeout();
+        let idle = crate::conn::Idle {
+            park: cfg.keepalive_park(),
+            keepalive: cfg.keepalive_timeout(),
+        };
         tokio::spawn(async move {
             if proxy_protocol {
                 match crate::proxy_protocol::read_header(&mut stream, header_timeout).await {
@@ -276,29 +291,41 @@ async fn serve_data(
                 }
             };
             let conn_peer = Arc::new(pipeline::Peer::new(peer));
-            let svc = service_fn(move |req| {
+            let activity = Arc::new(crate::conn::Activity::default());
+            let act = activity.clone();
+            let make_svc = move || {
                 let plane = plane.clone();
                 let conn_peer = conn_peer.clone();
-                // Boxed: the request future lives on the heap only while a
-                // request is in flight, so an idle connection's task stays small.
-                Box::pin(async move {
-                    Ok::<_, std::convert::Infallible>(
-                        pipeline::handle(&plane, req, &conn_peer).await,
-                    )
+                let act = act.clone();
+                service_fn(move |req| {
+                    let plane = plane.clone();
+                    let conn_peer = conn_peer.clone();
+                    let guard = act.begin();
+                    // Boxed: the request future lives on the heap only while a
+                    // request is in flight, so an idle connection's task stays small.
+                    Box::pin(async move {
+                        let resp = pipeline::handle(&plane, req, &conn_peer).await;
+                        Ok::<_, std::convert::Infallible>(
+                            resp.map(|b| crate::conn::Tracked::new(b, guard)),
+                        )
+                    })
                 })
-            });
-            let io = TokioIo::new(stream);
+            };
             match proto {
                 // Its own task, so HTTP/1 tasks are not sized for HTTP/2.
                 Proto::H2 => {
+                    let svc = make_svc();
                     tokio::spawn(async move {
+                        let io = TokioIo::new(stream);
                         if let Err(e) = builders.1.serve_connection(io, svc).await {
                             tracing::debug!(%peer, error = %e, "h2 connection ended with error");
                         }
                     });
                 }
                 Proto::H1 => {
-                    if let Err(e) = builders.0.serve_connection(io, svc).await {
+                    if let Err(e) =
+                        crate::conn::serve_h1(&builders.0, stream, idle, activity, make_svc).await
+                    {
                         tracing::debug!(%peer, error = %e, "connection ended with error");
                     }
                 }

@@ -1102,3 +1102,132 @@ async fn pooled_connections_survive_bodies_empty_answers_and_upstream_closes() {
         "one upstream connection per request"
     );
 }
+
+/// Read one HTTP/1.1 response (Content-Length framed) from a raw socket:
+/// (status, lower-cased head, body); status 0 when the peer closed first.
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < end + 4 + len {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed inside a response body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            let status = head[9..12].parse().unwrap();
+            return (status, head, body);
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (0, String::new(), Vec::new()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_parked_resumed_and_closed() {
+    use tokio::io::AsyncWriteExt;
+    // hyper alone would close an idle connection at header_read_timeout
+    // (800 ms); parked after 200 ms, it lives until keepalive_timeout.
+    let gw = Gateway::start_with(&[
+        ("keepalive_park_ms", "200"),
+        ("keepalive_timeout_ms", "2000"),
+        ("header_read_timeout_ms", "800"),
+    ]);
+    let backend = Backend::start("park");
+    let admin = gw.admin();
+    let api = admin.create_api("park-api").await;
+    let root = admin.root_id(&api).await;
+    let fast = admin.create_resource(&api, &root, "fast").await;
+    let slow = admin.create_resource(&api, &root, "slow").await;
+    admin
+        .create_http_method(&api, &fast, "GET", &backend.url("/fast"))
+        .await;
+    admin
+        .create_http_method(&api, &slow, "GET", &backend.url("/sleep/700/slow"))
+        .await;
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
+        .await;
+    let c = data_client();
+    let url = gw.invoke_url(&api, "/dev/fast");
+    let u = url.clone();
+    assert!(
+        eventually(WAIT, || {
+            let c = c.clone();
+            let u = u.clone();
+            async move { status_of(&c, &u).await == 200 }
+        })
+        .await,
+        "never 200; logs:\n{}",
+        gw.logs()
+    );
+    let host = gw.host(&api);
+    let req = |path: &str| format!("GET /dev/{path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.data_port()))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+
+    s.write_all(req("fast").as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+
+    // Idle past the header timeout: parked, then resumed on the same socket.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    s.write_all(req("fast").as_bytes()).await.unwrap();
+    let (status, head, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 200, "request after the connection was parked");
+    assert!(!head.contains("connection: close"), "{head}");
+
+    // Two pipelined requests, sent at once to a parked connection.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.write_all((req("fast") + &req("fast")).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200, "pipelined 1");
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200, "pipelined 2");
+
+    // A request longer than the park interval is answered in full and the
+    // connection stays usable.
+    s.write_all(req("slow").as_bytes()).await.unwrap();
+    let (status, head, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 200, "slow request");
+    assert!(!head.contains("connection: close"), "{head}");
+    s.write_all(req("fast").as_bytes()).await.unwrap();
+    assert_eq!(
+        read_response(&mut s, &mut buf).await.0,
+        200,
+        "after the slow one"
+    );
+
+    // Idle longer than keepalive_timeout (+ park): the gateway closes it.
+    let started = Instant::now();
+    let (status, _, _) =
+        tokio::time::timeout(Duration::from_secs(6), read_response(&mut s, &mut buf))
+            .await
+            .expect("an idle connection must be closed by keepalive_timeout");
+    assert_eq!(status, 0, "closed, not answered");
+    let idle = started.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1900) && idle < Duration::from_millis(4500),
+        "closed after {idle:?} idle (keepalive 2 s + park 0.2-0.4 s)"
+    );
+    assert_eq!(
+        backend
+            .seen()
+            .iter()
+            .filter(|r| r.uri.contains("slow"))
+            .count(),
+        1
+    );
+}

@@ -1,0 +1,240 @@
+//! HTTP/1 client connections: served by hyper while they are busy, parked
+//! while they are idle.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every
+//! connection for as long as it lives, so 10,000 idle keep-alive clients
+//! would pin some 200 MiB. Instead, once a connection has had no request
+//! for `park` (and none is in flight), the driver asks hyper to close it
+//! gracefully *without* shutting the socket (`poll_without_shutdown`),
+//! takes the socket and any bytes hyper had read ahead back
+//! (`into_parts`), and drops hyper's state. The parked connection is the
+//! socket and this task; when the client sends again a new hyper
+//! connection starts with the read-ahead bytes in front. A parked
+//! connection idle for `keepalive` is closed.
+//!
+//! Hot connections never park (a request within each `park` interval
+//! keeps them), so the steady state costs two relaxed atomic adds and one
+//! subtraction per request.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Requests started on a connection and those not yet answered in full.
+#[derive(Default, Debug)]
+pub struct Activity {
+    started: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+impl Activity {
+    /// A request starts; the guard ends it when dropped (with the response
+    /// body once hyper has written it, or with the request's future).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+    fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+}
+
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends its request's `InFlight` when dropped.
+    pub struct Tracked<B> {
+        #[pin]
+        inner: B,
+        _guard: InFlight,
+    }
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, guard: InFlight) -> Self {
+        Tracked {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The socket with bytes already read from it put back in front.
+pub struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// How long connections may idle.
+#[derive(Clone, Copy, Debug)]
+pub struct Idle {
+    /// Idle this long with hyper's state kept; then parked (`None`: never).
+    pub park: Option<Duration>,
+    /// A parked connection idle this long is closed.
+    pub keepalive: Duration,
+}
+
+/// Serve one HTTP/1 connection until the client closes it, an error ends
+/// it, or it stays parked for `idle.keepalive`. `make_svc` makes the
+/// service of each hyper session, given the connection's activity.
+pub async fn serve_h1<S, F>(
+    builder: &http1::Builder,
+    mut stream: TcpStream,
+    idle: Idle,
+    activity: Arc<Activity>,
+    make_svc: F,
+) -> Result<(), hyper::Error>
+where
+    F: Fn() -> S,
+    S: HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut leftover = Bytes::new();
+    let mut first = true;
+    loop {
+        if !first && leftover.is_empty() {
+            // Parked: wait for the client's next bytes (peeked, not read).
+            let mut b = [0u8; 1];
+            match tokio::time::timeout(idle.keepalive, stream.peek(&mut b)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Ok(()), // closed, failed, or idle too long
+            }
+        }
+        first = false;
+        let io = TokioIo::new(Prefixed {
+            prefix: std::mem::take(&mut leftover),
+            stream,
+        });
+        let mut conn = Box::new(builder.serve_connection(io, make_svc()));
+        let Some(park) = idle.park else {
+            return std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await;
+        };
+        let mut tick = Box::pin(tokio::time::sleep(park));
+        let mut seen = activity.started();
+        let mut parking = false;
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                    return Poll::Ready(r);
+                }
+                if parking || tick.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let now = activity.started();
+                if now == seen && activity.idle() {
+                    // Closes hyper's side only if it is idle; a request it
+                    // has begun to read is answered first.
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    parking = true;
+                } else {
+                    seen = now;
+                    tick.as_mut().reset(tokio::time::Instant::now() + park);
+                }
+                // Poll again: the connection after the shutdown request,
+                // or the re-armed timer to register its waker.
+            }
+        })
+        .await?;
+        if !parking {
+            return Ok(()); // the client closed, or the exchange said close
+        }
+        let parts = conn.into_parts();
+        let Prefixed { prefix, stream: s } = parts.io.into_inner();
+        stream = s;
+        // Copied out: hyper's read-ahead `Bytes` (even an empty one) keeps
+        // its whole 8 KiB buffer alive.
+        leftover = if parts.read_buf.is_empty() && prefix.is_empty() {
+            Bytes::new()
+        } else {
+            let mut b = BytesMut::with_capacity(parts.read_buf.len() + prefix.len());
+            b.extend_from_slice(&parts.read_buf);
+            b.extend_from_slice(&prefix);
+            b.freeze()
+        };
+        drop(parts.read_buf);
+    }
+}
