@@ -1,6 +1,6 @@
 //! Hot-path benchmarks: routing lookup with many APIs loaded, the IP
-//! access-control check, request-id generation, and republishing the
-//! snapshot after a change to one API.
+//! access-control check, request-id generation, each filter, header
+//! rewriting, and republishing the snapshot after a change to one API.
 //!
 //! Size with APIGW_BENCH_APIS (default 1000) and APIGW_BENCH_RESOURCES
 //! (default 300).
@@ -248,6 +248,54 @@ fn benches(c: &mut Criterion) {
     let ix = stage_stats.route_index("/items/{id}", "GET");
     c.bench_function("reports/record one request", |b| {
         b.iter(|| stage_stats.record(black_box(Some(ix)), black_box(200), 1200, 900))
+    });
+
+    // Header rewriting: hop-by-hop removal on a typical request (nothing
+    // to remove) and on a backend answer with `Connection: keep-alive`;
+    // the clone is timed separately so it can be subtracted.
+    let mut request = http::HeaderMap::new();
+    for (k, v) in [
+        (
+            "host",
+            "0123456789abcdef0123456789abcdef.apigw.localhost:8080",
+        ),
+        ("user-agent", "curl/8.5.0"),
+        ("accept", "*/*"),
+        (
+            "authorization",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+        ),
+        ("x-scp-apikey", "0123456789abcdef0123456789abcdef01234567"),
+        ("origin", "http://bench.example"),
+    ] {
+        request.insert(k, http::HeaderValue::from_static(v));
+    }
+    let mut response = http::HeaderMap::new();
+    for (k, v) in [
+        ("server", "nginx"),
+        ("date", "Tue, 24 Nov 2026 20:00:00 GMT"),
+        ("content-type", "application/json"),
+        ("content-length", "61"),
+        ("connection", "keep-alive"),
+    ] {
+        response.insert(k, http::HeaderValue::from_static(v));
+    }
+    c.bench_function("headers/clone a request header map (baseline)", |b| {
+        b.iter(|| black_box(&request).clone())
+    });
+    c.bench_function("headers/strip hop-by-hop, request (clone included)", |b| {
+        b.iter(|| {
+            let mut h = black_box(&request).clone();
+            apigw::upstream::http::strip_hop_by_hop(&mut h);
+            h
+        })
+    });
+    c.bench_function("headers/strip hop-by-hop, response (clone included)", |b| {
+        b.iter(|| {
+            let mut h = black_box(&response).clone();
+            apigw::upstream::http::strip_hop_by_hop(&mut h);
+            h
+        })
     });
 
     let touched = vec![format!("{:032x}", 0)];
