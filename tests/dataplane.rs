@@ -1018,41 +1018,20 @@ async fn pooled_connections_survive_bodies_empty_answers_and_upstream_closes() {
     let gw = Gateway::start();
     let backend = Backend::start("pool");
     let (closing, accepted) = closing_upstream().await;
-    let admin = gw.admin();
-    let api = admin.create_api("pool-api").await;
-    let root = admin.root_id(&api).await;
-    let data = admin.create_resource(&api, &root, "data").await;
-    let empty = admin.create_resource(&api, &root, "empty").await;
-    let closes = admin.create_resource(&api, &root, "closes").await;
-    for m in ["GET", "POST"] {
-        admin
-            .create_http_method(&api, &data, m, &backend.url("/backend/data"))
-            .await;
-    }
-    admin
-        .create_http_method(&api, &empty, "GET", &backend.url("/status/204"))
-        .await;
-    admin
-        .create_http_method(&api, &closes, "GET", &format!("http://{closing}/x"))
-        .await;
-    admin.deploy(&api, "new", Some("dev")).await;
-    admin
-        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
-        .await;
+    let closing_url = format!("http://{closing}/x");
+    let api = deployed_api(
+        &gw,
+        "pool-api",
+        &[
+            ("data", "GET", &backend.url("/backend/data")),
+            ("data", "POST", &backend.url("/backend/data")),
+            ("empty", "GET", &backend.url("/status/204")),
+            ("closes", "GET", &closing_url),
+        ],
+    )
+    .await;
     let client = data_client();
     let url = gw.invoke_url(&api, "/dev/data");
-    let c = client.clone();
-    let u = url.clone();
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = u.clone();
-            async move { status_of(&c, &u).await == 200 }
-        })
-        .await,
-        "never 200; logs:\n{}",
-        gw.logs()
-    );
     backend.clear();
 
     // Requests with bodies, bodiless requests and empty answers, one after
@@ -1144,34 +1123,15 @@ async fn idle_connections_are_parked_resumed_and_closed() {
         ("header_read_timeout_ms", "800"),
     ]);
     let backend = Backend::start("park");
-    let admin = gw.admin();
-    let api = admin.create_api("park-api").await;
-    let root = admin.root_id(&api).await;
-    let fast = admin.create_resource(&api, &root, "fast").await;
-    let slow = admin.create_resource(&api, &root, "slow").await;
-    admin
-        .create_http_method(&api, &fast, "GET", &backend.url("/fast"))
-        .await;
-    admin
-        .create_http_method(&api, &slow, "GET", &backend.url("/sleep/700/slow"))
-        .await;
-    admin.deploy(&api, "new", Some("dev")).await;
-    admin
-        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
-        .await;
-    let c = data_client();
-    let url = gw.invoke_url(&api, "/dev/fast");
-    let u = url.clone();
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = u.clone();
-            async move { status_of(&c, &u).await == 200 }
-        })
-        .await,
-        "never 200; logs:\n{}",
-        gw.logs()
-    );
+    let api = deployed_api(
+        &gw,
+        "park-api",
+        &[
+            ("fast", "GET", &backend.url("/fast")),
+            ("slow", "GET", &backend.url("/sleep/700/slow")),
+        ],
+    )
+    .await;
     let host = gw.host(&api);
     let req = |path: &str| format!("GET /dev/{path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.data_port()))

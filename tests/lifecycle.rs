@@ -605,29 +605,8 @@ async fn per_worker_listeners_and_shared_runtime_both_serve() {
     for (reuse, want_threads) in [("true", 3), ("false", 0)] {
         let gw = Gateway::start_with(&[("worker_threads", "3"), ("reuse_port", reuse)]);
         let backend = Backend::start("workers");
-        let admin = gw.admin();
-        let api = admin.create_api("workers-api").await;
-        let root = admin.root_id(&api).await;
-        let r = admin.create_resource(&api, &root, "work").await;
-        admin
-            .create_http_method(&api, &r, "GET", &backend.url("/w"))
-            .await;
-        admin.deploy(&api, "new", Some("dev")).await;
-        admin
-            .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
-            .await;
+        let api = deployed_api(&gw, "workers-api", &[("work", "GET", &backend.url("/w"))]).await;
         let url = gw.invoke_url(&api, "/dev/work");
-        let c = data_client();
-        assert!(
-            eventually(WAIT, || {
-                let c = c.clone();
-                let url = url.clone();
-                async move { status_of(&c, &url).await == 200 }
-            })
-            .await,
-            "reuse_port={reuse}: never 200; logs:\n{}",
-            gw.logs()
-        );
         assert_eq!(
             data_threads(gw.pid()),
             want_threads,

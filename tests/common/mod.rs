@@ -1390,3 +1390,39 @@ pub fn check_signature_vectors() {
         "6qrWi6WOWySI6MakfqgajH88dgxTguKzRXX+5kWAM5c="
     );
 }
+
+/// An API named `name` with one resource per `(path part, method, upstream
+/// URL)`, deployed to stage `dev` with an access control allowing
+/// 127.0.0.1; returns its id once `GET /dev/{first part}` answers 200.
+pub async fn deployed_api(gw: &Gateway, name: &str, routes: &[(&str, &str, &str)]) -> String {
+    let admin = gw.admin();
+    let api = admin.create_api(name).await;
+    let root = admin.root_id(&api).await;
+    let mut parts: BTreeMap<&str, String> = BTreeMap::new();
+    for (part, method, url) in routes {
+        if !parts.contains_key(part) {
+            let id = admin.create_resource(&api, &root, part).await;
+            parts.insert(part, id);
+        }
+        admin
+            .create_http_method(&api, &parts[part], method, url)
+            .await;
+    }
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
+        .await;
+    let url = gw.invoke_url(&api, &format!("/dev/{}", routes[0].0));
+    let c = data_client();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let c = c.clone();
+            let url = url.clone();
+            async move { status_of(&c, &url).await == 200 }
+        })
+        .await,
+        "{name}: GET {url} never answered 200; logs:\n{}",
+        gw.logs()
+    );
+    api
+}
