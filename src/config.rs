@@ -232,9 +232,16 @@ impl Config {
     pub fn keepalive_timeout(&self) -> Duration {
         Duration::from_millis(self.keepalive_timeout_ms.max(1))
     }
-    /// `None`: never park.
+    /// `None`: never park. Kept below half the header read timeout: hyper
+    /// closes a connection that waits that long for its next request, so a
+    /// later park would never happen.
     pub fn keepalive_park(&self) -> Option<Duration> {
-        (self.keepalive_park_ms > 0).then(|| Duration::from_millis(self.keepalive_park_ms))
+        (self.keepalive_park_ms > 0).then(|| {
+            Duration::from_millis(
+                self.keepalive_park_ms
+                    .min(self.header_read_timeout_ms.max(2) / 2),
+            )
+        })
     }
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms.max(1))
@@ -244,5 +251,21 @@ impl Config {
     }
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use std::time::Duration;
+
+    #[test]
+    fn park_stays_below_the_header_timeout() {
+        let mut c = Config::default();
+        assert_eq!(c.keepalive_park(), Some(Duration::from_millis(1000)));
+        c.header_read_timeout_ms = 800;
+        assert_eq!(c.keepalive_park(), Some(Duration::from_millis(400)));
+        c.keepalive_park_ms = 0;
+        assert_eq!(c.keepalive_park(), None);
     }
 }
