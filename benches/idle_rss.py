@@ -100,8 +100,8 @@ def main():
     ap.add_argument("--apigw", default=None, help="apigw binary [$CARGO_TARGET_DIR/release/apigw]")
     ap.add_argument("--peers", default=os.path.normpath(os.path.join(load.REPO, "..", "shared", "peers")))
     ap.add_argument("--settle", type=float, default=8.0,
-                    help="seconds to wait before reading RSS [8: apigw parks a connection after 1-2 s idle
-                         and returns freed memory every 2 s]")
+                    help="seconds to wait before reading RSS [8: apigw parks a connection after "
+                         "1-2 s idle and returns freed memory every 2 s]")
     args = ap.parse_args()
     if args.apigw is None:
         target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(load.REPO, "target")
