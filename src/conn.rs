@@ -173,10 +173,17 @@ where
     <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // The caller saw the first bytes arrive; later sessions start when
+    // the parked connection has bytes again.
     let mut leftover = Bytes::new();
-    let mut first = true;
     loop {
-        if !first && leftover.is_empty() {
+        let Some((s, rest)) =
+            session(builder, stream, leftover, idle, &activity, &make_svc).await?
+        else {
+            return Ok(());
+        };
+        (stream, leftover) = (s, rest);
+        if leftover.is_empty() {
             // Parked: wait for the client's next bytes (peeked, not read).
             let mut b = [0u8; 1];
             match tokio::time::timeout(idle.keepalive, stream.peek(&mut b)).await {
@@ -184,57 +191,74 @@ where
                 _ => return Ok(()), // closed, failed, or idle too long
             }
         }
-        first = false;
-        let io = TokioIo::new(Prefixed {
-            prefix: std::mem::take(&mut leftover),
-            stream,
-        });
-        let mut conn = Box::new(builder.serve_connection(io, make_svc()));
-        let Some(park) = idle.park else {
-            return std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await;
-        };
-        let mut tick = Box::pin(tokio::time::sleep(park));
-        let mut seen = activity.started();
-        let mut parking = false;
-        std::future::poll_fn(|cx| {
-            loop {
-                if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
-                    return Poll::Ready(r);
-                }
-                if parking || tick.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                let now = activity.started();
-                if now == seen && activity.idle() {
-                    // Closes hyper's side only if it is idle; a request it
-                    // has begun to read is answered first.
-                    Pin::new(&mut *conn).graceful_shutdown();
-                    parking = true;
-                } else {
-                    seen = now;
-                    tick.as_mut().reset(tokio::time::Instant::now() + park);
-                }
-                // Poll again: the connection after the shutdown request,
-                // or the re-armed timer to register its waker.
-            }
-        })
-        .await?;
-        if !parking {
-            return Ok(()); // the client closed, or the exchange said close
-        }
-        let parts = conn.into_parts();
-        let Prefixed { prefix, stream: s } = parts.io.into_inner();
-        stream = s;
-        // Copied out: hyper's read-ahead `Bytes` (even an empty one) keeps
-        // its whole 8 KiB buffer alive.
-        leftover = if parts.read_buf.is_empty() && prefix.is_empty() {
-            Bytes::new()
-        } else {
-            let mut b = BytesMut::with_capacity(parts.read_buf.len() + prefix.len());
-            b.extend_from_slice(&parts.read_buf);
-            b.extend_from_slice(&prefix);
-            b.freeze()
-        };
-        drop(parts.read_buf);
     }
+}
+
+/// One hyper session on the socket, `prefix` read before it. `None` when
+/// the connection is over; else it was parked: the socket and the bytes
+/// hyper had read ahead. Everything of the session is dropped on return.
+async fn session<S, F>(
+    builder: &http1::Builder,
+    stream: TcpStream,
+    prefix: Bytes,
+    idle: Idle,
+    activity: &Activity,
+    make_svc: &F,
+) -> Result<Option<(TcpStream, Bytes)>, hyper::Error>
+where
+    F: Fn() -> S,
+    S: HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(Prefixed { prefix, stream });
+    let mut conn = Box::new(builder.serve_connection(io, make_svc()));
+    let Some(park) = idle.park else {
+        std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+        return Ok(None);
+    };
+    let mut tick = Box::pin(tokio::time::sleep(park));
+    let mut seen = activity.started();
+    let mut parking = false;
+    std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(r);
+            }
+            if parking || tick.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = activity.started();
+            if now == seen && activity.idle() {
+                // Closes hyper's side only if it is idle; a request it
+                // has begun to read is answered first.
+                Pin::new(&mut *conn).graceful_shutdown();
+                parking = true;
+            } else {
+                seen = now;
+                tick.as_mut().reset(tokio::time::Instant::now() + park);
+            }
+            // Poll again: the connection after the shutdown request,
+            // or the re-armed timer to register its waker.
+        }
+    })
+    .await?;
+    if !parking {
+        return Ok(None); // the client closed, or the exchange said close
+    }
+    let parts = conn.into_parts();
+    let Prefixed { prefix, stream } = parts.io.into_inner();
+    // Copied out: hyper's read-ahead `Bytes` (even an empty one) keeps its
+    // whole 8 KiB buffer alive.
+    let leftover = if parts.read_buf.is_empty() && prefix.is_empty() {
+        Bytes::new()
+    } else {
+        let mut b = BytesMut::with_capacity(parts.read_buf.len() + prefix.len());
+        b.extend_from_slice(&parts.read_buf);
+        b.extend_from_slice(&prefix);
+        b.freeze()
+    };
+    Ok(Some((stream, leftover)))
 }

@@ -140,7 +140,6 @@ fn spawn_data_workers(
     if !cfg.per_worker_runtimes() {
         let mut listeners = listeners;
         let listener = TcpListener::from_std(listeners.remove(0))?;
-        let plane = plane.clone();
         let cfg = cfg.clone();
         tokio::spawn(async move {
             let r = serve_data(listener, plane, cfg).await;

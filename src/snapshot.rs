@@ -14,12 +14,12 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Maps looked up on every request by client-supplied strings (host,
 /// API key): ahash, keyed per process, instead of SipHash.
 pub type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
-use std::net::IpAddr;
-use std::sync::Arc;
 
 /// Settings the compiled routes need from the config.
 #[derive(Clone)]
@@ -316,12 +316,11 @@ fn host_value(parts: &[UrlPart]) -> Option<HeaderValue> {
     let (scheme, rest) = first.split_once("://")?;
     let end = rest.find(['/', '?'])?;
     let authority: http::uri::Authority = rest[..end].parse().ok()?;
-    let default = if scheme == "https" { 443 } else { 80 };
-    let v = match authority.port_u16() {
-        Some(p) if p != default => format!("{}:{p}", authority.host()),
-        _ => authority.host().to_string(),
-    };
-    HeaderValue::from_str(&v).ok()
+    HeaderValue::from_str(&crate::upstream::pool::host_header(
+        scheme == "https",
+        &authority,
+    ))
+    .ok()
 }
 
 /// Method SRN: `srn:{offering}::{account}:{region}::apigateway:method/{api}/{stage}/{VERB}/{path}`.

@@ -6,8 +6,7 @@ use super::{DataPlane, RespBody};
 use crate::snapshot::{Integration, Target};
 use crate::upstream::body::BodyState;
 use crate::upstream::http::strip_hop_by_hop;
-use crate::upstream::pool::SendError;
-use crate::upstream::pool::UpstreamBody;
+use crate::upstream::pool::{PoolKey, SendError, UpstreamBody};
 use crate::upstream::LimitedBody;
 use http::header::{HeaderValue, HOST};
 use http::{Request, Response};
@@ -24,7 +23,7 @@ static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-for
 /// nothing else (the filters' state is not carried across the await).
 pub enum Outbound {
     Http {
-        target: Target,
+        key: PoolKey,
         req: Request<UpstreamBody>,
         body: Option<Arc<BodyState>>,
     },
@@ -111,9 +110,10 @@ fn prepare_http(
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
 
     parts.version = http::Version::HTTP_11;
+    parts.uri = target.uri;
     Outbound::Http {
         req: Request::from_parts(parts, body),
-        target,
+        key: target.key,
         body: state,
     }
 }
@@ -125,17 +125,9 @@ pub async fn send(
     out: Outbound,
     client_version: http::Version,
 ) -> Result<Response<RespBody>, GwError> {
-    let Outbound::Http {
-        mut target,
-        mut req,
-        body,
-    } = out;
-    *req.uri_mut() = std::mem::take(&mut target.uri);
-    let res = tokio::time::timeout(
-        gw.upstream_timeout,
-        gw.client.send(target.key, req, body.clone()),
-    )
-    .await;
+    let Outbound::Http { key, req, body } = out;
+    let res =
+        tokio::time::timeout(gw.upstream_timeout, gw.client.send(key, req, body.clone())).await;
     match res {
         Err(_) => Err(GwError::gateway_timeout()),
         Ok(Err(e)) => {

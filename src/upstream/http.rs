@@ -6,7 +6,6 @@ use crate::config::Config;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::time::Duration;
 
-pub use super::pool::UpstreamBody;
 pub type HttpClient = Pool;
 
 pub fn client(cfg: &Config) -> HttpClient {

@@ -106,15 +106,17 @@ impl PoolKey {
 
     /// `host[:port]` for the Host header (port only when not the default).
     pub fn host_header(&self) -> std::borrow::Cow<'_, str> {
-        let default = if self.scheme == Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
-        match self.authority.port_u16() {
-            Some(p) if p != default => format!("{}:{p}", self.authority.host()).into(),
-            _ => self.authority.host().into(),
-        }
+        host_header(self.scheme == Scheme::HTTPS, &self.authority)
+    }
+}
+
+/// `host[:port]` of an authority, the port only when it is not the
+/// scheme's default (what an upstream's `Host` header carries).
+pub fn host_header(https: bool, authority: &Authority) -> std::borrow::Cow<'_, str> {
+    let default = if https { 443 } else { 80 };
+    match authority.port_u16() {
+        Some(p) if p != default => format!("{}:{p}", authority.host()).into(),
+        _ => authority.host().into(),
     }
 }
 
