@@ -297,13 +297,11 @@ async fn serve_data(
                 let conn_peer = conn_peer.clone();
                 let act = act.clone();
                 service_fn(move |req| {
-                    let plane = plane.clone();
-                    let conn_peer = conn_peer.clone();
+                    use futures_util::FutureExt;
                     let guard = act.begin();
-                    // Boxed: the request future lives on the heap only while a
-                    // request is in flight, so an idle connection's task stays small.
-                    Box::pin(async move {
-                        let resp = pipeline::handle(&plane, req, &conn_peer).await;
+                    // The filters run in this call; what is left to await
+                    // is boxed by `handle` (nothing when the gateway answers).
+                    pipeline::handle(&plane, req, &conn_peer).map(move |resp| {
                         Ok::<_, std::convert::Infallible>(
                             resp.map(|b| crate::conn::Tracked::new(b, guard)),
                         )

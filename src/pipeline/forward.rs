@@ -12,6 +12,8 @@ use http::header::{HeaderValue, HOST};
 use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use futures_util::FutureExt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -120,15 +122,18 @@ fn prepare_http(
 
 /// Send a prepared request and turn the upstream's answer (or failure)
 /// into the client's response, in the client's HTTP version.
-pub async fn send(
+///
+/// The request is handed to the pool now; the future is the pool's, a
+/// timer and the mapping below, laid out flat (combinators, not an async
+/// fn that would keep its arguments beside the futures it awaits).
+pub fn send(
     gw: &DataPlane,
     out: Outbound,
     client_version: http::Version,
-) -> Result<Response<RespBody>, GwError> {
+) -> impl Future<Output = Result<Response<RespBody>, GwError>> + Send + 'static {
     let Outbound::Http { key, req, body } = out;
-    let res =
-        tokio::time::timeout(gw.upstream_timeout, gw.client.send(key, req, body.clone())).await;
-    match res {
+    let sending = gw.client.send(key, req, body.clone());
+    tokio::time::timeout(gw.upstream_timeout, sending).map(move |res| match res {
         Err(_) => Err(GwError::gateway_timeout()),
         Ok(Err(e)) => {
             if body.is_some_and(|s| s.exceeded()) {
@@ -150,7 +155,7 @@ pub async fn send(
             parts.version = client_version;
             Ok(Response::from_parts(parts, Either::Left(body)))
         }
-    }
+    })
 }
 
 pub fn body_len(h: &http::HeaderMap) -> Option<u64> {

@@ -3,7 +3,8 @@
 //! Each connection is a `hyper::client::conn::http1` connection whose
 //! driver runs as its own task; the pool keeps their `SendRequest` halves.
 //! Compared with hyper-util's legacy client this takes no lock (the idle
-//! lists are thread-local), boxes no per-request future, races no
+//! lists are thread-local), boxes nothing per request but on its slow
+//! path (connect, wait, retry), races no
 //! connect against the checkout and spawns no task per request to wait
 //! for the connection to become idle: a connection goes back to the idle
 //! list when the response body ends (and the request body was sent in
@@ -22,7 +23,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use futures_util::future::{ready, Either, FutureExt};
 use std::cell::RefCell;
+use std::future::Future;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -147,13 +150,15 @@ impl std::fmt::Display for SendError {
     }
 }
 
+/// The pool. Cloning it is one reference-count increment (a request in
+/// flight holds a clone for the rare retry path).
 #[derive(Clone)]
 pub struct Pool {
-    connector: HttpsConnector<HttpConnector>,
-    settings: Arc<Settings>,
+    inner: Arc<Inner>,
 }
 
-struct Settings {
+struct Inner {
+    connector: HttpsConnector<HttpConnector>,
     max_idle_per_host: usize,
     idle_timeout: Duration,
     builder: http1::Builder,
@@ -165,28 +170,58 @@ impl Pool {
         max_idle_per_host: usize,
         idle_timeout: Duration,
     ) -> Pool {
-        let builder = http1::Builder::new();
         Pool {
-            connector,
-            settings: Arc::new(Settings {
+            inner: Arc::new(Inner {
+                connector,
                 max_idle_per_host,
                 idle_timeout,
-                builder,
+                builder: http1::Builder::new(),
             }),
         }
     }
 
     /// Send `req` (origin-form URI, Host set by the caller) to `key`'s
     /// upstream on an idle connection, or a new one when none is idle.
-    pub async fn send(
+    ///
+    /// The common case happens here, synchronously: an idle connection is
+    /// checked out and the request handed to it before the future exists,
+    /// so the future holds hyper's response future and the connection, not
+    /// the request as well (a request's future is copied into fresh memory
+    /// once per request; every byte of it is a cache line written cold when
+    /// hundreds of connections are in flight). Connecting, waiting for a
+    /// connection to become ready, and retrying a request a closing
+    /// connection refused go to a boxed slow path.
+    pub fn send(
         &self,
+        key: PoolKey,
+        req: Request<UpstreamBody>,
+        body_state: Option<Arc<BodyState>>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + Send + 'static {
+        let Some(mut tx) = self.checkout(&key) else {
+            return Either::Right(Box::pin(self.clone().send_slow(key, req, body_state)));
+        };
+        let pool = self.clone();
+        let sent = tx.try_send_request(req);
+        Either::Left(sent.then(move |r| match r {
+            Ok(resp) => Either::Left(ready(Ok(pool.wrap(resp, key, tx, body_state)))),
+            Err(mut e) => match e.take_message() {
+                // Not taken (the connection was busy or closing): the slow path.
+                Some(req) => Either::Right(Box::pin(pool.send_slow(key, req, body_state))),
+                None => Either::Left(ready(Err(SendError::Request(e.into_error())))),
+            },
+        }))
+    }
+
+    /// Idle connections (waiting until each is ready), then a new one.
+    async fn send_slow(
+        self,
         key: PoolKey,
         mut req: Request<UpstreamBody>,
         body_state: Option<Arc<BodyState>>,
     ) -> Result<Response<PooledBody>, SendError> {
-        // Idle connections first; a request that never reached one comes back.
+        // A request that never reached a connection comes back.
         while let Some(mut tx) = self.checkout(&key) {
-            if !tx.is_ready() && tx.ready().await.is_err() {
+            if tx.ready().await.is_err() {
                 continue;
             }
             match tx.try_send_request(req).await {
@@ -197,9 +232,7 @@ impl Pool {
                 },
             }
         }
-        // Boxed: the connect path is rare, and its state would otherwise
-        // make every request's future (and its moves) larger.
-        let mut tx = Box::pin(self.connect(&key)).await?;
+        let mut tx = self.connect(&key).await?;
         match tx.send_request(req).await {
             Ok(resp) => Ok(self.wrap(resp, key, tx, body_state)),
             Err(e) => Err(SendError::Request(e)),
@@ -213,19 +246,20 @@ impl Pool {
         tx: Sender,
         body_state: Option<Arc<BodyState>>,
     ) -> Response<PooledBody> {
+        let max_idle = self.inner.max_idle_per_host;
         resp.map(|inner| PooledBody {
             inner,
             ticket: Some(Ticket {
                 key,
                 tx,
                 body_state,
-                settings: self.settings.clone(),
+                max_idle,
             }),
         })
     }
 
     fn checkout(&self, key: &PoolKey) -> Option<Sender> {
-        let timeout = self.settings.idle_timeout;
+        let timeout = self.inner.idle_timeout;
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             let list = idle.get_mut(key)?;
@@ -251,7 +285,7 @@ impl Pool {
             .path_and_query("/")
             .build()
             .map_err(|e| SendError::Connect(e.to_string()))?;
-        let mut connector = self.connector.clone();
+        let mut connector = self.inner.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(|e| SendError::Connect(e.to_string()))?;
@@ -260,7 +294,7 @@ impl Pool {
             .await
             .map_err(|e| SendError::Connect(e.to_string()))?;
         let (tx, conn) = self
-            .settings
+            .inner
             .builder
             .handshake(io)
             .await
@@ -279,7 +313,7 @@ struct Ticket {
     key: PoolKey,
     tx: Sender,
     body_state: Option<Arc<BodyState>>,
-    settings: Arc<Settings>,
+    max_idle: usize,
 }
 
 impl Ticket {
@@ -288,7 +322,7 @@ impl Ticket {
         if self.body_state.as_ref().is_some_and(|s| !s.finished()) || self.tx.is_closed() {
             return;
         }
-        let max = self.settings.max_idle_per_host;
+        let max = self.max_idle;
         if max == 0 {
             return;
         }
