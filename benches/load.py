@@ -8,7 +8,9 @@ One run on one machine, python3 standard library only:
   * starts the backend (nginx, backend.conf, 127.0.0.1:9001) and the peers of
     ../shared/peers: nginx-proxy (8081), nginx-gateway (8082, run from a temp
     copy whose upstream keepalive is raised, 1024 by default), haproxy (8083),
-    and apigw's release build on free ports with a temp SQLite file;
+    a TCP relay (haproxy in mode tcp, 8084: the floor, no HTTP parsing, one
+    backend connection per client connection), and apigw's release build on
+    free ports with a temp SQLite file;
   * configures apigw through its signed management API:
       - API "bench-full", stage `full`, GET /bench -> backend, running the full
         pipeline: IP access control allowing 127.0.0.0/8, JWT on (an auth
@@ -81,12 +83,14 @@ ORIGIN = "http://bench.example"
 # A key the nginx-gateway.conf map knows.
 NGINX_GW_KEY = "bench-key-0001-aaaaaaaaaaaaaaaaaaaa"
 
-BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT = 9001, 8081, 8082, 8083
+BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT = 9001, 8081, 8082, 8083, 8084
 
 # Row order of the table (and of round 0; later rounds rotate it).
-TARGETS = ["backend", "nginx-proxy", "haproxy", "apigw-plain", "nginx-gateway", "apigw-full"]
+TARGETS = ["backend", "tcp-relay", "nginx-proxy", "haproxy", "apigw-plain", "nginx-gateway",
+           "apigw-full"]
 LABELS = {
     "backend": "backend direct",
+    "tcp-relay": "tcp relay (floor)",
     "nginx-proxy": "nginx-proxy",
     "haproxy": "haproxy",
     "apigw-plain": "apigw plain (no filters)",
@@ -443,7 +447,7 @@ class Setup:
     def start(self):
         a = self.args
         peers = a.peers
-        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT):
+        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT):
             if port_in_use(port):
                 die(f"port {port} is already in use by something this script did not start")
         self.pids["backend"] = self.nginx("backend", os.path.join(peers, "backend.conf"),
@@ -469,6 +473,35 @@ class Setup:
                              stderr=self.logfile("haproxy"), stdout=self.logfile("haproxy"))
         wait_port(HAPROXY_PORT, p, "haproxy")
         self.pids["haproxy"] = p
+
+        # The floor: haproxy in TCP mode, one backend connection per client
+        # connection, bytes copied without parsing HTTP. No HTTP proxy can
+        # do less work per request, so its rps bounds what any of them can
+        # reach on this machine in this arrangement.
+        rdir = os.path.join(self.work, "tcp-relay")
+        os.makedirs(rdir)
+        cfg = os.path.join(rdir, "haproxy-tcp.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+    nbthread {self.workers}
+    maxconn 8000
+    pidfile {rdir}/haproxy.pid
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client  30s
+    timeout server  30s
+frontend fe_relay
+    bind 127.0.0.1:{RELAY_PORT}
+    default_backend be_relay
+backend be_relay
+    server backend1 127.0.0.1:{BACKEND_PORT}
+""")
+        shutil.copy(cfg, os.path.join(self.outdir, f"{self.arr}-tcp-relay.cfg"))
+        p = self.procs.start("tcp-relay", self.pin([which("haproxy"), "-db", "-f", cfg]),
+                             stderr=self.logfile("tcp-relay"), stdout=self.logfile("tcp-relay"))
+        wait_port(RELAY_PORT, p, "tcp-relay")
+        self.pids["tcp-relay"] = p
 
         # apigw on free ports with a temp SQLite file.
         gdir = os.path.join(self.work, "apigw")
@@ -509,6 +542,7 @@ account_id = "{ACCOUNT_ID}"
             "backend": (f"http://127.0.0.1:{BACKEND_PORT}/", []),
             "nginx-proxy": (f"http://127.0.0.1:{PROXY_PORT}/", []),
             "haproxy": (f"http://127.0.0.1:{HAPROXY_PORT}/", []),
+            "tcp-relay": (f"http://127.0.0.1:{RELAY_PORT}/", []),
             "nginx-gateway": (f"http://127.0.0.1:{GATEWAY_PORT}/",
                               [f"X-SCP-ApiKey: {NGINX_GW_KEY}", f"Origin: {ORIGIN}"]),
             "apigw-full": (f"http://127.0.0.1:{port}/full/bench",
@@ -522,6 +556,7 @@ account_id = "{ACCOUNT_ID}"
         self.proxy_of = {
             "backend": None, "nginx-proxy": self.pids["nginx-proxy"],
             "haproxy": self.pids["haproxy"], "nginx-gateway": self.pids["nginx-gateway"],
+            "tcp-relay": self.pids["tcp-relay"],
             "apigw-full": self.pids["apigw"], "apigw-plain": self.pids["apigw"],
         }
 
@@ -714,6 +749,21 @@ def table(results, args):
             goal_s = f"rps ≥ {want}×" + (" and p99 ≤" if p99_too else "") + (": met" if ok else ": not met")
             lines.append(f"| {arr} | {conns} | {LABELS[ours]} / {peer} | {rr:.2f} | {pr:.2f} | {cr:.2f} "
                          f"| {goal_s} |")
+        # The ceiling: the TCP relay does no HTTP work at all.
+        for peer in ("nginx-gateway", "nginx-proxy", "haproxy"):
+            if "tcp-relay" not in per or peer not in per:
+                continue
+            a, b = per["tcp-relay"], per[peer]
+            rr = a["rps_median"] / b["rps_median"]
+            pr = a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
+            cr = (a["cpu_us_per_req"] / b["cpu_us_per_req"]
+                  if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
+            lines.append(f"| {arr} | {conns} | {LABELS['tcp-relay']} / {peer} | {rr:.2f} | {pr:.2f} "
+                         f"| {cr:.2f} | ceiling: no HTTP proxy exceeds this |")
+    lines.append("")
+    lines.append("The tcp relay (haproxy, mode tcp) copies bytes between each client connection and its "
+                 "own backend connection without parsing HTTP: its rps is the most any proxy reaches "
+                 "in that arrangement on this machine, and its CPU per request the least.")
     return "\n".join(lines)
 
 
