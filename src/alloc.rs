@@ -62,7 +62,9 @@ unsafe impl GlobalAlloc for Mimalloc {
         if plain(layout.align(), new_size) {
             unsafe { mi::mi_realloc(ptr as *mut c_void, new_size) as *mut u8 }
         } else {
-            unsafe { mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8 }
+            unsafe {
+                mi::mi_realloc_aligned(ptr as *mut c_void, new_size, layout.align()) as *mut u8
+            }
         }
     }
 }
@@ -82,7 +84,18 @@ mod tests {
     #[test]
     fn blocks_have_the_alignment_asked_for() {
         let a = Mimalloc;
-        for &(size, align) in &[(1, 1), (7, 1), (8, 8), (24, 8), (48, 16), (8192, 8), (3264, 8), (100, 64), (200, 128), (1 << 20, 4096)] {
+        for &(size, align) in &[
+            (1, 1),
+            (7, 1),
+            (8, 8),
+            (24, 8),
+            (48, 16),
+            (8192, 8),
+            (3264, 8),
+            (100, 64),
+            (200, 128),
+            (1 << 20, 4096),
+        ] {
             let layout = Layout::from_size_align(size, align).unwrap();
             // SAFETY: non-zero sizes; each block is freed with its layout.
             unsafe {

@@ -16,6 +16,7 @@
 
 use super::body::{BodyState, LimitedBody};
 use bytes::Bytes;
+use futures_util::future::{ready, Either, FutureExt};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -23,10 +24,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use futures_util::future::{ready, Either, FutureExt};
 use std::cell::RefCell;
-use std::future::Future;
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
