@@ -60,17 +60,7 @@ async fn fwd_setup(settings: &[(&str, &str)]) -> Fwd {
         .await;
     let client = data_client();
     let url = gw.invoke_url(&api, "/dev/users");
-    let c = client.clone();
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let url = url.clone();
-            async move { status_of(&c, &url).await == 200 }
-        })
-        .await,
-        "the deployed API never answered 200; logs:\n{}",
-        gw.logs()
-    );
+    wait_for_200(&gw, &client, &url, WAIT, "the deployed API").await;
     backend.clear();
     Fwd {
         gw,

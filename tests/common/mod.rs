@@ -1413,16 +1413,27 @@ pub async fn deployed_api(gw: &Gateway, name: &str, routes: &[(&str, &str, &str)
         .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
         .await;
     let url = gw.invoke_url(&api, &format!("/dev/{}", routes[0].0));
-    let c = data_client();
+    wait_for_200(gw, &data_client(), &url, Duration::from_secs(3), name).await;
+    api
+}
+
+/// Wait up to `within` for `GET url` to answer 200 (a new deployment
+/// reaching the data plane); fails the test with the gateway's logs.
+pub async fn wait_for_200(
+    gw: &Gateway,
+    c: &reqwest::Client,
+    url: &str,
+    within: Duration,
+    what: &str,
+) {
     assert!(
-        eventually(Duration::from_secs(3), || {
+        eventually(within, || {
             let c = c.clone();
-            let url = url.clone();
+            let url = url.to_string();
             async move { status_of(&c, &url).await == 200 }
         })
         .await,
-        "{name}: GET {url} never answered 200; logs:\n{}",
+        "{what}: GET {url} never answered 200; logs:\n{}",
         gw.logs()
     );
-    api
 }
