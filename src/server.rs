@@ -137,22 +137,23 @@ fn spawn_data_workers(
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    // The first worker to stop tells why; the others' results are dropped.
+    let report = move |r: anyhow::Result<()>| {
+        if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tx.send(r);
+        }
+    };
     if !cfg.per_worker_runtimes() {
         let mut listeners = listeners;
         let listener = TcpListener::from_std(listeners.remove(0))?;
         let cfg = cfg.clone();
-        tokio::spawn(async move {
-            let r = serve_data(listener, plane, cfg).await;
-            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
-                let _ = tx.send(r);
-            }
-        });
+        tokio::spawn(async move { report(serve_data(listener, plane, cfg).await) });
         return Ok(rx);
     }
     for (i, l) in listeners.into_iter().enumerate() {
         let plane = plane.clone();
         let cfg = cfg.clone();
-        let tx = tx.clone();
+        let report = report.clone();
         std::thread::Builder::new()
             .name(format!("apigw-data-{i}"))
             .spawn(move || {
@@ -165,9 +166,7 @@ fn spawn_data_workers(
                         serve_data(listener, plane, cfg).await
                     })
                 })();
-                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
-                    let _ = tx.send(r);
-                }
+                report(r);
             })?;
     }
     Ok(rx)

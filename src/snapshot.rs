@@ -221,7 +221,6 @@ impl UrlTemplate {
             parts.push(UrlPart::Lit(rest.to_string()));
         }
         let fixed = match parts.as_slice() {
-            [] => None,
             [UrlPart::Lit(s)] => s.parse().ok().and_then(Target::from_absolute),
             _ => None,
         };

@@ -36,8 +36,8 @@ pub fn is_hop_by_hop(name: &http::HeaderName) -> bool {
         || name == UPGRADE
         || name == PROXY_AUTHORIZATION
         || name == PROXY_AUTHENTICATE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
