@@ -60,7 +60,7 @@ async fn fwd_setup(settings: &[(&str, &str)]) -> Fwd {
         .await;
     let client = data_client();
     let url = gw.invoke_url(&api, "/dev/users");
-    wait_for_200(&gw, &client, &url, WAIT, "the deployed API").await;
+    wait_for_status(&gw, &client, &url, 200, WAIT, "the deployed API").await;
     backend.clear();
     Fwd {
         gw,
@@ -263,16 +263,7 @@ async fn https_upstream_that_is_not_tls_is_502() {
     .await;
     let c = data_client();
     let url = gw.invoke_url(&s.api_id, "/dev/secure");
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = url.clone();
-            async move { status_of(&c, &u).await == 502 }
-        })
-        .await,
-        "expected 502; logs:\n{}",
-        gw.logs()
-    );
+    wait_for_status(&gw, &c, &url, 502, WAIT, "the failing endpoint").await;
     let (s, h, b) = get_full(&c, &url).await;
     assert_gw_error(s, &h, &b, 502, "BadGateway");
 }
@@ -285,14 +276,7 @@ async fn backend_status_codes_pass_through() {
     let s = simple_api(&admin, "status-api", "teapot", &backend.url("/status/418")).await;
     let c = data_client();
     let url = gw.invoke_url(&s.api_id, "/dev/teapot");
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = url.clone();
-            async move { status_of(&c, &u).await == 418 }
-        })
-        .await
-    );
+    wait_for_status(&gw, &c, &url, 418, WAIT, "the teapot backend").await;
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 418);
     assert!(
@@ -750,16 +734,7 @@ async fn upstream_refused_502() {
     .await;
     let c = data_client();
     let url = gw.invoke_url(&s.api_id, "/dev/dead");
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = url.clone();
-            async move { status_of(&c, &u).await == 502 }
-        })
-        .await,
-        "expected 502; logs:\n{}",
-        gw.logs()
-    );
+    wait_for_status(&gw, &c, &url, 502, WAIT, "the failing endpoint").await;
     let t0 = Instant::now();
     let (s, h, b) = get_full(&c, &url).await;
     assert_gw_error(s, &h, &b, 502, "BadGateway");
@@ -787,14 +762,7 @@ async fn upstream_slow_504() {
         .await;
     let c = data_client();
     let fast_url = gw.invoke_url(&api, "/dev/fast");
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = fast_url.clone();
-            async move { status_of(&c, &u).await == 200 }
-        })
-        .await
-    );
+    wait_for_status(&gw, &c, &fast_url, 200, WAIT, "the fast route").await;
     let t0 = Instant::now();
     let (s, h, b) = get_full(&c, &gw.invoke_url(&api, "/dev/slow")).await;
     let took = t0.elapsed();
@@ -873,14 +841,7 @@ async fn streams_200mib_request_with_flat_memory() {
         .await;
     let c = data_client();
     let url = gw.invoke_url(&api, "/dev/upload");
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = url.clone();
-            async move { status_of(&c, &u).await == 200 }
-        })
-        .await
-    );
+    wait_for_status(&gw, &c, &url, 200, WAIT, "the upload route").await;
     let before = gw.vm_hwm_kib();
 
     let t0 = Instant::now();
@@ -931,14 +892,7 @@ async fn streams_200mib_response_with_flat_memory() {
         .await;
     let c = data_client();
     let ping_url = gw.invoke_url(&api, "/dev/ping");
-    assert!(
-        eventually(WAIT, || {
-            let c = c.clone();
-            let u = ping_url.clone();
-            async move { status_of(&c, &u).await == 200 }
-        })
-        .await
-    );
+    wait_for_status(&gw, &c, &ping_url, 200, WAIT, "the ping route").await;
     let url = gw.invoke_url(&api, "/dev/download");
     let t0 = Instant::now();
     let r = c.get(&url).send().await.expect("download");

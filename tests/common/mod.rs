@@ -1413,16 +1413,17 @@ pub async fn deployed_api(gw: &Gateway, name: &str, routes: &[(&str, &str, &str)
         .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
         .await;
     let url = gw.invoke_url(&api, &format!("/dev/{}", routes[0].0));
-    wait_for_200(gw, &data_client(), &url, Duration::from_secs(3), name).await;
+    wait_for_status(gw, &data_client(), &url, 200, Duration::from_secs(3), name).await;
     api
 }
 
-/// Wait up to `within` for `GET url` to answer 200 (a new deployment
-/// reaching the data plane); fails the test with the gateway's logs.
-pub async fn wait_for_200(
+/// Wait up to `within` for `GET url` to answer `want` (a change reaching
+/// the data plane); fails the test with the gateway's logs.
+pub async fn wait_for_status(
     gw: &Gateway,
     c: &reqwest::Client,
     url: &str,
+    want: u16,
     within: Duration,
     what: &str,
 ) {
@@ -1430,10 +1431,10 @@ pub async fn wait_for_200(
         eventually(within, || {
             let c = c.clone();
             let url = url.to_string();
-            async move { status_of(&c, &url).await == 200 }
+            async move { status_of(&c, &url).await == want }
         })
         .await,
-        "{what}: GET {url} never answered 200; logs:\n{}",
+        "{what}: GET {url} never answered {want}; logs:\n{}",
         gw.logs()
     );
 }
