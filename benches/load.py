@@ -587,6 +587,10 @@ account_id = "{ACCOUNT_ID}"
             out += [p.pid] + children_of(p.pid)
         return out
 
+    def backend_pids(self):
+        p = self.pids["backend"]
+        return [p.pid] + children_of(p.pid)
+
     def proxy_pids(self, target):
         p = self.proxy_of[target]
         if p is None:
@@ -659,10 +663,13 @@ def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
         argv += ["-H", h]
     argv.append(url)
     pids = setup.proxy_pids(target)
+    backend = setup.backend_pids()
     ours = setup.all_pids()
     c0, o0, w0, (b0, t0) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
+    k0 = cpu_ticks(backend)
     r = subprocess.run(argv, capture_output=True, text=True)
     c1, o1, w1, (b1, t1) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
+    k1 = cpu_ticks(backend)
     # CPU used on the machine by anything but wrk, the backend, the peers and apigw.
     other = max(0.0, (b1 - b0) - (o1 - o0) - (w1 - w0)) / max(1, t1 - t0) * 100
     if raw_path:
@@ -682,12 +689,13 @@ def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
     reqs = int(kv["requests"])
     sock = sum(int(kv[k]) for k in ("err_connect", "err_read", "err_write", "err_timeout"))
     cpu_us = (c1 - c0) / CLK_TCK * 1e6 / reqs if pids and reqs else None
+    backend_us = (k1 - k0) / CLK_TCK * 1e6 / reqs if reqs else None
     return {
         "requests": reqs, "rps": float(kv["rps"]), "p50_ms": int(kv["p50_us"]) / 1000,
         "p90_ms": int(kv["p90_us"]) / 1000, "p99_ms": int(kv["p99_us"]) / 1000,
         "max_ms": int(kv["max_us"]) / 1000, "errors": max(non2xx, int(kv["err_status"])) + sock,
         "non2xx": max(non2xx, int(kv["err_status"])), "socket_errors": sock, "cpu_us_per_req": cpu_us,
-        "other_cpu_pct": other,
+        "backend_us_per_req": backend_us, "other_cpu_pct": other,
     }
 
 
@@ -700,6 +708,7 @@ def summarize(runs):
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "cpu_us_per_req": statistics.median(cpu) if cpu else None,
+        "backend_us_per_req": statistics.median(r["backend_us_per_req"] or 0.0 for r in runs),
         "errors": sum(r["errors"] for r in runs),
         "other_cpu_pct": statistics.median(r["other_cpu_pct"] for r in runs),
         "requests": sum(r["requests"] for r in runs),
@@ -717,8 +726,8 @@ def fmt_int(x):
 def table(results, args):
     lines = []
     lines.append("| arrangement | target | conns | rps median | rps min | rps max | p50 ms | p99 ms "
-                 "| proxy CPU µs/req | errors | other CPU % |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| proxy CPU µs/req | backend CPU µs/req | errors | other CPU % |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (arr, conns), per in results.items():
         for t in TARGETS:
             if t not in per:
@@ -727,7 +736,7 @@ def table(results, args):
             cpu = "—" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:.1f}"
             lines.append(f"| {arr} | {LABELS[t]} | {conns} | {fmt_int(s['rps_median'])} | "
                          f"{fmt_int(s['rps_min'])} | {fmt_int(s['rps_max'])} | {s['p50_ms']:.2f} | "
-                         f"{s['p99_ms']:.2f} | {cpu} | {s['errors']:,} | {s['other_cpu_pct']:.0f} |")
+                         f"{s['p99_ms']:.2f} | {cpu} | {s['backend_us_per_req']:.1f} | {s['errors']:,} | {s['other_cpu_pct']:.0f} |")
     lines.append("")
     lines.append("Ratios of apigw to each peer (medians; rps > 1 and p99/CPU < 1 favour apigw):")
     lines.append("")
@@ -760,11 +769,43 @@ def table(results, args):
                   if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
             lines.append(f"| {arr} | {conns} | {LABELS['tcp-relay']} / {peer} | {rr:.2f} | {pr:.2f} "
                          f"| {cr:.2f} | ceiling: no HTTP proxy exceeds this |")
+    lines += budget(results)
     lines.append("")
     lines.append("The tcp relay (haproxy, mode tcp) copies bytes between each client connection and its "
                  "own backend connection without parsing HTTP: its rps is the most any proxy reaches "
                  "in that arrangement on this machine, and its CPU per request the least.")
     return "\n".join(lines)
+
+
+def budget(results):
+    """pin1 only: what issue 6's 'full >= 1.2 x nginx-gateway' leaves the proxy.
+
+    In pin1 the proxy and the backend share core 1, which every run keeps
+    busy, so each request costs core 1 the proxy's CPU plus the backend's:
+    1.2 x nginx-gateway's rps leaves the proxy 1 / (1.2 x rps) minus what
+    the backend spends on the request."""
+    lines = []
+    for (arr, conns), per in results.items():
+        if arr != "pin1" or not all(t in per for t in ("nginx-gateway", "apigw-full", "tcp-relay")):
+            continue
+        if not lines:
+            lines += ["", "pin1 budget for 'apigw full >= 1.2 x nginx-gateway' (core 1 runs the proxy and the "
+                      "backend and is busy throughout, so 1/rps = proxy CPU + backend CPU per request):", "",
+                      "| conns | 1.2 x nginx-gateway rps | core-1 µs/req at that rate | backend µs/req "
+                      "| proxy budget µs/req | tcp relay µs/req | nginx-gateway µs/req | apigw full µs/req |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        g, a, t = per["nginx-gateway"], per["apigw-full"], per["tcp-relay"]
+        want = 1.2 * g["rps_median"]
+        core = 1e6 / want
+        # The backend's cost per request with an HTTP proxy in front (the relay passes the
+        # client's smaller request on, which costs the backend less).
+        back = g["backend_us_per_req"]
+        cpu = [x["cpu_us_per_req"] for x in (t, g, a)]
+        if back is None or any(c is None for c in cpu):
+            continue
+        lines.append(f"| {conns} | {fmt_int(want)} | {core:.1f} | {back:.1f} | {core - back:.1f} | "
+                     f"{cpu[0]:.1f} | {cpu[1]:.1f} | {cpu[2]:.1f} |")
+    return lines
 
 
 # ---------------------------------------------------------------------------
