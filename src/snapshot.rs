@@ -84,6 +84,8 @@ pub struct StageRoutes {
 pub struct StageKey {
     pub key_id: String,
     pub limit: u64,
+    /// `limit` as the X-RateLimit-Limit header value.
+    pub limit_value: http::HeaderValue,
     pub rate: QuotaRate,
 }
 
@@ -122,6 +124,7 @@ fn compile_keys(api: &ApiState, stage: &Stage) -> FastMap<Box<str>, StageKey> {
                 StageKey {
                     key_id: k.id.clone(),
                     limit: plan.limit,
+                    limit_value: http::HeaderValue::from(plan.limit),
                     rate: plan.rate,
                 },
             )

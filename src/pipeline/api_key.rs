@@ -13,10 +13,11 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 pub static X_SCP_APIKEY: http::HeaderName = http::HeaderName::from_static("x-scp-apikey");
 
-/// What the X-RateLimit headers say.
-#[derive(Debug, Clone, Copy)]
+/// What the X-RateLimit headers say. The limit's header value is the
+/// key's, made when the snapshot was built; the other two change per call.
+#[derive(Debug, Clone)]
 pub struct RateInfo {
-    pub limit: u64,
+    pub limit: HeaderValue,
     pub remaining: u64,
     pub reset_secs: i64,
 }
@@ -28,16 +29,22 @@ static X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ra
 
 impl RateInfo {
     pub fn apply(&self, h: &mut HeaderMap) {
-        h.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
-        h.insert(
-            X_RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(self.remaining),
-        );
+        h.insert(X_RATELIMIT_LIMIT.clone(), self.limit.clone());
+        h.insert(X_RATELIMIT_REMAINING.clone(), number(self.remaining));
         h.insert(
             X_RATELIMIT_RESET.clone(),
-            HeaderValue::from(self.reset_secs.max(0)),
+            number(self.reset_secs.max(0) as u64),
         );
     }
+}
+
+/// A decimal header value in one allocation (`HeaderValue::from(u64)`
+/// grows a buffer and then shrinks it into place: two).
+pub fn number(n: u64) -> HeaderValue {
+    let mut buf = itoa::Buffer::new();
+    // Digits only: always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(buf.format(n).as_bytes()))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 pub fn check(
@@ -80,7 +87,7 @@ pub fn check(
     match quota.acquire(&entry.key_id, win, entry.limit) {
         Acquire::Allowed { remaining } => {
             *info = Some(RateInfo {
-                limit: entry.limit,
+                limit: entry.limit_value.clone(),
                 remaining,
                 reset_secs: reset,
             });
@@ -88,12 +95,12 @@ pub fn check(
         }
         Acquire::Exceeded => {
             *info = Some(RateInfo {
-                limit: entry.limit,
+                limit: entry.limit_value.clone(),
                 remaining: 0,
                 reset_secs: reset,
             });
             Err(GwError {
-                header: Some((http::header::RETRY_AFTER, HeaderValue::from(reset.max(1)))),
+                header: Some((http::header::RETRY_AFTER, number(reset.max(1) as u64))),
                 ..GwError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "QuotaExceeded",
@@ -101,5 +108,27 @@ pub fn check(
                 )
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_decimal_header_values() {
+        assert_eq!(number(0), "0");
+        assert_eq!(number(86_399), "86399");
+        assert_eq!(number(u64::MAX), "18446744073709551615");
+        let mut h = HeaderMap::new();
+        RateInfo {
+            limit: HeaderValue::from(1000u64),
+            remaining: 999,
+            reset_secs: -5,
+        }
+        .apply(&mut h);
+        assert_eq!(h["x-ratelimit-limit"], "1000");
+        assert_eq!(h["x-ratelimit-remaining"], "999");
+        assert_eq!(h["x-ratelimit-reset"], "0");
     }
 }

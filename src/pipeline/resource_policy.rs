@@ -13,6 +13,10 @@ use std::net::IpAddr;
 
 static SCP_ACCESSKEY: http::HeaderName = http::HeaderName::from_static("scp-accesskey");
 
+thread_local! {
+    static SRN_BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// The caller principal SRN when the request is validly signed.
 pub fn principal(
     gw: &DataPlane,
@@ -64,21 +68,24 @@ pub fn check(
         .split_once('/')
         .map_or("", |(_, r)| r)
         .trim_end_matches('/');
-    let prefix = &routed.stage.srn_prefix;
-    let mut method_srn = String::with_capacity(prefix.len() + 8 + rest.len());
-    method_srn.push_str(prefix);
-    method_srn.push_str(method.as_str());
-    method_srn.push('/');
-    method_srn.push_str(rest);
     let principal = principal(gw, method, host, pq, headers);
-    let req = Request {
-        source_ip: client_ip,
-        method_srn: &method_srn,
-        api_srn: &routed.api.api_srn,
-        principal: principal.as_deref(),
-        headers,
-    };
-    match policy.evaluate(&req) {
+    // The method's SRN is built in a buffer the worker thread keeps, not
+    // allocated per request.
+    let decision = SRN_BUF.with_borrow_mut(|method_srn| {
+        method_srn.clear();
+        method_srn.push_str(&routed.stage.srn_prefix);
+        method_srn.push_str(method.as_str());
+        method_srn.push('/');
+        method_srn.push_str(rest);
+        policy.evaluate(&Request {
+            source_ip: client_ip,
+            method_srn,
+            api_srn: &routed.api.api_srn,
+            principal: principal.as_deref(),
+            headers,
+        })
+    });
+    match decision {
         Decision::Allow => Ok(()),
         Decision::ExplicitDeny => Err(GwError::new(
             StatusCode::FORBIDDEN,
