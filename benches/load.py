@@ -276,6 +276,19 @@ def machine_ticks():
     return busy, busy + idle + iowait
 
 
+def core_ticks():
+    """[(busy, total)] jiffies of each core (cpu0, cpu1, ...) from /proc/stat."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            name = line.split(" ", 1)[0]
+            if name.startswith("cpu") and name[3:].isdigit():
+                v = [int(x) for x in line.split()[1:9]]
+                busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+                out.append((busy, busy + v[3] + v[4]))
+    return out
+
+
 def children_ticks():
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (ru.ru_utime + ru.ru_stime) * CLK_TCK
@@ -666,10 +679,12 @@ def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
     backend = setup.backend_pids()
     ours = setup.all_pids()
     c0, o0, w0, (b0, t0) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
-    k0 = cpu_ticks(backend)
+    k0, cores0 = cpu_ticks(backend), core_ticks()
     r = subprocess.run(argv, capture_output=True, text=True)
     c1, o1, w1, (b1, t1) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
-    k1 = cpu_ticks(backend)
+    k1, cores1 = cpu_ticks(backend), core_ticks()
+    core_busy = [(bb1 - bb0) / max(1, tt1 - tt0) * 100
+                 for (bb0, tt0), (bb1, tt1) in zip(cores0, cores1)]
     # CPU used on the machine by anything but wrk, the backend, the peers and apigw.
     other = max(0.0, (b1 - b0) - (o1 - o0) - (w1 - w0)) / max(1, t1 - t0) * 100
     if raw_path:
@@ -690,12 +705,14 @@ def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
     sock = sum(int(kv[k]) for k in ("err_connect", "err_read", "err_write", "err_timeout"))
     cpu_us = (c1 - c0) / CLK_TCK * 1e6 / reqs if pids and reqs else None
     backend_us = (k1 - k0) / CLK_TCK * 1e6 / reqs if reqs else None
+    client_us = (w1 - w0) / CLK_TCK * 1e6 / reqs if reqs else None
     return {
         "requests": reqs, "rps": float(kv["rps"]), "p50_ms": int(kv["p50_us"]) / 1000,
         "p90_ms": int(kv["p90_us"]) / 1000, "p99_ms": int(kv["p99_us"]) / 1000,
         "max_ms": int(kv["max_us"]) / 1000, "errors": max(non2xx, int(kv["err_status"])) + sock,
         "non2xx": max(non2xx, int(kv["err_status"])), "socket_errors": sock, "cpu_us_per_req": cpu_us,
-        "backend_us_per_req": backend_us, "other_cpu_pct": other,
+        "backend_us_per_req": backend_us, "client_us_per_req": client_us, "core_busy_pct": core_busy,
+        "other_cpu_pct": other,
     }
 
 
@@ -709,6 +726,8 @@ def summarize(runs):
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "cpu_us_per_req": statistics.median(cpu) if cpu else None,
         "backend_us_per_req": statistics.median(r["backend_us_per_req"] or 0.0 for r in runs),
+        "client_us_per_req": statistics.median(r["client_us_per_req"] or 0.0 for r in runs),
+        "core_busy_pct": [statistics.median(c) for c in zip(*(r["core_busy_pct"] for r in runs))],
         "errors": sum(r["errors"] for r in runs),
         "other_cpu_pct": statistics.median(r["other_cpu_pct"] for r in runs),
         "requests": sum(r["requests"] for r in runs),
@@ -778,33 +797,41 @@ def table(results, args):
 
 
 def budget(results):
-    """pin1 only: what issue 6's 'full >= 1.2 x nginx-gateway' leaves the proxy.
+    """What issue 6's 'full >= 1.2 x nginx-gateway' leaves the proxy, in CPU per request.
 
-    In pin1 the proxy and the backend share core 1, which every run keeps
-    busy, so each request costs core 1 the proxy's CPU plus the backend's:
-    1.2 x nginx-gateway's rps leaves the proxy 1 / (1.2 x rps) minus what
-    the backend spends on the request."""
+    When the cores a target runs on are busy throughout (the table shows
+    how busy), each request costs them the sum of what every process on
+    them spends on it: in pin1 core 1 runs the proxy and the backend, so
+    1 / rps = proxy + backend CPU per request; in free2 both cores run
+    everything, so 2 / rps = proxy + backend + wrk. At 1.2 x
+    nginx-gateway's rps the proxy is left that time minus what the others
+    spend (measured behind nginx-gateway in the same run)."""
     lines = []
     for (arr, conns), per in results.items():
-        if arr != "pin1" or not all(t in per for t in ("nginx-gateway", "apigw-full", "tcp-relay")):
+        if not all(t in per for t in ("nginx-gateway", "apigw-full", "tcp-relay")):
             continue
         if not lines:
-            lines += ["", "pin1 budget for 'apigw full >= 1.2 x nginx-gateway' (core 1 runs the proxy and the "
-                      "backend and is busy throughout, so 1/rps = proxy CPU + backend CPU per request):", "",
-                      "| conns | 1.2 x nginx-gateway rps | core-1 µs/req at that rate | backend µs/req "
-                      "| proxy budget µs/req | tcp relay µs/req | nginx-gateway µs/req | apigw full µs/req |",
-                      "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += ["", "Budget for 'apigw full >= 1.2 x nginx-gateway': CPU per request left to the proxy "
+                      "when the cores it shares are busy throughout (pin1: core 1 runs proxy + backend; "
+                      "free2: both cores run proxy + backend + wrk):", "",
+                      "| arrangement | conns | cores busy % (nginx-gateway run) | 1.2 x nginx-gateway rps "
+                      "| core µs per request at that rate | others µs/req | proxy budget µs/req "
+                      "| tcp relay µs/req | nginx-gateway µs/req | apigw full µs/req |",
+                      "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         g, a, t = per["nginx-gateway"], per["apigw-full"], per["tcp-relay"]
-        want = 1.2 * g["rps_median"]
-        core = 1e6 / want
-        # The backend's cost per request with an HTTP proxy in front (the relay passes the
-        # client's smaller request on, which costs the backend less).
-        back = g["backend_us_per_req"]
         cpu = [x["cpu_us_per_req"] for x in (t, g, a)]
-        if back is None or any(c is None for c in cpu):
+        if any(c is None for c in cpu):
             continue
-        lines.append(f"| {conns} | {fmt_int(want)} | {core:.1f} | {back:.1f} | {core - back:.1f} | "
-                     f"{cpu[0]:.1f} | {cpu[1]:.1f} | {cpu[2]:.1f} |")
+        want = 1.2 * g["rps_median"]
+        busy = g["core_busy_pct"]
+        if ARRANGEMENTS[arr][2]:
+            cores, others = [1], g["backend_us_per_req"]
+        else:
+            cores, others = list(range(len(busy))), g["backend_us_per_req"] + g["client_us_per_req"]
+        core_us = len(cores) * 1e6 / want
+        busy_s = " / ".join(f"{busy[c]:.0f}" for c in cores if c < len(busy))
+        lines.append(f"| {arr} | {conns} | {busy_s} | {fmt_int(want)} | {core_us:.1f} | {others:.1f} | "
+                     f"{core_us - others:.1f} | {cpu[0]:.1f} | {cpu[1]:.1f} | {cpu[2]:.1f} |")
     return lines
 
 
