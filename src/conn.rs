@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Requests started on a connection and those not yet answered in full.
@@ -153,7 +153,24 @@ pub struct Idle {
     pub park: Option<Duration>,
     /// A parked connection idle this long is closed.
     pub keepalive: Duration,
+    /// A request head still incomplete this long after the connection
+    /// went quiet is answered 408 and the connection closed. With parking
+    /// on, the driver enforces it on its `park` tick (see `session`), so
+    /// hyper's own header timer — a boxed timer armed and dropped for
+    /// every request — stays off; without parking hyper's is used.
+    pub header: Duration,
 }
+
+/// What a slow header sender gets before the connection is closed: the
+/// data plane's error shape (`{"message": ...}` and an `x-apigw-error`
+/// code).
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+content-type: application/json\r\n\
+x-apigw-error: RequestTimeout\r\n\
+connection: close\r\n\
+content-length: 56\r\n\
+\r\n\
+{\"message\":\"The request headers did not arrive in time\"}";
 
 /// Serve one HTTP/1 connection until the client closes it, an error ends
 /// it, or it stays parked for `idle.keepalive`. `make_svc` makes the
@@ -222,29 +239,49 @@ where
     let mut tick = Box::pin(tokio::time::sleep(park));
     let mut seen = activity.started();
     let mut parking = false;
+    // How long no request has started with none in flight, in ticks.
+    let mut quiet = Duration::ZERO;
+    let mut too_slow = false;
     std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
                 return Poll::Ready(r);
             }
-            if parking || tick.as_mut().poll(cx).is_pending() {
+            if tick.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let now = activity.started();
             if now == seen && activity.idle() {
-                // Closes hyper's side only if it is idle; a request it
-                // has begun to read is answered first.
-                Pin::new(&mut *conn).graceful_shutdown();
-                parking = true;
+                quiet += park;
+                if !parking {
+                    // Closes hyper's side only if it is idle; a request it
+                    // has begun to read is answered first.
+                    Pin::new(&mut *conn).graceful_shutdown();
+                    parking = true;
+                } else if quiet >= idle.header {
+                    // Still not idle: a request head is arriving too slowly.
+                    too_slow = true;
+                    return Poll::Ready(Ok(()));
+                }
             } else {
                 seen = now;
-                tick.as_mut().reset(tokio::time::Instant::now() + park);
+                quiet = Duration::ZERO;
             }
+            tick.as_mut().reset(tokio::time::Instant::now() + park);
             // Poll again: the connection after the shutdown request,
-            // or the re-armed timer to register its waker.
+            // and the re-armed timer to register its waker.
         }
     })
     .await?;
+    if too_slow {
+        let mut stream = conn.into_parts().io.into_inner().stream;
+        let answer = async {
+            stream.write_all(REQUEST_TIMEOUT).await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(park, answer).await;
+        return Ok(None);
+    }
     if !parking {
         return Ok(None); // the client closed, or the exchange said close
     }
@@ -261,4 +298,28 @@ where
         b.freeze()
     };
     Ok(Some((stream, leftover)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_timeout_answer_is_well_formed() {
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut headers);
+        let head = match resp.parse(super::REQUEST_TIMEOUT) {
+            Ok(httparse::Status::Complete(n)) => n,
+            other => panic!("incomplete or bad head: {other:?}"),
+        };
+        assert_eq!(resp.code, Some(408));
+        let len: usize = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+            .unwrap_or(usize::MAX);
+        let body = &super::REQUEST_TIMEOUT[head..];
+        assert_eq!(len, body.len());
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        assert!(v["message"].is_string(), "{v}");
+    }
 }

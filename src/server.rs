@@ -231,8 +231,15 @@ async fn serve_data(
     cfg: Config,
 ) -> anyhow::Result<()> {
     let mut h1 = hyper::server::conn::http1::Builder::new();
+    // With parking on, the connection driver cuts slow header senders
+    // (conn::Idle::header); hyper's header timer would box and register a
+    // timer for every request.
+    let hyper_header_timeout = cfg
+        .keepalive_park()
+        .is_none()
+        .then(|| cfg.header_read_timeout());
     h1.timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout())
+        .header_read_timeout(hyper_header_timeout)
         .max_buf_size((cfg.max_header_bytes * 2).max(16 * 1024))
         .max_headers(256);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -268,6 +275,7 @@ async fn serve_data(
         let idle = crate::conn::Idle {
             park: cfg.keepalive_park(),
             keepalive: cfg.keepalive_timeout(),
+            header: cfg.header_read_timeout(),
         };
         tokio::spawn(async move {
             if proxy_protocol {

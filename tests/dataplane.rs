@@ -714,10 +714,105 @@ async fn slow_header_sender_is_cut() {
         took < Duration::from_secs(6),
         "the gateway waited {took:?} for a slow header block"
     );
+    let r = resp.unwrap_or_else(|| panic!("no answer: {}", String::from_utf8_lossy(&raw)));
+    assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(r.header("x-apigw-error").as_deref(), Some("RequestTimeout"));
+    assert!(r.json()["message"].is_string(), "{}", r.text());
+    assert_eq!(f.backend.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_header_sender_is_cut_without_parking() {
+    // keepalive_park_ms = 0: no driver tick, hyper's own header timer
+    // closes the connection (without an answer).
+    let f = fwd_setup(&[
+        ("header_read_timeout_ms", "500"),
+        ("keepalive_park_ms", "0"),
+    ])
+    .await;
+    let host = f.gw.host(&f.api);
+    let partial = format!("GET /dev/users HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
+    let t0 = Instant::now();
+    let (resp, raw) =
+        raw_exchange(f.gw.data_addr, partial.as_bytes(), Duration::from_secs(8)).await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the gateway waited {took:?} for a slow header block"
+    );
     if let Some(r) = resp {
         assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&raw));
     }
     assert_eq!(f.backend.count(), 0);
+}
+
+/// Reads from `s` until one whole response is in `buf` (or the peer closes
+/// or `within` passes); returns it and what followed it.
+async fn read_one(
+    s: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> (Option<RawResponse>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some((r, true)) = parse_response(&buf) {
+            return (Some(r), buf);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return (parse_response(&buf).map(|r| r.0), buf),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_header_sender_is_cut_after_a_keepalive_request() {
+    use tokio::io::AsyncWriteExt;
+    let f = fwd_setup(&[("header_read_timeout_ms", "500")]).await;
+    let host = f.gw.host(&f.api);
+    let mut s = tokio::net::TcpStream::connect(f.gw.data_addr)
+        .await
+        .expect("connect");
+    let full = format!("GET /dev/users HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    s.write_all(full.as_bytes()).await.expect("write");
+    let (first, raw) = read_one(&mut s, Duration::from_secs(5)).await;
+    let first = first.unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&raw)));
+    assert_eq!(first.status, 200, "{}", first.text());
+    // The connection is idle and kept; now a head that never ends.
+    let partial = format!("GET /dev/users HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
+    s.write_all(partial.as_bytes()).await.expect("write");
+    let t0 = Instant::now();
+    let (second, raw) = read_one(&mut s, Duration::from_secs(8)).await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the gateway waited {took:?} for a slow header block"
+    );
+    let second = second.unwrap_or_else(|| panic!("no answer: {}", String::from_utf8_lossy(&raw)));
+    assert_eq!(second.status, 408, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(f.backend.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_upstream_is_not_a_slow_header_sender() {
+    // A request in flight longer than header_read_timeout is waited for.
+    let gw = Gateway::start_with(&[("header_read_timeout_ms", "400")]);
+    let backend = Backend::start("b1");
+    let slow = backend.url("/sleep/1500/slow");
+    let api = deployed_api(&gw, "slow-up", &[("slow", "GET", slow.as_str())]).await;
+    let client = data_client();
+    let url = gw.invoke_url(&api, "/dev/slow");
+    let t0 = Instant::now();
+    let resp = client.get(&url).send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
