@@ -700,36 +700,11 @@ async fn header_block_limit_431() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn slow_header_sender_is_cut() {
-    let f = fwd_setup(&[("header_read_timeout_ms", "500")]).await;
-    let host = f.gw.host(&f.api);
-    let partial = format!("GET /dev/users HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
-    let t0 = Instant::now();
-    let (resp, raw) =
-        raw_exchange(f.gw.data_addr, partial.as_bytes(), Duration::from_secs(8)).await;
-    let took = t0.elapsed();
-    // either a 408 or a closed connection, well before our 8 s deadline
-    assert!(
-        took < Duration::from_secs(6),
-        "the gateway waited {took:?} for a slow header block"
-    );
-    let r = resp.unwrap_or_else(|| panic!("no answer: {}", String::from_utf8_lossy(&raw)));
-    assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&raw));
-    assert_eq!(r.header("x-apigw-error").as_deref(), Some("RequestTimeout"));
-    assert!(r.json()["message"].is_string(), "{}", r.text());
-    assert_eq!(f.backend.count(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn slow_header_sender_is_cut_without_parking() {
-    // keepalive_park_ms = 0: no driver tick, hyper's own header timer
-    // closes the connection (without an answer).
-    let f = fwd_setup(&[
-        ("header_read_timeout_ms", "500"),
-        ("keepalive_park_ms", "0"),
-    ])
-    .await;
+/// Sends a request head that never ends to a gateway started with
+/// `settings`, expects the gateway to give up well before our 8 s
+/// deadline, and returns what it answered.
+async fn send_endless_head(settings: &[(&str, &str)]) -> (Fwd, Option<RawResponse>, Vec<u8>) {
+    let f = fwd_setup(settings).await;
     let host = f.gw.host(&f.api);
     let partial = format!("GET /dev/users HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
     let t0 = Instant::now();
@@ -740,10 +715,31 @@ async fn slow_header_sender_is_cut_without_parking() {
         took < Duration::from_secs(4),
         "the gateway waited {took:?} for a slow header block"
     );
+    assert_eq!(f.backend.count(), 0);
+    (f, resp, raw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_header_sender_is_cut() {
+    let (_f, resp, raw) = send_endless_head(&[("header_read_timeout_ms", "500")]).await;
+    let r = resp.unwrap_or_else(|| panic!("no answer: {}", String::from_utf8_lossy(&raw)));
+    assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(r.header("x-apigw-error").as_deref(), Some("RequestTimeout"));
+    assert!(r.json()["message"].is_string(), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_header_sender_is_cut_without_parking() {
+    // keepalive_park_ms = 0: no driver tick, hyper's own header timer
+    // closes the connection (without an answer).
+    let settings = [
+        ("header_read_timeout_ms", "500"),
+        ("keepalive_park_ms", "0"),
+    ];
+    let (_f, resp, raw) = send_endless_head(&settings).await;
     if let Some(r) = resp {
         assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&raw));
     }
-    assert_eq!(f.backend.count(), 0);
 }
 
 /// Reads from `s` until one whole response is in `buf` (or the peer closes
