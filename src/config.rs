@@ -232,9 +232,9 @@ impl Config {
     pub fn keepalive_timeout(&self) -> Duration {
         Duration::from_millis(self.keepalive_timeout_ms.max(1))
     }
-    /// `None`: never park. Kept below half the header read timeout: hyper
-    /// closes a connection that waits that long for its next request, so a
-    /// later park would never happen.
+    /// `None`: never park. Kept below half the header read timeout: the
+    /// connection driver checks for slow header senders on this tick
+    /// (`conn::Idle::header`), so a longer tick would cut them late.
     pub fn keepalive_park(&self) -> Option<Duration> {
         (self.keepalive_park_ms > 0).then(|| {
             Duration::from_millis(

@@ -234,10 +234,12 @@ async fn serve_data(
     // With parking on, the connection driver cuts slow header senders
     // (conn::Idle::header); hyper's header timer would box and register a
     // timer for every request.
-    let hyper_header_timeout = cfg
-        .keepalive_park()
-        .is_none()
-        .then(|| cfg.header_read_timeout());
+    let idle = crate::conn::Idle {
+        park: cfg.keepalive_park(),
+        keepalive: cfg.keepalive_timeout(),
+        header: cfg.header_read_timeout(),
+    };
+    let hyper_header_timeout = idle.park.is_none().then_some(idle.header);
     h1.timer(TokioTimer::new())
         .header_read_timeout(hyper_header_timeout)
         .max_buf_size((cfg.max_header_bytes * 2).max(16 * 1024))
@@ -271,15 +273,9 @@ async fn serve_data(
         let plane = plane.clone();
         let builders = builders.clone();
         let proxy_protocol = cfg.proxy_protocol;
-        let header_timeout = cfg.header_read_timeout();
-        let idle = crate::conn::Idle {
-            park: cfg.keepalive_park(),
-            keepalive: cfg.keepalive_timeout(),
-            header: cfg.header_read_timeout(),
-        };
         tokio::spawn(async move {
             if proxy_protocol {
-                match crate::proxy_protocol::read_header(&mut stream, header_timeout).await {
+                match crate::proxy_protocol::read_header(&mut stream, idle.header).await {
                     Ok(Some(src)) => peer = src,
                     Ok(None) => {}
                     Err(e) => {
@@ -288,7 +284,7 @@ async fn serve_data(
                     }
                 }
             }
-            let proto = match tokio::time::timeout(header_timeout, sniff(&stream)).await {
+            let proto = match tokio::time::timeout(idle.header, sniff(&stream)).await {
                 Ok(Ok(Some(p))) => p,
                 Ok(Ok(None)) | Ok(Err(_)) => return,
                 Err(_) => {
