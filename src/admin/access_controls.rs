@@ -20,6 +20,8 @@ pub const MAX_IPS: usize = 100;
 struct CreateReq {
     name: String,
     allowed_ip_addr: Vec<String>,
+    /// Required by the reference; null connects no stage.
+    #[serde(deserialize_with = "validate::nullable")]
     connected_stages: Option<Vec<String>>,
     description: Option<String>,
 }
@@ -27,6 +29,8 @@ struct CreateReq {
 #[derive(Deserialize)]
 struct SetReq {
     allowed_ip_addr: Vec<String>,
+    /// Required by the reference; null connects no stage.
+    #[serde(deserialize_with = "validate::nullable")]
     connected_stages: Option<Vec<String>>,
     description: Option<String>,
 }

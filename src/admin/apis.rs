@@ -17,7 +17,7 @@ struct CreateReq {
     endpoint_type: Option<EndpointType>,
     #[allow(dead_code)]
     id: Option<String>,
-    tags: Option<Vec<Tag>>,
+    tags: Option<Vec<validate::Obj<Tag>>>,
 }
 
 pub async fn create(
@@ -29,7 +29,12 @@ pub async fn create(
     validate::name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
-    let tags = req.tags.unwrap_or_default();
+    let tags: Vec<Tag> = req
+        .tags
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
     if tags.len() > 50 {
         return Err(ApiError::field("tags", "at most 50 tags"));
     }

@@ -44,9 +44,56 @@ async fn authenticate(app: &AdminState, req: Request) -> Result<Request, ApiErro
         .await
         .map_err(|_| ApiError::too_large(format!("request body is larger than {limit} bytes")))?
         .to_bytes();
+    // Bodies are JSON, as every operation of the reference declares.
+    if !bytes.is_empty() && !is_json(&parts.headers) {
+        return Err(ApiError::new(
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json".to_string(),
+        ));
+    }
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(caller);
     Ok(req)
+}
+
+/// `application/json`, parameters (charset) allowed.
+fn is_json(h: &http::HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A verified request's signature, refused when it was used before.
+fn not_replayed(app: &AdminState, req: &Request) -> Result<(), ApiError> {
+    use base64::Engine;
+    let sig = header(req, "scp-signature")
+        .and_then(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .ok()
+        })
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok());
+    let ts = header(req, "scp-timestamp").and_then(|t| t.trim().parse::<i64>().ok());
+    // Verified already: both are there and well formed.
+    let (Some(sig), Some(ts)) = (sig, ts) else {
+        return Err(ApiError::unauthorized(
+            "unknown access key or bad signature",
+        ));
+    };
+    if app
+        .replay
+        .first_use(sig, ts, chrono::Utc::now().timestamp_millis())
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "ReplayedRequest",
+            "this signed request was already received; sign each request anew".to_string(),
+        ))
+    }
 }
 
 fn check(app: &AdminState, req: &Request) -> Result<Caller, ApiError> {
@@ -68,6 +115,7 @@ fn check(app: &AdminState, req: &Request) -> Result<Caller, ApiError> {
             "Scp-AccountId does not belong to this access key".to_string(),
         ));
     }
+    not_replayed(app, req)?;
     Ok(Caller {
         account_id: cred.account_id.clone(),
         access_key: cred.access_key.clone(),

@@ -41,12 +41,16 @@ struct ExternalReq {
 struct CreateReq {
     name: String,
     expiration_period: Days,
+    /// Required by the reference; null connects no stage.
+    #[serde(deserialize_with = "validate::nullable")]
     connected_stages: Option<Vec<String>>,
-    external_issuer: Option<ExternalReq>,
+    external_issuer: Option<validate::Obj<ExternalReq>>,
 }
 
 #[derive(Deserialize)]
 struct SetReq {
+    /// Required by the reference; null connects no stage.
+    #[serde(deserialize_with = "validate::nullable")]
     connected_stages: Option<Vec<String>>,
 }
 

@@ -13,6 +13,7 @@ pub mod auths;
 pub mod deployments;
 pub mod error;
 pub mod methods;
+pub mod replay;
 pub mod reports;
 pub mod resource_policies;
 pub mod resources;
@@ -38,6 +39,8 @@ pub struct Inner {
     pub published: Arc<Published>,
     pub data_port: u16,
     pub stats: Arc<crate::stats::Stats>,
+    /// Signatures already used within the timestamp window.
+    pub replay: replay::ReplayCache,
 }
 
 pub type AdminState = Arc<Inner>;
@@ -58,7 +61,12 @@ impl Inner {
         data_port: u16,
         stats: Arc<crate::stats::Stats>,
     ) -> AdminState {
+        let replay = replay::ReplayCache::new(
+            cfg.signature_max_skew_secs.saturating_mul(1000),
+            replay::DEFAULT_MAX_ENTRIES,
+        );
         Arc::new(Inner {
+            replay,
             cfg,
             store,
             state: RwLock::new(state),

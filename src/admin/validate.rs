@@ -17,10 +17,14 @@ pub static PATH_PART: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 
-/// Parse a JSON body; errors name the field at fault.
+/// Parse a JSON body, which must be an object; errors name the field at
+/// fault and never a Rust type.
 pub fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(ApiError::field("body", "a JSON object is required"));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::field("body", "a JSON object is required")),
+        // serde fills a struct from an array's items in order: refused.
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::field("body", "must be a JSON object")),
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let v: T = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -41,13 +45,81 @@ pub fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::field("body", format!("malformed JSON: {msg}"));
         }
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        let msg = plain(msg.split(" at line ").next().unwrap_or(&msg));
         if path == "." || path.is_empty() {
             return ApiError::field("body", msg);
         }
         ApiError::field(&path, msg)
     })?;
     Ok(v)
+}
+
+/// serde's wording without Rust's: `expected struct X with 2 elements`,
+/// `expected u32`, `untagged enum Days` say what JSON is wanted instead.
+fn plain(msg: &str) -> String {
+    static RUST: LazyLock<[(Regex, &str); 6]> = LazyLock::new(|| {
+        let r = |p: &str| Regex::new(p).expect("static regex");
+        [
+            (
+                r(r"(tuple )?struct [A-Za-z_][A-Za-z0-9_]*( with \d+ elements?)?"),
+                "a JSON object",
+            ),
+            (
+                r(r"data did not match any variant of untagged enum [A-Za-z_][A-Za-z0-9_]*"),
+                "is not one of the accepted forms",
+            ),
+            (
+                r(r"enum [A-Za-z_][A-Za-z0-9_]*"),
+                "one of the accepted values",
+            ),
+            (
+                r(r"\b(u8|u16|u32|u64|u128|usize)\b"),
+                "a non-negative integer in range",
+            ),
+            (r(r"\b(i8|i16|i32|i64|i128|isize)\b"), "an integer in range"),
+            (r(r"\b(f32|f64)\b"), "a number"),
+        ]
+    });
+    let mut out = msg
+        .replace("a sequence", "an array")
+        .replace("a map", "a JSON object");
+    for (re, with) in RUST.iter() {
+        out = re.replace_all(&out, *with).into_owned();
+    }
+    out
+}
+
+/// A field the reference marks required that may be null: absent is a
+/// 400 naming it (`missing field`), null is `None`. Use with
+/// `#[serde(deserialize_with = "validate::nullable")]`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d)
+}
+
+/// A nested object of a request body: a JSON object only (serde would
+/// also fill a struct from an array's items in order).
+#[derive(Debug, Clone)]
+pub struct Obj<T>(pub T);
+
+impl<T> std::ops::Deref for Obj<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        serde_json::from_value(serde_json::Value::Object(map))
+            .map(Obj)
+            .map_err(|e| D::Error::custom(e.to_string()))
+    }
 }
 
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
@@ -262,5 +334,51 @@ mod tests {
         assert!(e.detail.starts_with("n:"), "{}", e.detail);
         let e = json::<R>(&Bytes::from_static(b"{\"name\":")).unwrap_err();
         assert!(e.detail.starts_with("body:"), "{}", e.detail);
+        let e = json::<R>(&Bytes::from_static(b"{\"name\":\"x\",\"n\":-1}")).unwrap_err();
+        assert!(e.detail.starts_with("n:"), "{}", e.detail);
+        assert!(!e.detail.contains("u32"), "{}", e.detail);
+    }
+
+    #[test]
+    fn bodies_must_be_objects() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Inner {
+            a: String,
+            b: u32,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct R {
+            name: String,
+            inner: Option<Obj<Inner>>,
+            #[serde(deserialize_with = "nullable")]
+            list: Option<Vec<String>>,
+        }
+        for body in [
+            &b"[\"x\", null, null]"[..],
+            b" [1]",
+            b"\"x\"",
+            b"5",
+            b"null",
+        ] {
+            let e = json::<R>(&Bytes::copy_from_slice(body)).unwrap_err();
+            assert_eq!(e.detail, "body: must be a JSON object");
+        }
+        let e = json::<R>(&Bytes::from_static(
+            b"{\"name\":\"x\",\"inner\":[\"a\",1],\"list\":null}",
+        ))
+        .unwrap_err();
+        assert!(e.detail.starts_with("inner:"), "{}", e.detail);
+        assert!(!e.detail.contains("struct"), "{}", e.detail);
+        // Required but nullable: absent is an error, null is None.
+        let e = json::<R>(&Bytes::from_static(b"{\"name\":\"x\"}")).unwrap_err();
+        assert_eq!(e.detail, "list: is required");
+        let r = json::<R>(&Bytes::from_static(
+            b"{\"name\":\"x\",\"list\":null,\"inner\":{\"a\":\"q\",\"b\":1}}",
+        ))
+        .unwrap();
+        assert!(r.list.is_none());
+        assert_eq!(r.inner.map(|i| i.0.b), Some(1));
     }
 }
