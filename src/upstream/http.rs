@@ -23,6 +23,7 @@ pub fn client(cfg: &Config) -> HttpClient {
         https,
         cfg.upstream_pool_max_idle_per_host,
         Duration::from_secs(90),
+        cfg.upstream_body_idle_timeout(),
     )
 }
 

@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -95,16 +96,27 @@ type IdleMap = HashMap<PoolKey, Vec<Idle>, std::hash::BuildHasherDefault<KeyHash
 
 impl PoolKey {
     pub fn of(uri: &Uri) -> Option<PoolKey> {
-        let scheme = uri.scheme()?;
-        if scheme != &Scheme::HTTP && scheme != &Scheme::HTTPS {
+        PoolKey::new(uri.scheme()?.clone(), uri.authority()?.clone())
+    }
+
+    /// The key of an http(s) scheme and authority; `None` for other schemes.
+    pub fn new(scheme: Scheme, authority: Authority) -> Option<PoolKey> {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return None;
         }
-        let authority = uri.authority()?.clone();
         Some(PoolKey {
             hash: fnv1a(&[scheme.as_str().as_bytes(), authority.as_str().as_bytes()]),
-            scheme: scheme.clone(),
+            scheme,
             authority,
         })
+    }
+
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
     }
 
     /// `host[:port]` for the Host header (port only when not the default).
@@ -161,20 +173,25 @@ struct Inner {
     connector: HttpsConnector<HttpConnector>,
     max_idle_per_host: usize,
     idle_timeout: Duration,
+    body_idle_timeout: Duration,
     builder: http1::Builder,
 }
 
 impl Pool {
+    /// `idle_timeout`: how long an idle connection is kept;
+    /// `body_idle_timeout`: how long a response body may send nothing.
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
         max_idle_per_host: usize,
         idle_timeout: Duration,
+        body_idle_timeout: Duration,
     ) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 connector,
                 max_idle_per_host,
                 idle_timeout,
+                body_idle_timeout,
                 builder: http1::Builder::new(),
             }),
         }
@@ -247,8 +264,11 @@ impl Pool {
         body_state: Option<Arc<BodyState>>,
     ) -> Response<PooledBody> {
         let max_idle = self.inner.max_idle_per_host;
+        let idle = self.inner.body_idle_timeout;
         resp.map(|inner| PooledBody {
             inner,
+            idle,
+            stall: None,
             ticket: Some(Ticket {
                 key,
                 tx,
@@ -339,22 +359,56 @@ impl Ticket {
     }
 }
 
-/// A response body that returns its connection to the pool at its end.
+/// Response bodies ended because the upstream sent nothing for the body
+/// idle timeout (process-wide, for operators' counters).
+pub static BODY_IDLE_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// Why a response body ended early: the upstream stalled.
+#[derive(Debug)]
+pub struct BodyStalled(Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream response body idle for {:?}", self.0)
+    }
+}
+impl std::error::Error for BodyStalled {}
+
+/// A response body that returns its connection to the pool at its end,
+/// and ends with an error (its connection dropped) when the upstream sends
+/// nothing for `idle`. The timer is made only when the body first has to
+/// wait: a body that arrives with its head costs none.
 pub struct PooledBody {
     inner: Incoming,
+    idle: Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
     ticket: Option<Ticket>,
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
+            Poll::Pending => {
+                let idle = self.idle;
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    // The connection is not returned: dropping it closes it.
+                    self.ticket = None;
+                    BODY_IDLE_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(timeout = ?idle, "upstream response body stalled; ended");
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(idle)))));
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(None) => {
                 if let Some(t) = self.ticket.take() {
                     t.checkin();
@@ -363,9 +417,14 @@ impl Body for PooledBody {
             Poll::Ready(Some(Err(_))) => {
                 self.ticket = None;
             }
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => {
+                let idle = self.idle;
+                if let Some(stall) = &mut self.stall {
+                    stall.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+            }
         }
-        r
+        r.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
