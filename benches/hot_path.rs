@@ -89,6 +89,7 @@ fn api_entities(i: usize, n: usize) -> Vec<Entity> {
         access_control_id: ac.id.clone(),
         throttle: None,
         method_throttles: vec![],
+        hide_credentials: false,
     }));
     out.push(Entity::Deployment(dep));
     out.push(Entity::AccessControl(ac));

@@ -62,6 +62,12 @@ pub struct Config {
     pub upstream_timeout_ms: u64,
     /// Idle keep-alive connections kept per upstream host.
     pub upstream_pool_max_idle_per_host: usize,
+    /// A response body from the upstream that sends nothing for this long
+    /// is ended (the client's connection is closed).
+    pub upstream_body_idle_timeout_ms: u64,
+    /// Path parameters whose percent-decoded value holds `/`, `\` or NUL:
+    /// `reject` (400 InvalidPathParameter) or `keep` (forwarded encoded).
+    pub escaped_path_separators: String,
     /// Allowed clock skew of Scp-Timestamp, in seconds.
     pub signature_max_skew_secs: i64,
     /// Data-plane worker threads (0 = one per core).
@@ -105,6 +111,8 @@ impl Default for Config {
             upstream_connect_timeout_ms: 5_000,
             upstream_timeout_ms: 29_000,
             upstream_pool_max_idle_per_host: 1024,
+            upstream_body_idle_timeout_ms: 30_000,
+            escaped_path_separators: "reject".into(),
             signature_max_skew_secs: 300,
             worker_threads: 0,
             reuse_port: true,
@@ -137,6 +145,8 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
   upstream_connect_timeout_ms      502 when exceeded             [5000]
   upstream_timeout_ms              504 when exceeded             [29000]
   upstream_pool_max_idle_per_host  idle keep-alive conns per host [1024]
+  upstream_body_idle_timeout_ms    a stalled response body is ended [30000]
+  escaped_path_separators          %2F %5C %00 in path parameters: reject|keep [reject]
   signature_max_skew_secs          Scp-Timestamp tolerance       [300]
   worker_threads                   0 = one per core              [0]
   reuse_port                       per-worker runtime + SO_REUSEPORT listener [true]
@@ -188,6 +198,9 @@ impl Config {
             anyhow::bail!("config: max_header_bytes must be at least 1024");
         }
         self.trusted_proxy_nets()?;
+        if !matches!(self.escaped_path_separators.as_str(), "reject" | "keep") {
+            anyhow::bail!("config: escaped_path_separators must be \"reject\" or \"keep\"");
+        }
         for c in &self.credentials {
             if c.access_key.is_empty() || c.secret_key.is_empty() {
                 anyhow::bail!("config: credentials need access_key and secret_key");
@@ -248,6 +261,12 @@ impl Config {
     }
     pub fn upstream_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_connect_timeout_ms.max(1))
+    }
+    pub fn keep_escaped_separators(&self) -> bool {
+        self.escaped_path_separators == "keep"
+    }
+    pub fn upstream_body_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_body_idle_timeout_ms.max(1))
     }
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms.max(1))

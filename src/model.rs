@@ -211,6 +211,11 @@ pub struct Stage {
     /// Per-method limits, applied on top of the stage-wide one.
     #[serde(default)]
     pub method_throttles: Vec<MethodThrottle>,
+    /// Remove the credentials the gateway checked (`x-scp-apikey`, and the
+    /// `Authorization` bearer token when JWT is on) before forwarding, as
+    /// Kong's `hide_credentials`. Default false: forwarded, as AWS does.
+    #[serde(default)]
+    pub hide_credentials: bool,
 }
 
 /// Token bucket: `rate` requests per second refilled, `burst` at most at once.

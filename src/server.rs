@@ -52,6 +52,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         credentials: cfg.credentials.clone(),
         signature_max_skew_ms: cfg.signature_max_skew_secs.saturating_mul(1000),
         srn_offering: cfg.srn_offering.clone(),
+        keep_escaped_separators: cfg.keep_escaped_separators(),
         quota: quota.clone(),
         clock,
     });

@@ -76,6 +76,8 @@ pub struct StageRoutes {
     /// Keys connected to the stage, by the value callers send.
     pub keys: FastMap<Box<str>, StageKey>,
     pub throttle: Option<Arc<Limiter>>,
+    /// Strip the checked credentials before forwarding.
+    pub hide_credentials: bool,
     /// (resource path, verb, limiter).
     pub method_throttles: Vec<(String, MethodType, Arc<Limiter>)>,
 }
@@ -149,10 +151,20 @@ pub struct RouteMethod {
     pub route_ix: Option<u32>,
 }
 
+// Built once per method in the snapshot and read in place: the size of
+// the HTTP variant costs nothing per request, a Box would cost a pointer
+// chase.
+#[allow(clippy::large_enum_variant)]
 pub enum Integration {
     Http(UrlTemplate),
-    Scf { function_id: String },
-    PrivateLink { endpoint_id: String },
+    /// A stored integration the gateway refuses to use (answers 502).
+    Misconfigured,
+    Scf {
+        function_id: String,
+    },
+    PrivateLink {
+        endpoint_id: String,
+    },
 }
 
 /// The allowed source networks of a stage's access control.
@@ -180,20 +192,25 @@ impl IpAcl {
     }
 }
 
-/// An endpoint URL with `{param}` placeholders, split once at build time.
+/// An endpoint URL with `{param}` placeholders in its path and query,
+/// split once at build time. The scheme and authority are fixed: a
+/// request can never choose where the gateway connects.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UrlTemplate {
+    /// Where every request goes (scheme and authority).
+    key: crate::upstream::pool::PoolKey,
+    /// The upstream `Host` value (what the client would otherwise format
+    /// on every request).
+    host: HeaderValue,
+    /// The path and query, literal parts and placeholders.
     parts: Vec<UrlPart>,
     has_query: bool,
     /// Length of the literal parts, for one right-sized allocation.
     literal_len: usize,
-    /// The parsed URL when it has no placeholders: a request without a
+    /// The target when the path has no placeholders: a request without a
     /// query string then clones it (a reference count) instead of
     /// building and parsing a string.
     fixed: Option<Target>,
-    /// The upstream `Host` value when the authority has no placeholder
-    /// (what the client would otherwise format on every request).
-    host: Option<HeaderValue>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -202,48 +219,124 @@ enum UrlPart {
     Param(String),
 }
 
-impl UrlTemplate {
-    pub fn parse(url: &str) -> UrlTemplate {
-        let mut parts = Vec::new();
-        let mut rest = url;
-        let mut literal_len = 0;
-        while let Some(open) = rest.find('{') {
-            let Some(close_rel) = rest[open..].find('}') else {
-                break;
-            };
-            let close = open + close_rel;
-            if open > 0 {
-                literal_len += open;
-                parts.push(UrlPart::Lit(rest[..open].to_string()));
+/// Why an endpoint URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    /// Not `http://` or `https://`.
+    Scheme,
+    /// No host after the scheme.
+    NoHost,
+    /// A `{param}` placeholder in the host or port.
+    PlaceholderInAuthority,
+    /// The authority does not parse.
+    Authority,
+    /// The path and query do not parse once placeholders are filled.
+    Path,
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TemplateError::Scheme => "must start with http:// or https://",
+            TemplateError::NoHost => "must name a host",
+            TemplateError::PlaceholderInAuthority => {
+                "placeholders are allowed in the path and query only, not in the host, port or user"
             }
-            parts.push(UrlPart::Param(rest[open + 1..close].to_string()));
-            rest = &rest[close + 1..];
-        }
-        if !rest.is_empty() {
-            literal_len += rest.len();
-            parts.push(UrlPart::Lit(rest.to_string()));
-        }
-        let fixed = match parts.as_slice() {
-            [UrlPart::Lit(s)] => s.parse().ok().and_then(Target::from_absolute),
-            _ => None,
+            TemplateError::Authority => "has no valid host and port",
+            TemplateError::Path => "is not a valid URL",
+        })
+    }
+}
+
+/// Split `{param}` placeholders out of `s`.
+fn split_placeholders(s: &str) -> (Vec<UrlPart>, usize) {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    let mut literal_len = 0;
+    while let Some(open) = rest.find('{') {
+        let Some(close_rel) = rest[open..].find('}') else {
+            break;
         };
-        let host = host_value(&parts);
-        UrlTemplate {
-            parts,
-            has_query: url.contains('?'),
-            literal_len,
-            fixed,
-            host,
+        let close = open + close_rel;
+        if open > 0 {
+            literal_len += open;
+            parts.push(UrlPart::Lit(rest[..open].to_string()));
         }
+        parts.push(UrlPart::Param(rest[open + 1..close].to_string()));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        literal_len += rest.len();
+        parts.push(UrlPart::Lit(rest.to_string()));
+    }
+    (parts, literal_len)
+}
+
+impl UrlTemplate {
+    pub fn parse(url: &str) -> Result<UrlTemplate, TemplateError> {
+        let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (http::uri::Scheme::HTTP, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (http::uri::Scheme::HTTPS, r)
+        } else {
+            return Err(TemplateError::Scheme);
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        if authority.is_empty() {
+            return Err(TemplateError::NoHost);
+        }
+        if authority.contains(['{', '}']) {
+            return Err(TemplateError::PlaceholderInAuthority);
+        }
+        let authority: http::uri::Authority =
+            authority.parse().map_err(|_| TemplateError::Authority)?;
+        if authority.host().is_empty() {
+            return Err(TemplateError::NoHost);
+        }
+        let key = crate::upstream::pool::PoolKey::new(scheme, authority)
+            .ok_or(TemplateError::Authority)?;
+        let host =
+            HeaderValue::from_str(&key.host_header()).map_err(|_| TemplateError::Authority)?;
+        // Origin form: "" → "/", "?q" → "/?q".
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        let (parts, literal_len) = split_placeholders(&path);
+        let mut tpl = UrlTemplate {
+            key,
+            host,
+            parts,
+            has_query: path.contains('?'),
+            literal_len,
+            fixed: None,
+        };
+        if tpl.params().next().is_none() {
+            tpl.fixed = Some(tpl.target_of(&path).ok_or(TemplateError::Path)?);
+        }
+        // The path must parse once placeholders are filled.
+        tpl.target_of(&tpl.render_path(|_| Some("x"), None))
+            .ok_or(TemplateError::Path)?;
+        Ok(tpl)
     }
 
-    /// The `Host` header for the upstream, when it does not vary.
-    pub fn host(&self) -> Option<&HeaderValue> {
-        self.host.as_ref()
+    /// The `Host` header for the upstream.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    fn target_of(&self, path_and_query: &str) -> Option<Target> {
+        let pq = http::uri::PathAndQuery::try_from(path_and_query).ok()?;
+        Some(Target {
+            key: self.key.clone(),
+            uri: http::Uri::from(pq),
+        })
     }
 
     /// The target, without building a string when nothing varies; `None`
-    /// when the filled-in URL is not a valid absolute http(s) URL.
+    /// when the filled-in path does not parse.
     pub fn target<'a>(
         &self,
         params: impl Fn(&str) -> Option<&'a str>,
@@ -251,7 +344,7 @@ impl UrlTemplate {
     ) -> Option<Target> {
         match (&self.fixed, query.filter(|q| !q.is_empty())) {
             (Some(t), None) => Some(t.clone()),
-            _ => Target::from_absolute(self.render(params, query).parse().ok()?),
+            _ => self.target_of(&self.render_path(params, query)),
         }
     }
 
@@ -263,10 +356,10 @@ impl UrlTemplate {
         })
     }
 
-    /// The target URL: placeholders filled from the matched path (raw,
-    /// still percent-encoded as the client sent them) and the client's
-    /// query string appended.
-    pub fn render<'a>(
+    /// The path and query sent upstream: placeholders filled from the
+    /// matched path (raw, still percent-encoded as the client sent them)
+    /// and the client's query string appended.
+    pub fn render_path<'a>(
         &self,
         params: impl Fn(&str) -> Option<&'a str>,
         query: Option<&str>,
@@ -288,6 +381,20 @@ impl UrlTemplate {
         }
         out
     }
+
+    /// The whole upstream URL (scheme, authority, path and query).
+    pub fn render<'a>(
+        &self,
+        params: impl Fn(&str) -> Option<&'a str>,
+        query: Option<&str>,
+    ) -> String {
+        format!(
+            "{}://{}{}",
+            self.key.scheme(),
+            self.key.authority(),
+            self.render_path(params, query)
+        )
+    }
 }
 
 /// Where a request goes: the connection pool's key (scheme and authority)
@@ -296,33 +403,6 @@ impl UrlTemplate {
 pub struct Target {
     pub key: crate::upstream::pool::PoolKey,
     pub uri: http::Uri,
-}
-
-impl Target {
-    pub fn from_absolute(uri: http::Uri) -> Option<Target> {
-        let key = crate::upstream::pool::PoolKey::of(&uri)?;
-        let pq = uri.into_parts().path_and_query?;
-        Some(Target {
-            key,
-            uri: http::Uri::from(pq),
-        })
-    }
-}
-
-/// `host[:port]` (port only when not the scheme's default) of a template
-/// whose authority lies wholly in its first literal part.
-fn host_value(parts: &[UrlPart]) -> Option<HeaderValue> {
-    let Some(UrlPart::Lit(first)) = parts.first() else {
-        return None;
-    };
-    let (scheme, rest) = first.split_once("://")?;
-    let end = rest.find(['/', '?'])?;
-    let authority: http::uri::Authority = rest[..end].parse().ok()?;
-    HeaderValue::from_str(&crate::upstream::pool::host_header(
-        scheme == "https",
-        &authority,
-    ))
-    .ok()
 }
 
 /// Method SRN: `srn:{offering}::{account}:{region}::apigateway:method/{api}/{stage}/{VERB}/{path}`.
@@ -349,7 +429,22 @@ pub fn method_srn(
 fn compile_method(m: &Method, path: &str, stats: Option<&StageStats>) -> RouteMethod {
     let integration = match m.integration_type {
         IntegrationType::HTTP => {
-            Integration::Http(UrlTemplate::parse(m.endpoint_url.as_deref().unwrap_or("")))
+            let url = m.endpoint_url.as_deref().unwrap_or("");
+            match UrlTemplate::parse(url) {
+                Ok(t) => Integration::Http(t),
+                Err(e) => {
+                    // Stored before endpoint URLs were checked this way
+                    // (an older database): never forwarded.
+                    tracing::error!(
+                        resource = %path,
+                        method = %m.method_type.as_str(),
+                        endpoint_url = %url,
+                        error = %e,
+                        "endpoint_url refused: the method answers 502 IntegrationMisconfigured"
+                    );
+                    Integration::Misconfigured
+                }
+            }
         }
         IntegrationType::SCF => Integration::Scf {
             function_id: m.function_id.clone().unwrap_or_default(),
@@ -471,6 +566,7 @@ pub fn build_api(api: &ApiState, ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
                 cors: StageCors::compile(&stage.cors),
                 jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),
                 keys: compile_keys(api, stage),
+                hide_credentials: stage.hide_credentials,
                 throttle: stage.throttle.map(|t| {
                     limiter(
                         ctx,
@@ -573,27 +669,55 @@ mod tests {
 
     #[test]
     fn template_fills_params_and_query() {
-        let t = UrlTemplate::parse("http://b:1/users/{user-id}/x");
+        let t = UrlTemplate::parse("http://b:1/users/{user-id}/x").unwrap();
         let got = t.render(|n| (n == "user-id").then_some("42"), Some("a=1"));
         assert_eq!(got, "http://b:1/users/42/x?a=1");
-        let t = UrlTemplate::parse("http://b/q?k=v");
+        let t = UrlTemplate::parse("http://b/q?k=v").unwrap();
         assert_eq!(t.render(|_| None, Some("a=1")), "http://b/q?k=v&a=1");
         assert_eq!(t.render(|_| None, None), "http://b/q?k=v");
+        let target = t.target(|_| None, Some("a=1")).unwrap();
+        assert_eq!(target.uri, "/q?k=v&a=1");
+        assert_eq!(target.key.authority().as_str(), "b");
     }
 
     #[test]
     fn template_host_values() {
         let host = |u: &str| {
             UrlTemplate::parse(u)
-                .host()
-                .map(|h| h.to_str().unwrap().to_string())
+                .map(|t| t.host().to_str().unwrap().to_string())
+                .ok()
         };
         assert_eq!(host("http://b:1/users/{user-id}/x").as_deref(), Some("b:1"));
         assert_eq!(host("https://x.example/a").as_deref(), Some("x.example"));
         assert_eq!(host("http://x:80/").as_deref(), Some("x"));
         assert_eq!(host("https://x:443/?q=1").as_deref(), Some("x"));
-        assert_eq!(host("http://{h}/x"), None);
-        assert_eq!(host("http://b:1"), None);
+        assert_eq!(host("http://b:1").as_deref(), Some("b:1"));
+    }
+
+    #[test]
+    fn template_refuses_placeholders_outside_the_path() {
+        for u in [
+            "http://{host}/x",
+            "http://{host}.example/x",
+            "http://127.0.0.1:{port}/x",
+            "http://user@{host}/x",
+            "http://127.0.0.1{host}/x",
+            "http://{host}",
+            "http://{host}?q=1",
+        ] {
+            assert_eq!(
+                UrlTemplate::parse(u),
+                Err(TemplateError::PlaceholderInAuthority),
+                "{u}"
+            );
+        }
+        assert_eq!(UrlTemplate::parse("ftp://x/"), Err(TemplateError::Scheme));
+        assert_eq!(UrlTemplate::parse("http:///x"), Err(TemplateError::NoHost));
+        // Whatever a parameter holds, the request goes to the fixed authority.
+        let t = UrlTemplate::parse("http://b:1/u/{id}").unwrap();
+        let target = t.target(|_| Some("@evil:2/x"), None).unwrap();
+        assert_eq!(target.key.authority().as_str(), "b:1");
+        assert!(t.target(|_| Some("a b"), None).is_none());
     }
 
     #[test]

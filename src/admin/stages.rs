@@ -43,6 +43,7 @@ pub fn new_stage(
         access_control_id: default_ac.id.clone(),
         throttle: None,
         method_throttles: Vec::new(),
+        hide_credentials: false,
     })
 }
 
@@ -209,9 +210,11 @@ struct SetConfigReq {
     description: Option<String>,
     /// Extension: absent leaves the setting as it is; null clears it.
     #[serde(default, deserialize_with = "present")]
-    throttle: Option<Option<Throttle>>,
+    throttle: Option<Option<validate::Obj<Throttle>>>,
     #[serde(default, deserialize_with = "present")]
-    method_throttles: Option<Option<Vec<MethodThrottle>>>,
+    method_throttles: Option<Option<Vec<validate::Obj<MethodThrottle>>>>,
+    /// Extension: absent leaves the setting as it is.
+    hide_credentials: Option<bool>,
 }
 
 /// Distinguishes an absent field (None) from an explicit null (Some(None)).
@@ -374,13 +377,16 @@ pub async fn set_config(
     s.usage_plan_id = plan.map(|p| p.id.clone());
     s.connected_api_keys = keys;
     if let Some(t) = req.throttle {
-        s.throttle = t;
+        s.throttle = t.map(|t| t.0);
     }
     if let Some(m) = req.method_throttles {
-        s.method_throttles = m.unwrap_or_default();
+        s.method_throttles = m.unwrap_or_default().into_iter().map(|m| m.0).collect();
     }
     if let Some(d) = req.description {
         s.description = d;
+    }
+    if let Some(h) = req.hide_credentials {
+        s.hide_credentials = h;
     }
     app.commit(&mut st, vec![Change::Put(Entity::Stage(s))])
         .await?;

@@ -117,6 +117,7 @@ pub fn stage(app: &Inner, st: &ApiState, s: &Stage, with_summary: bool) -> Value
         "usage_plan_rate": plan.map(|p| p.rate.as_str()),
         "throttle": s.throttle,
         "method_throttles": s.method_throttles,
+        "hide_credentials": s.hide_credentials,
     });
     if with_summary {
         let mut summary: Vec<Value> = Vec::new();

@@ -84,8 +84,46 @@ impl GwError {
     pub fn bad_request(message: &'static str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
+    pub fn invalid_path_parameter() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidPathParameter",
+            "A path parameter is a dot segment or holds an encoded '/', '\\' or NUL",
+        )
+    }
+    pub fn duplicate_host() -> Self {
+        Self::bad_request("The request has more than one Host header")
+    }
+    /// The connection is closed after it: its framing is lost.
+    pub fn bad_request_body() -> Self {
+        GwError {
+            header: Some((http::header::CONNECTION, HeaderValue::from_static("close"))),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequestBody",
+                "The request body is not validly framed",
+            )
+        }
+    }
+    pub fn body_timeout() -> Self {
+        GwError {
+            header: Some((http::header::CONNECTION, HeaderValue::from_static("close"))),
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                "The request body did not arrive in time",
+            )
+        }
+    }
     pub fn bad_gateway(message: &'static str) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "BadGateway", message)
+    }
+    pub fn integration_misconfigured() -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "IntegrationMisconfigured",
+            "The integration of this method is not valid; its owner must set it again",
+        )
     }
     pub fn gateway_timeout() -> Self {
         Self::new(

@@ -45,6 +45,10 @@ pub fn prepare(
             let target = tpl
                 .target(|n| routed.param(n), req.uri().query())
                 .ok_or_else(|| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
+            let mut req = req;
+            if routed.stage.hide_credentials {
+                hide_credentials(req.headers_mut(), routed.stage.jwt.is_some());
+            }
             Ok(prepare_http(
                 gw,
                 req,
@@ -55,6 +59,7 @@ pub fn prepare(
                 host,
             ))
         }
+        Integration::Misconfigured => Err(GwError::integration_misconfigured()),
         Integration::Scf { .. } => Err(GwError::not_implemented(
             "Cloud Function integration is not available yet",
         )),
@@ -64,11 +69,20 @@ pub fn prepare(
     }
 }
 
+/// The stage's `hide_credentials`: the API key, and the bearer token
+/// when the stage checked one, are not forwarded.
+fn hide_credentials(headers: &mut http::HeaderMap, jwt_checked: bool) {
+    headers.remove(&super::api_key::X_SCP_APIKEY);
+    if jwt_checked {
+        headers.remove(http::header::AUTHORIZATION);
+    }
+}
+
 fn prepare_http(
     gw: &DataPlane,
     req: Request<Incoming>,
     target: Target,
-    upstream_host: Option<&HeaderValue>,
+    upstream_host: &HeaderValue,
     client_ip: IpAddr,
     client_value: Option<&HeaderValue>,
     host: &HeaderValue,
@@ -83,20 +97,8 @@ fn prepare_http(
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
-    // The upstream's Host (precomputed when the authority is fixed).
-    match upstream_host {
-        Some(h) => {
-            headers.insert(HOST, h.clone());
-        }
-        None => match HeaderValue::from_str(target.key.host_header().as_ref()) {
-            Ok(h) => {
-                headers.insert(HOST, h);
-            }
-            Err(_) => {
-                headers.remove(HOST);
-            }
-        },
-    }
+    // The upstream's Host, precomputed with the template.
+    headers.insert(HOST, upstream_host.clone());
     let xff = match (
         headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
         client_value,
@@ -125,19 +127,65 @@ fn prepare_http(
 ///
 /// The request is handed to the pool now; the future is the pool's, a
 /// timer and the mapping below, laid out flat (combinators, not an async
-/// fn that would keep its arguments beside the futures it awaits).
+/// fn that would keep its arguments beside the futures it awaits). A
+/// chunked request body is first read up to its first frame (a boxed
+/// slow path), so broken framing is refused before anything is sent.
 pub fn send(
     gw: &DataPlane,
     out: Outbound,
     client_version: http::Version,
 ) -> impl Future<Output = Result<Response<RespBody>, GwError>> + Send + 'static {
-    let Outbound::Http { key, req, body } = out;
-    let sending = gw.client.send(key, req, body.clone());
-    tokio::time::timeout(gw.upstream_timeout, sending).map(move |res| match res {
+    use futures_util::future::Either as F;
+    let Outbound::Http { key, mut req, body } = out;
+    if body.is_some() && req.body().needs_priming() {
+        let client = gw.client.clone();
+        let timeout = gw.upstream_timeout;
+        return F::Right(Box::pin(async move {
+            match tokio::time::timeout(timeout, req.body_mut().prime()).await {
+                Err(_) => return Err(GwError::body_timeout()),
+                Ok(Err(_)) => {
+                    return Err(if body.as_ref().is_some_and(|s| s.exceeded()) {
+                        GwError::payload_too_large()
+                    } else {
+                        GwError::bad_request_body()
+                    })
+                }
+                Ok(Ok(())) => {}
+            }
+            exchange(&client, timeout, key, req, body, client_version).await
+        }));
+    }
+    F::Left(exchange(
+        &gw.client,
+        gw.upstream_timeout,
+        key,
+        req,
+        body,
+        client_version,
+    ))
+}
+
+fn exchange(
+    client: &crate::upstream::http::HttpClient,
+    timeout: std::time::Duration,
+    key: PoolKey,
+    req: Request<UpstreamBody>,
+    body: Option<Arc<BodyState>>,
+    client_version: http::Version,
+) -> impl Future<Output = Result<Response<RespBody>, GwError>> + Send + 'static {
+    let sending = client.send(key, req, body.clone());
+    tokio::time::timeout(timeout, sending).map(move |res| match res {
         Err(_) => Err(GwError::gateway_timeout()),
         Ok(Err(e)) => {
-            if body.is_some_and(|s| s.exceeded()) {
-                return Err(GwError::payload_too_large());
+            if let Some(s) = &body {
+                if s.exceeded() {
+                    return Err(GwError::payload_too_large());
+                }
+                // The client's body broke (bad chunked framing, a cut):
+                // the client's fault, not the integration's.
+                if s.client_error() {
+                    return Err(GwError::bad_request_body());
+                }
             }
             tracing::debug!(error = %e, "upstream request failed");
             match e {

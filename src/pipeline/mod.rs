@@ -49,6 +49,9 @@ pub struct DataPlane {
     pub credentials: Vec<crate::config::Credential>,
     pub signature_max_skew_ms: i64,
     pub srn_offering: String,
+    /// Forward path parameters holding an encoded `/`, `\\` or NUL (still
+    /// encoded) instead of answering 400 (`escaped_path_separators`).
+    pub keep_escaped_separators: bool,
     pub quota: Arc<dyn crate::quota::QuotaCounters>,
     pub clock: Arc<crate::quota::Clock>,
 }
@@ -179,19 +182,17 @@ fn run(
 ) -> Result<Step, GwError> {
     limits::check(&req, gw.max_header_bytes, gw.max_body_bytes)?;
     let client_ip = client_ip::resolve(peer.addr.ip(), req.headers(), &gw.trusted_proxies);
-    let host = host_of(&req).ok_or_else(GwError::api_not_found)?;
+    let host = host_of(&req)?;
+    // Routed (and checked by the resource policy) with its dot segments
+    // removed; the upstream path comes from the method's template.
+    let path = route::normalize_path(req.uri().path());
 
     // The request keeps this snapshot to its end, whatever is published meanwhile.
     let snap = gw.snapshot().load_full();
     let host_str = host.to_str().map_err(|_| GwError::api_not_found())?;
-    let routed = route::route(
-        &snap,
-        host_str,
-        &gw.invoke_domain,
-        req.method(),
-        req.uri().path(),
-    )?;
+    let routed = route::route(&snap, host_str, &gw.invoke_domain, req.method(), &path)?;
     ctx.stage = Some(routed.stage.clone());
+    route::check_params(&routed, gw.keep_escaped_separators)?;
 
     ip_acl::check(&routed, client_ip)?;
     if routed.stage.cors.is_preflight(&req) {
@@ -211,6 +212,7 @@ fn run(
         req.method(),
         host_str,
         pq,
+        &path,
         req.headers(),
         client_ip,
     )?;
@@ -242,12 +244,17 @@ pub struct Ctx {
     pub integration_us: u64,
 }
 
-/// The Host header, or the :authority of an HTTP/2 request.
-fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if let Some(h) = req.headers().get(http::header::HOST) {
-        return Some(h.clone());
+/// The host the request is for: the authority of an absolute-form target
+/// (HTTP/1, RFC 9112 §3.2.2: it wins over Host) or HTTP/2's :authority,
+/// else the one Host header; 400 when there are two.
+fn host_of<B>(req: &Request<B>) -> Result<HeaderValue, GwError> {
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str()).map_err(|_| GwError::api_not_found());
     }
-    req.uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) => Ok(h.clone()),
+        (Some(_), Some(_)) => Err(GwError::duplicate_host()),
+        (None, _) => Err(GwError::api_not_found()),
+    }
 }

@@ -49,19 +49,22 @@ pub fn principal(
     ))
 }
 
+/// `pq` is the request target as the client sent (and signed) it; `path`
+/// the normalized path the request was routed by.
+#[allow(clippy::too_many_arguments)]
 pub fn check(
     gw: &DataPlane,
     routed: &Routed,
     method: &http::Method,
     host: &str,
     pq: &str,
+    path: &str,
     headers: &HeaderMap,
     client_ip: IpAddr,
 ) -> Result<(), GwError> {
     let Some(policy) = &routed.api.policy else {
         return Ok(());
     };
-    let path = pq.split('?').next().unwrap_or("");
     // The path after the stage segment, without its leading slash.
     let rest = path
         .trim_start_matches('/')

@@ -4,6 +4,7 @@
 use super::error::GwError;
 use crate::model::MethodType;
 use crate::snapshot::{ApiRoutes, RouteMethod, Snapshot, StageRoutes};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub struct Routed {
@@ -35,15 +36,83 @@ impl Routed {
     }
 }
 
-/// The API id from a Host value `{api_id}.{invoke_domain}[:port]`.
-pub fn api_id_from_host<'a>(host: &'a str, invoke_domain: &str) -> Option<&'a str> {
+/// The API id from a Host value `{api_id}.{invoke_domain}[:port]`. Host
+/// names are case-insensitive: the id comes back in lower case (borrowed
+/// when it already is).
+pub fn api_id_from_host<'a>(host: &'a str, invoke_domain: &str) -> Option<Cow<'a, str>> {
     let host = match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    let prefix = host.strip_suffix(invoke_domain)?.strip_suffix('.')?;
-    (!prefix.is_empty() && !prefix.contains('.')).then_some(prefix)
+    let cut = host.len().checked_sub(invoke_domain.len())?;
+    let (prefix, domain) = (host.get(..cut)?, host.get(cut..)?);
+    if !domain.eq_ignore_ascii_case(invoke_domain) {
+        return None;
+    }
+    let prefix = prefix.strip_suffix('.')?;
+    if prefix.is_empty() || prefix.contains('.') {
+        return None;
+    }
+    Some(if prefix.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(prefix.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(prefix)
+    })
+}
+
+/// RFC 3986 §5.2.4 dot-segment removal on a request path: `.` segments go,
+/// `..` removes the segment before it (never above the root). Borrowed
+/// when the path has none (the common case costs one scan for "/.").
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    if !path.contains("/.") {
+        return Cow::Borrowed(path);
+    }
+    let segments = path.strip_prefix('/').unwrap_or(path).split('/');
+    if !segments.clone().any(|s| s == "." || s == "..") {
+        return Cow::Borrowed(path);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for seg in segments {
+        trailing_slash = false;
+        match seg {
+            "." => trailing_slash = true,
+            ".." => {
+                out.pop();
+                trailing_slash = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut p = String::with_capacity(path.len());
+    for s in &out {
+        p.push('/');
+        p.push_str(s);
+    }
+    if trailing_slash || p.is_empty() {
+        p.push('/');
+    }
+    Cow::Owned(p)
+}
+
+/// What a path parameter may not carry once percent-decoded: a dot
+/// segment (`.`, `..`: never), and `/`, `\\` or NUL (refused unless
+/// `keep_escaped_separators`, then forwarded still encoded).
+pub fn check_params(routed: &Routed, keep_escaped_separators: bool) -> Result<(), GwError> {
+    for (_, v) in &routed.params {
+        if !v.contains(['%', '\\', '.']) {
+            continue;
+        }
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(v).collect();
+        if decoded == b"." || decoded == b".." {
+            return Err(GwError::invalid_path_parameter());
+        }
+        if !keep_escaped_separators && decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
+            return Err(GwError::invalid_path_parameter());
+        }
+    }
+    Ok(())
 }
 
 pub fn route(
@@ -54,7 +123,10 @@ pub fn route(
     path: &str,
 ) -> Result<Routed, GwError> {
     let api_id = api_id_from_host(host, invoke_domain).ok_or_else(GwError::api_not_found)?;
-    let api = snap.apis.get(api_id).ok_or_else(GwError::api_not_found)?;
+    let api = snap
+        .apis
+        .get(api_id.as_ref())
+        .ok_or_else(GwError::api_not_found)?;
     let rest = path.strip_prefix('/').unwrap_or(path);
     let (stage_name, sub) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -100,22 +172,35 @@ mod tests {
     use super::*;
     #[test]
     fn host_parsing() {
-        assert_eq!(
-            api_id_from_host("abc.apigw.localhost:8080", "apigw.localhost"),
-            Some("abc")
-        );
-        assert_eq!(
-            api_id_from_host("abc.apigw.localhost", "apigw.localhost"),
-            Some("abc")
-        );
-        assert_eq!(api_id_from_host("apigw.localhost", "apigw.localhost"), None);
-        assert_eq!(
-            api_id_from_host("a.b.apigw.localhost", "apigw.localhost"),
-            None
-        );
-        assert_eq!(
-            api_id_from_host("abcapigw.localhost", "apigw.localhost"),
-            None
-        );
+        let id = |h: &str| api_id_from_host(h, "apigw.localhost").map(|c| c.into_owned());
+        assert_eq!(id("abc.apigw.localhost:8080").as_deref(), Some("abc"));
+        assert_eq!(id("abc.apigw.localhost").as_deref(), Some("abc"));
+        assert_eq!(id("ABC.APIGW.LOCALHOST").as_deref(), Some("abc"));
+        assert_eq!(id("Abc.Apigw.Localhost.:80").as_deref(), Some("abc"));
+        assert_eq!(id("apigw.localhost"), None);
+        assert_eq!(id("a.b.apigw.localhost"), None);
+        assert_eq!(id("abcapigw.localhost"), None);
+        assert_eq!(id("x"), None);
+        assert_eq!(id("é.apigw.localhost").as_deref(), Some("é"));
+        assert_eq!(id("éapigw.localhost"), None);
+    }
+
+    #[test]
+    fn dot_segments_removed() {
+        for (raw, want) in [
+            ("/dev/items", "/dev/items"),
+            ("/dev/items/..", "/dev/"),
+            ("/dev/base/../details", "/dev/details"),
+            ("/dev/./x", "/dev/x"),
+            ("/dev/x/.", "/dev/x/"),
+            ("/../../etc", "/etc"),
+            ("/..", "/"),
+            ("/dev/.hidden/x", "/dev/.hidden/x"),
+            ("/dev/..x/y", "/dev/..x/y"),
+            ("/a/b/../../..", "/"),
+        ] {
+            assert_eq!(normalize_path(raw), want, "{raw}");
+        }
+        assert!(matches!(normalize_path("/dev/a.b/c"), Cow::Borrowed(_)));
     }
 }

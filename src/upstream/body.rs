@@ -1,6 +1,8 @@
 //! A request body that stops with an error once more than `limit` bytes
-//! have passed, and records that it did so the caller can answer 413, and
-//! when it was sent in full, so its connection can be reused.
+//! have passed, and records that it did so the caller can answer 413; that
+//! the client's body itself failed (bad chunked framing, a cut), so the
+//! caller can answer 400; and when it was sent in full, so its connection
+//! can be reused.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -15,6 +17,8 @@ pin_project_lite::pin_project! {
         inner: B,
         remaining: u64,
         state: Option<Arc<BodyState>>,
+        // A frame read ahead by `prime`, given out first.
+        first: Option<Frame<Bytes>>,
     }
 }
 
@@ -23,9 +27,14 @@ pin_project_lite::pin_project! {
 pub struct BodyState {
     exceeded: AtomicBool,
     finished: AtomicBool,
+    client_error: AtomicBool,
 }
 
 impl BodyState {
+    /// The client's body failed to decode or was cut: the client's fault.
+    pub fn client_error(&self) -> bool {
+        self.client_error.load(Ordering::Relaxed)
+    }
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
     }
@@ -52,6 +61,38 @@ impl<B> LimitedBody<B> {
             inner,
             remaining: limit,
             state,
+            first: None,
+        }
+    }
+
+    /// A body whose length is not declared (chunked) is read up to its
+    /// first frame before anything goes upstream, so that a body whose
+    /// framing is broken from the start is refused with nothing forwarded.
+    pub fn needs_priming(&self) -> bool
+    where
+        B: Body,
+    {
+        self.first.is_none()
+            && !self.inner.is_end_stream()
+            && self.inner.size_hint().exact().is_none()
+    }
+}
+
+impl<B> LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Read the first frame now (see `needs_priming`); the error is the
+    /// body's own (also recorded in the state).
+    pub async fn prime(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                self.first = Some(frame);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
         }
     }
 }
@@ -69,6 +110,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
+        if let Some(frame) = this.first.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -88,7 +132,12 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(s) = this.state {
+                    s.client_error.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => {
                 if let Some(s) = this.state {
                     s.finished.store(true, Ordering::Release);
@@ -100,10 +149,22 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.first.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.first {
+            None => self.inner.size_hint(),
+            Some(f) => {
+                let n = f.data_ref().map_or(0, |d| d.len() as u64);
+                let inner = self.inner.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(inner.lower().saturating_add(n));
+                if let Some(u) = inner.upper() {
+                    h.set_upper(u.saturating_add(n));
+                }
+                h
+            }
+        }
     }
 }
