@@ -67,14 +67,14 @@ async fn jwt_gateway_tokens_and_revocation() {
     admin
         .post(
             &format!("/v1/apis/{api}/auths"),
-            &json!({"name": "Bad", "expiration_period": 90}),
+            &json!({"name": "Bad", "expiration_period": 90, "connected_stages": null}),
         )
         .await
         .expect_bad_field("name");
     admin
         .post(
             &format!("/v1/apis/{api}/auths"),
-            &json!({"name": "tok-zero", "expiration_period": 0}),
+            &json!({"name": "tok-zero", "expiration_period": 0, "connected_stages": null}),
         )
         .await
         .expect_bad_field("expiration_period");
@@ -119,7 +119,7 @@ async fn jwt_gateway_tokens_and_revocation() {
     admin
         .post(
             &format!("/v1/apis/{api}/auths"),
-            &json!({"name": "token01", "expiration_period": 1}),
+            &json!({"name": "token01", "expiration_period": 1, "connected_stages": null}),
         )
         .await
         .expect_error(409, "Conflict");

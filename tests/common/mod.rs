@@ -54,6 +54,23 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// A signing timestamp never used before by this test process: the
+/// gateway refuses a signature it has already seen (replay), and two
+/// identical requests signed within one millisecond would share one.
+pub fn fresh_ts_ms() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Gateway process
 // ---------------------------------------------------------------------------
@@ -494,7 +511,7 @@ impl Admin {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut rb = self.client.request(m, &url);
         if !opts.unsigned {
-            let ts = opts.timestamp_ms.unwrap_or_else(now_ms).to_string();
+            let ts = opts.timestamp_ms.unwrap_or_else(fresh_ts_ms).to_string();
             let account = opts.account_id.clone().unwrap_or_default();
             let signed_url = opts.signed_url.clone().unwrap_or_else(|| url.clone());
             let sig = opts.signature.clone().unwrap_or_else(|| {
@@ -550,7 +567,7 @@ impl Admin {
     /// The Scp-* headers for a request (for hand-made raw requests).
     pub fn signed_headers(&self, method: &str, path_and_query: &str) -> Vec<(String, String)> {
         let url = format!("{}{}", self.base(), path_and_query);
-        let ts = now_ms().to_string();
+        let ts = fresh_ts_ms().to_string();
         let sig = scp_signature(
             DEV_SECRET_KEY,
             method,
