@@ -80,6 +80,19 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Expect a PROXY protocol v1/v2 header on every data-plane connection.
     pub proxy_protocol: bool,
+    /// Directory an external issuer's `jwks_file` is read from (the name
+    /// given is resolved under it and may not leave it). Empty: `jwks_file`
+    /// is refused.
+    pub jwks_dir: String,
+    /// Accept `http://` for an external issuer's `jwks_url` (else https only).
+    pub jwks_allow_http: bool,
+    /// A `jwks_url` must answer completely within this time.
+    pub jwks_fetch_timeout_ms: u64,
+    /// Largest JWKS read from a `jwks_url` or a `jwks_file` (bytes).
+    pub jwks_max_bytes: usize,
+    /// URL-sourced JWKS are fetched again after the answer's
+    /// `Cache-Control: max-age`, but at least this often (0 = never).
+    pub jwks_refresh_max_secs: u64,
     /// How often quota counters are written to the store (a crash loses at
     /// most this much counting).
     pub quota_flush_interval_ms: u64,
@@ -118,6 +131,11 @@ impl Default for Config {
             reuse_port: true,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            jwks_dir: String::new(),
+            jwks_allow_http: false,
+            jwks_fetch_timeout_ms: 5_000,
+            jwks_max_bytes: 1024 * 1024,
+            jwks_refresh_max_secs: 300,
             quota_flush_interval_ms: 1000,
             test_clock_file: String::new(),
             log: "info".into(),
@@ -152,6 +170,12 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
   reuse_port                       per-worker runtime + SO_REUSEPORT listener [true]
   trusted_proxies                  CIDRs whose X-Forwarded-For is believed [none]
   proxy_protocol                   expect PROXY v1/v2 on data conns [false]
+  jwks_dir                         dir external_issuer.jwks_file is read from [none: off]
+  jwks_allow_http                  allow http:// for external_issuer.jwks_url [false]
+  jwks_fetch_timeout_ms            a jwks_url must answer within this [5000]
+  jwks_max_bytes                   largest JWKS file or response   [1048576]
+  jwks_refresh_max_secs            URL JWKS refetched at least this often,
+                                   sooner per max-age (0 = never) [300]
   quota_flush_interval_ms          quota counters flushed to the store [1000]
   test_clock_file                  TEST ONLY: clock offset file (seconds) [none]
   log                              tracing filter                [info]

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod alloc;
 pub mod config;
 pub mod conn;
+pub mod jwks;
 pub mod jwt;
 pub mod model;
 pub mod pipeline;

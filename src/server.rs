@@ -64,6 +64,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         data_addr.port(),
         stats.clone(),
     );
+    crate::jwks::spawn_refresher(admin_state.clone());
     let app = admin::router(admin_state);
 
     if cfg.credentials.is_empty() {

@@ -251,7 +251,9 @@ fn pyjwt_tokens(jwks_path: &std::path::Path, issuer: &str, audience: &str) -> Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_external_issuer_tokens_from_pyjwt() {
-    let gw = Gateway::start();
+    // jwks_file is read only under jwks_dir (relative to the gateway's
+    // working directory, its temporary dir).
+    let gw = Gateway::start_with(&[("jwks_dir", "\"jwks\"")]);
     let admin = gw.admin();
     let backend = Backend::start("ext");
     let (api, _) = two_stage_api(&admin, "ext-api", &backend).await;
@@ -263,7 +265,8 @@ async fn jwt_external_issuer_tokens_from_pyjwt() {
     )
     .await;
 
-    let jwks = gw.dir.path().join("jwks.json");
+    std::fs::create_dir(gw.dir.path().join("jwks")).expect("jwks dir");
+    let jwks = gw.dir.path().join("jwks/jwks.json");
     let issuer = "https://idp.example.test";
     let tokens = pyjwt_tokens(&jwks, issuer, "apigw-tests");
 
@@ -281,7 +284,7 @@ async fn jwt_external_issuer_tokens_from_pyjwt() {
             &format!("/v1/apis/{api}/auths"),
             &json!({"name": "idp", "expiration_period": 30, "connected_stages": ["dev"],
                     "external_issuer": {"issuer": issuer, "audience": "apigw-tests",
-                                        "jwks_file": jwks.display().to_string()}}),
+                                        "jwks_file": "jwks.json"}}),
         )
         .await;
     r.expect(201);

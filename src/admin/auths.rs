@@ -1,7 +1,9 @@
 //! JWT auths: create (returns the access token once), list, show, set
 //! connected stages, delete. Beyond the reference, an auth may name an
 //! external issuer (`external_issuer`: issuer, audience, and a JWKS given
-//! inline, from a file, or from a URL) whose tokens it then accepts.
+//! inline, from a file under `jwks_dir`, or from a URL, see [`crate::jwks`])
+//! whose tokens it then accepts; URL key sets are refreshed in the
+//! background.
 
 use super::validate::{self, ListQuery};
 use super::{api_of, AdminState, ApiError, Caller};
@@ -72,9 +74,12 @@ pub fn view(a: &Auth) -> Value {
     v
 }
 
+/// The key set of an external issuer and where it came from. Files and
+/// URLs are read within the bounds of [`crate::jwks`]; errors name the
+/// field and never echo a file's content or a path outside `jwks_dir`.
 async fn load_jwks(
     x: &ExternalReq,
-    timeout: std::time::Duration,
+    cfg: &crate::config::Config,
 ) -> Result<(Value, String), ApiError> {
     const F: &str = "external_issuer.jwks";
     let given = [
@@ -91,57 +96,18 @@ async fn load_jwks(
     if let Some(v) = &x.jwks {
         return Ok((v.clone(), "inline".into()));
     }
-    if let Some(path) = &x.jwks_file {
-        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-            ApiError::field(
-                "external_issuer.jwks_file",
-                format!("cannot read {path}: {e}"),
-            )
-        })?;
-        let v = serde_json::from_str(&text)
-            .map_err(|e| ApiError::field("external_issuer.jwks_file", format!("not JSON: {e}")))?;
-        return Ok((v, format!("file:{path}")));
+    if let Some(name) = &x.jwks_file {
+        let v = crate::jwks::read_file(cfg, name)
+            .await
+            .map_err(|e| ApiError::field("external_issuer.jwks_file", e))?;
+        return Ok((v, format!("file:{name}")));
     }
     let url = x.jwks_url.as_deref().unwrap_or("");
-    let v = fetch_json(url, timeout)
+    let fetched = crate::jwks::fetcher(cfg)
+        .fetch(url)
         .await
         .map_err(|e| ApiError::field("external_issuer.jwks_url", e))?;
-    Ok((v, url.to_string()))
-}
-
-/// GET a JSON document (at most 1 MiB) over http(s).
-async fn fetch_json(url: &str, timeout: std::time::Duration) -> Result<Value, String> {
-    use http_body_util::{BodyExt, Empty, Limited};
-    let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
-    if !matches!(uri.scheme_str(), Some("http") | Some("https")) {
-        return Err("must be http(s)".into());
-    }
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https);
-    let fut = async {
-        let resp = client
-            .get(uri)
-            .await
-            .map_err(|e| format!("fetch failed: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("answered {}", resp.status()));
-        }
-        let body = Limited::new(resp.into_body(), 1 << 20)
-            .collect()
-            .await
-            .map_err(|e| format!("read failed: {e}"))?
-            .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
-    };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| "timed out".to_string())?
+    Ok((fetched.jwks, url.to_string()))
 }
 
 pub async fn create(
@@ -172,7 +138,7 @@ pub async fn create(
                     "is required (at most 500 characters)",
                 ));
             }
-            let (jwks, source) = load_jwks(x, app.cfg.upstream_connect_timeout()).await?;
+            let (jwks, source) = load_jwks(x, &app.cfg).await?;
             crate::jwt::validate_jwks(&jwks)
                 .map_err(|e| ApiError::field("external_issuer.jwks", e))?;
             Some(ExternalIssuer {
