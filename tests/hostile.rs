@@ -70,6 +70,8 @@ struct RawConn {
 /// - `/garbage`: answers bytes that are not HTTP, keeps the connection;
 /// - `/bighead`: a response head of 1 MiB;
 /// - `/dupcl`: a response with two different Content-Length headers;
+/// - `/extra`, `/extralate`, `/nocontent`: `200 backend-ok` (or a 204)
+///   followed, at once or 100 ms later, by a second response ([`POISON`]);
 /// - `/cutreset`: promises 100,000 body bytes, sends 10,000, then resets;
 /// - `/cutfin`: the same, then closes cleanly (FIN);
 /// - anything else: `200 backend-ok` (keep-alive).
@@ -81,6 +83,9 @@ struct RawBackend {
 
 const OK_RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\nbackend-ok";
+/// What a desynchronising backend sends unasked: a whole response that
+/// must never answer another request.
+const POISON: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nx-poison: 1\r\n\r\nSMUGGLED";
 const CUT_PROMISED: usize = 100_000;
 const CUT_SENT: usize = 10_000;
 
@@ -330,6 +335,23 @@ async fn act(s: &mut TcpStream, path: &str) -> Act {
             head.extend_from_slice(b"content-length: 2\r\n\r\nok");
             write_within(s, &head).await;
             Act::Silent
+        }
+        "/extra" => {
+            // a second, unasked-for response right behind the first
+            write_within(s, &[OK_RESPONSE, POISON].concat()).await;
+            Act::Next
+        }
+        "/extralate" => {
+            // the same, once the connection is idle in the gateway's pool
+            write_within(s, OK_RESPONSE).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            write_within(s, POISON).await;
+            Act::Next
+        }
+        "/nocontent" => {
+            // a 204 has no body: what follows it is another response
+            write_within(s, &[b"HTTP/1.1 204 No Content\r\n\r\n", POISON].concat()).await;
+            Act::Next
         }
         "/dupcl" => {
             write_within(
@@ -1066,6 +1088,25 @@ mod h2 {
         string(out, value);
     }
 
+    /// A request head: `:method`, `:scheme http`, `:path`, `:authority`,
+    /// then `fields`, all as literals that leave the dynamic table alone.
+    pub fn block(
+        method: &[u8],
+        path: &[u8],
+        authority: &str,
+        fields: &[(&[u8], &[u8])],
+    ) -> Vec<u8> {
+        let mut b = Vec::new();
+        literal_indexed_name(&mut b, 2, method); // :method
+        indexed(&mut b, 6); // :scheme http
+        literal_indexed_name(&mut b, 4, path); // :path
+        literal_indexed_name(&mut b, 1, authority.as_bytes()); // :authority
+        for (k, v) in fields {
+            literal(&mut b, k, v);
+        }
+        b
+    }
+
     /// `GET {path}` on `authority`, from the static table and literals.
     pub fn get_block(path: &str, authority: &str) -> Vec<u8> {
         let mut b = Vec::new();
@@ -1639,6 +1680,184 @@ async fn h2_header_list_bomb_is_refused() {
     assert_eq!(env.backend.count("/bomb"), 0, "{}", env.backend.dump());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_to_h1_downgrade_never_smuggles() {
+    let env = setup(&[], &["fine", "echo", "smuggled"]).await;
+    let host = env.host();
+    let smuggled = format!("GET /dev/smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let crlf_value = format!("a\r\n\r\n{smuggled}");
+    let crlf_path = format!("/dev/echo HTTP/1.1\r\nHost: {host}\r\n\r\n{smuggled}");
+    let chunked_data = format!("0\r\n\r\n{smuggled}");
+    let hello_data = format!("hello{smuggled}");
+    // (name, method, path, extra fields, DATA, may it be forwarded)
+    type Case<'a> = (
+        &'a str,
+        &'a [u8],
+        &'a [u8],
+        Vec<(&'a [u8], &'a [u8])>,
+        Option<&'a [u8]>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "CRLF in a header value",
+            b"GET",
+            b"/dev/echo",
+            vec![(b"x-inject", crlf_value.as_bytes())],
+            None,
+            false,
+        ),
+        (
+            "LF in a header value",
+            b"GET",
+            b"/dev/echo",
+            vec![(b"x-inject", b"a\nx-evil: 1")],
+            None,
+            false,
+        ),
+        (
+            "CRLF in :path",
+            b"GET",
+            crlf_path.as_bytes(),
+            vec![],
+            None,
+            false,
+        ),
+        (
+            "space in :method",
+            b"GET /dev/smuggled",
+            b"/dev/echo",
+            vec![],
+            None,
+            false,
+        ),
+        (
+            "CRLF in a header name",
+            b"GET",
+            b"/dev/echo",
+            vec![(b"x-a\r\ntransfer-encoding", b"chunked")],
+            None,
+            false,
+        ),
+        (
+            "upper-case header name",
+            b"GET",
+            b"/dev/echo",
+            vec![(b"Transfer-Encoding", b"chunked")],
+            None,
+            false,
+        ),
+        (
+            "transfer-encoding: chunked",
+            b"POST",
+            b"/dev/echo",
+            vec![(b"transfer-encoding", b"chunked")],
+            Some(chunked_data.as_bytes()),
+            false,
+        ),
+        (
+            "content-length 0 with a body",
+            b"POST",
+            b"/dev/echo",
+            vec![(b"content-length", b"0")],
+            Some(smuggled.as_bytes()),
+            true,
+        ),
+        (
+            "content-length shorter than the body",
+            b"POST",
+            b"/dev/echo",
+            vec![(b"content-length", b"5")],
+            Some(hello_data.as_bytes()),
+            true,
+        ),
+    ];
+    for (name, method, path, fields, data, may_forward) in &cases {
+        env.backend.clear();
+        let mut conn = H2Conn::open(env.addr()).await;
+        let block = h2::block(method, path, &host, fields);
+        let flags = h2::END_HEADERS | if data.is_none() { h2::END_STREAM } else { 0 };
+        conn.send(&h2::frame(h2::HEADERS, flags, 1, &block))
+            .await
+            .expect("send headers");
+        if let Some(d) = data {
+            // may fail: the stream or connection can be gone already
+            let _ = conn.send(&h2::frame(h2::DATA, h2::END_STREAM, 1, d)).await;
+        }
+        let answered = conn
+            .wait_for(Duration::from_secs(5), |s| {
+                s.statuses.contains_key(&1)
+                    || s.resets.contains_key(&1)
+                    || s.goaway.is_some()
+                    || s.ended.is_some()
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = conn.summary();
+        let reqs = env.backend.requests();
+        eprintln!("h2 {name}: {seen}; {} forwarded", reqs.len());
+        assert!(answered, "{name}: no answer: {seen}");
+        assert!(
+            reqs.iter().all(|r| !r.path.contains("smuggled")),
+            "{name}: the smuggled request reached the backend:\n{}",
+            env.backend.dump()
+        );
+        assert!(
+            env.backend.conns().iter().all(|c| c.garbage.is_none()),
+            "{name}: the backend got bytes that are no request:\n{}",
+            env.backend.dump()
+        );
+        for r in &reqs {
+            assert_eq!(r.path, "/echo", "{name}");
+            let framings = r.count("content-length") + r.count("transfer-encoding");
+            assert!(framings <= 1, "{name}: ambiguous framing {:?}", r.headers);
+            assert!(
+                r.headers
+                    .iter()
+                    .all(|(k, v)| !k.contains("evil") && !v.contains("evil")),
+                "{name}: {:?}",
+                r.headers
+            );
+            if let Some(cl) = r.header("content-length") {
+                assert_eq!(cl.parse::<usize>().ok(), Some(r.body.len()), "{name}");
+            }
+        }
+        if !may_forward {
+            assert!(
+                reqs.is_empty(),
+                "{name}: forwarded:\n{}",
+                env.backend.dump()
+            );
+            let status = conn.seen.lock().unwrap().statuses.get(&1).copied();
+            assert!(
+                status.is_none_or(|s| (400..500).contains(&s)),
+                "{name}: answered {status:?}"
+            );
+        }
+    }
+    // control: a well-formed POST in the same frames is forwarded whole
+    env.backend.clear();
+    let mut conn = H2Conn::open(env.addr()).await;
+    let block = h2::block(b"POST", b"/dev/echo", &host, &[(b"content-length", b"5")]);
+    conn.send(&h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &block))
+        .await
+        .expect("send");
+    conn.send(&h2::frame(h2::DATA, h2::END_STREAM, 1, b"hello"))
+        .await
+        .expect("send");
+    let ok = conn
+        .wait_for(Duration::from_secs(5), |s| s.statuses.get(&1) == Some(&200))
+        .await;
+    assert!(ok, "a plain h2 POST: {}", conn.summary());
+    let reqs = env.backend.requests();
+    assert_eq!(reqs.len(), 1, "{}", env.backend.dump());
+    assert_eq!(
+        (reqs[0].method.as_str(), &reqs[0].body[..]),
+        ("POST", &b"hello"[..])
+    );
+    assert_still_serving(&env, "h2 downgrade attempts").await;
+}
+
 // ---------------------------------------------------------------------------
 // 8: account isolation on the management API
 // ---------------------------------------------------------------------------
@@ -2011,6 +2230,45 @@ async fn malformed_upstream_answers_are_502() {
         );
         assert_still_serving(&env, part).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_extra_responses_never_answer_other_requests() {
+    let env = setup(&[], &["fine", "extra", "extralate", "nocontent"]).await;
+    // one keep-alive client: its requests stay on one gateway worker, so
+    // they share that worker's pooled upstream connections
+    let c = data_client();
+    for part in ["extra", "extralate", "nocontent"] {
+        for i in 0..10 {
+            let r = c.get(env.url(part)).send().await.expect("send");
+            let st = r.status().as_u16();
+            let poisoned = r.headers().contains_key("x-poison");
+            let body = r.bytes().await.unwrap_or_default();
+            assert!(
+                (st == 200 && &body[..] == b"backend-ok") || st == 204,
+                "{part} #{i}: {st} {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            assert!(
+                !poisoned,
+                "{part} #{i}: answered by the unasked-for response"
+            );
+            if part == "extralate" {
+                // the extra response arrives while the connection is idle
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            let r = c.get(env.url("fine")).send().await.expect("send");
+            let st = r.status().as_u16();
+            let poisoned = r.headers().contains_key("x-poison");
+            let body = r.bytes().await.unwrap_or_default();
+            assert!(
+                st == 200 && &body[..] == b"backend-ok" && !poisoned,
+                "after {part} #{i}, another request got {st} {:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    assert_eq!(env.backend.count("/fine"), 30, "{}", env.backend.dump());
 }
 
 fn fd_count(pid: u32) -> usize {
