@@ -830,6 +830,149 @@ async fn nul_bytes_in_the_head_are_400() {
     assert_still_serving(&env, "NUL bytes").await;
 }
 
+/// Chunked request bodies that break the chunked syntax, each followed
+/// by a request that a lenient parser would read next.
+fn bad_chunked_bodies(host: &str) -> Vec<(&'static str, String)> {
+    let smuggled = format!("GET /dev/smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    [
+        ("chunk size not hex", format!("zz\r\nhello\r\n0\r\n\r\n{smuggled}")),
+        (
+            "chunk size overflowing 64 bits",
+            format!("fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "chunk data not followed by CRLF",
+            format!("5\r\nhelloXX0\r\n\r\n{smuggled}"),
+        ),
+        ("bare LF line ends", format!("5\nhello\n0\n\n{smuggled}")),
+    ]
+    .into_iter()
+    .map(|(name, body)| {
+        (
+            name,
+            format!(
+                "POST /dev/echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+            ),
+        )
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_chunked_body_never_smuggles() {
+    let env = setup(&[], &["fine", "echo", "smuggled"]).await;
+    for (name, req) in bad_chunked_bodies(&env.host()) {
+        env.backend.clear();
+        let ex = exchange(env.addr(), req.as_bytes(), true, Duration::from_secs(5)).await;
+        let resp = ex
+            .resp
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no answer ({:?}): {:?}", ex.end, ex.text()));
+        assert!(resp.status >= 400, "{name}: answered {}", resp.status);
+        assert_eq!(ex.responses(), 1, "{name}: {}", ex.text());
+        assert!(
+            ex.closed(),
+            "{name}: the connection stayed open ({:?})",
+            ex.end
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            env.backend.count("/smuggled"),
+            0,
+            "{name}:\n{}",
+            env.backend.dump()
+        );
+        // at most the start of the one request, and its connection dropped
+        assert!(
+            env.backend
+                .conns()
+                .iter()
+                .all(|c| c.garbage.is_none() && c.requests.is_empty()),
+            "{name}: the backend got a whole request or garbage:\n{}",
+            env.backend.dump()
+        );
+    }
+    assert_still_serving(&env, "malformed chunked bodies").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "gateway bug: a malformed chunked request body is answered 502 BadGateway \
+            ('The integration endpoint failed to answer') instead of 400"]
+async fn malformed_chunked_body_is_400() {
+    let env = setup(&[], &["fine", "echo", "smuggled"]).await;
+    for (name, req) in bad_chunked_bodies(&env.host()) {
+        let ex = exchange(env.addr(), req.as_bytes(), true, Duration::from_secs(5)).await;
+        let resp = ex
+            .resp
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no answer ({:?}): {:?}", ex.end, ex.text()));
+        assert_eq!(resp.status, 400, "{name}: {}", ex.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "gateway bug: a request with two Host header lines is routed by the first one \
+            (RFC 9112 section 3.2: the server MUST answer 400)"]
+async fn two_host_headers_are_400() {
+    let env = setup(&[], &["fine", "echo", "smuggled"]).await;
+    let host = env.host();
+    let other = format!("0123456789abcdef0123456789abcdef.{INVOKE_DOMAIN}");
+    for (name, req) in [
+        (
+            "real first",
+            format!("GET /dev/echo HTTP/1.1\r\nHost: {host}\r\nHost: {other}\r\n\r\n"),
+        ),
+        (
+            "real last",
+            format!("GET /dev/echo HTTP/1.1\r\nHost: {other}\r\nHost: {host}\r\n\r\n"),
+        ),
+    ] {
+        assert_rejected(&env, name, req.as_bytes(), &[400]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "gateway bug: the API is chosen by the Host header even when the request target \
+            names another authority (absolute-form, RFC 9112 section 3.2.2: Host MUST be ignored; \
+            h2 :authority vs host, RFC 9113 section 8.3.1)"]
+async fn request_target_authority_wins_over_host() {
+    let env = setup(&[], &["fine", "echo", "smuggled"]).await;
+    let host = env.host();
+    let other = format!(
+        "0123456789abcdef0123456789abcdef.{INVOKE_DOMAIN}:{}",
+        env.gw.data_port()
+    );
+    env.backend.clear();
+    let req = format!("GET http://{other}/dev/echo HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let ex = exchange(env.addr(), req.as_bytes(), false, Duration::from_secs(5)).await;
+    let st = ex.resp.as_ref().map(|r| r.status);
+    assert!(
+        matches!(st, Some(400) | Some(404)),
+        "absolute-form naming no API, Host naming one: {st:?} {}",
+        ex.text()
+    );
+    let mut conn = H2Conn::open(env.addr()).await;
+    let block = h2::block(b"GET", b"/dev/echo", &other, &[(b"host", host.as_bytes())]);
+    conn.send(&h2::frame(
+        h2::HEADERS,
+        h2::END_STREAM | h2::END_HEADERS,
+        1,
+        &block,
+    ))
+    .await
+    .expect("send");
+    conn.wait_for(Duration::from_secs(5), |s| {
+        s.statuses.contains_key(&1) || s.resets.contains_key(&1) || s.goaway.is_some()
+    })
+    .await;
+    let st = conn.seen.lock().unwrap().statuses.get(&1).copied();
+    assert!(
+        st.is_none_or(|s| s == 400 || s == 404),
+        "h2 :authority naming no API, host naming one: {st:?}"
+    );
+    assert_eq!(env.backend.count("/echo"), 0, "{}", env.backend.dump());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_headers_are_refused_without_5xx() {
     let env = setup(&[], &["fine", "echo", "smuggled"]).await;
