@@ -168,6 +168,11 @@ impl RawBackend {
             .count()
     }
 
+    /// Not a byte since the last `clear` (on any connection).
+    fn received_nothing(&self) -> bool {
+        self.conns().iter().all(|c| c.raw.is_empty())
+    }
+
     fn clear(&self) {
         let mut c = self.conns.lock().unwrap();
         for conn in c.iter_mut() {
@@ -600,7 +605,7 @@ async fn assert_rejected(env: &Env, name: &str, request: &[u8], allowed: &[u16])
     // let anything the gateway might have forwarded land
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(
-        env.backend.requests().is_empty(),
+        env.backend.received_nothing(),
         "{name}: the backend received something:\n{}",
         env.backend.dump()
     );
@@ -680,7 +685,7 @@ async fn content_length_with_chunked_never_smuggles_a_request() {
         );
         match resp.status {
             400 => assert!(
-                reqs.is_empty(),
+                env.backend.received_nothing(),
                 "{name}: 400 but forwarded:\n{}",
                 env.backend.dump()
             ),
@@ -1015,7 +1020,7 @@ async fn ten_thousand_headers_are_refused_without_5xx() {
         );
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(env.backend.requests().len(), 0, "{}", env.backend.dump());
+    assert!(env.backend.received_nothing(), "{}", env.backend.dump());
     assert_still_serving(&env, "10,000 headers").await;
 }
 
@@ -1967,7 +1972,7 @@ async fn h2_to_h1_downgrade_never_smuggles() {
         }
         if !may_forward {
             assert!(
-                reqs.is_empty(),
+                env.backend.received_nothing(),
                 "{name}: forwarded:\n{}",
                 env.backend.dump()
             );
