@@ -1,8 +1,9 @@
 //! Hostile clients and faulty backends, against the real binary over real
-//! sockets: request smuggling and malformed HTTP/1 heads, slow header
-//! senders, HTTP/2 floods (rapid reset, CONTINUATION, header-list bombs),
-//! account isolation on the management API, and upstreams that refuse,
-//! reset, stall or answer garbage.
+//! sockets: request smuggling and malformed HTTP/1 heads and bodies, slow
+//! header senders, HTTP/2 floods (rapid reset, CONTINUATION, header-list
+//! bombs) and h2-to-h1 downgrade smuggling, account isolation on the
+//! management API, and upstreams that refuse, reset, stall, answer garbage
+//! or send responses nobody asked for.
 //!
 //! The hostile client side is hand-written bytes (HTTP/1 text, HTTP/2
 //! frames and HPACK). The backend is a raw socket ([`RawBackend`]) that
@@ -925,11 +926,11 @@ async fn two_host_headers_are_400() {
     for (name, req) in [
         (
             "real first",
-            format!("GET /dev/echo HTTP/1.1\r\nHost: {host}\r\nHost: {other}\r\n\r\n"),
+            format!("GET /dev/echo HTTP/1.1\r\nHost: {host}\r\nHost: {other}\r\nConnection: close\r\n\r\n"),
         ),
         (
             "real last",
-            format!("GET /dev/echo HTTP/1.1\r\nHost: {other}\r\nHost: {host}\r\n\r\n"),
+            format!("GET /dev/echo HTTP/1.1\r\nHost: {other}\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
         ),
     ] {
         assert_rejected(&env, name, req.as_bytes(), &[400]).await;
