@@ -395,6 +395,15 @@ async fn host_handling() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.header("x-apigw-error").as_deref(), Some("BadRequest"));
     assert_eq!(backend.count(), before);
+    // HTTP/1.1 without Host: 400 (RFC 9112 §3.2).
+    let (r, _) = raw(
+        &gw,
+        b"GET /dev/data HTTP/1.1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(backend.count(), before);
     // Host names are case-insensitive.
     let (r, _) = raw(
         &gw,

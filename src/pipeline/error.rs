@@ -94,6 +94,9 @@ impl GwError {
     pub fn duplicate_host() -> Self {
         Self::bad_request("The request has more than one Host header")
     }
+    pub fn missing_host() -> Self {
+        Self::bad_request("An HTTP/1.1 request needs a Host header")
+    }
     /// The connection is closed after it: its framing is lost.
     pub fn bad_request_body() -> Self {
         GwError {

@@ -255,6 +255,8 @@ fn host_of<B>(req: &Request<B>) -> Result<HeaderValue, GwError> {
     match (hosts.next(), hosts.next()) {
         (Some(h), None) => Ok(h.clone()),
         (Some(_), Some(_)) => Err(GwError::duplicate_host()),
+        // HTTP/1.1 requires Host (RFC 9112 §3.2); HTTP/1.0 names no API.
+        (None, _) if req.version() == http::Version::HTTP_11 => Err(GwError::missing_host()),
         (None, _) => Err(GwError::api_not_found()),
     }
 }
