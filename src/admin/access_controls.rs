@@ -3,21 +3,21 @@
 //! to exactly one access control, and goes back to `Default` when it is
 //! disconnected or its access control is deleted.
 
+use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
 use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use bytes::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub const MAX_IPS: usize = 100;
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     name: String,
     allowed_ip_addr: Vec<String>,
     /// Required by the reference; null connects no stage.
@@ -27,7 +27,7 @@ struct CreateReq {
 }
 
 #[derive(Deserialize)]
-struct SetReq {
+pub struct SetReq {
     allowed_ip_addr: Vec<String>,
     /// Required by the reference; null connects no stage.
     #[serde(deserialize_with = "validate::nullable")]
@@ -113,11 +113,10 @@ fn view_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Value,
 
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     validate::name("name", &req.name)?;
     check_ips(&req.allowed_ip_addr)?;
     let description = req.description.unwrap_or_default();
@@ -150,7 +149,7 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -167,7 +166,7 @@ pub async fn list(
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -180,11 +179,10 @@ pub async fn show(
 
 pub async fn set(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<SetReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: SetReq = validate::json(&body)?;
     check_ips(&req.allowed_ip_addr)?;
     if let Some(d) = &req.description {
         validate::max_len("description", d, 50)?;
@@ -212,7 +210,7 @@ pub async fn set(
 
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;

@@ -1,17 +1,17 @@
 //! APIs: create, list, show, set description, delete.
 
+use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
 use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::model::*;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use bytes::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     name: String,
     description: Option<String>,
     endpoint_type: Option<EndpointType>,
@@ -22,10 +22,9 @@ struct CreateReq {
 
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     validate::name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
@@ -96,7 +95,7 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
@@ -118,7 +117,7 @@ pub async fn list(
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -127,17 +126,16 @@ pub async fn show(
 }
 
 #[derive(Deserialize)]
-struct DescriptionReq {
+pub struct DescriptionReq {
     description: Option<String>,
 }
 
 pub async fn set_description(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<DescriptionReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: DescriptionReq = validate::json(&body)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
     let mut st = app.state.write().await;
@@ -155,7 +153,7 @@ pub async fn set_description(
 
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;

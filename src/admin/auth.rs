@@ -3,11 +3,9 @@
 
 use super::{AdminState, ApiError, Caller};
 use crate::signature;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -35,34 +33,13 @@ pub async fn require_signature(
     }
 }
 
-async fn authenticate(app: &AdminState, req: Request) -> Result<Request, ApiError> {
+/// The caller goes into the request's extensions ([`Caller`] is then an
+/// extractor); bodies are read by the handlers' extractors
+/// (`super::extract`), within axum's body limit.
+async fn authenticate(app: &AdminState, mut req: Request) -> Result<Request, ApiError> {
     let caller = check(app, &req)?;
-    let (parts, body) = req.into_parts();
-    let limit = app.cfg.max_admin_body_bytes;
-    let bytes = http_body_util::Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::too_large(format!("request body is larger than {limit} bytes")))?
-        .to_bytes();
-    // Bodies are JSON, as every operation of the reference declares.
-    if !bytes.is_empty() && !is_json(&parts.headers) {
-        return Err(ApiError::new(
-            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            "Content-Type must be application/json".to_string(),
-        ));
-    }
-    let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(caller);
     Ok(req)
-}
-
-/// `application/json`, parameters (charset) allowed.
-fn is_json(h: &http::HeaderMap) -> bool {
-    h.get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// A verified request's signature, refused when it was used before.

@@ -5,16 +5,16 @@
 //! whose tokens it then accepts; URL key sets are refreshed in the
 //! background.
 
+use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
 use super::{api_of, AdminState, ApiError, Caller};
 use crate::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -31,7 +31,7 @@ enum Days {
 }
 
 #[derive(Deserialize)]
-struct ExternalReq {
+pub struct ExternalReq {
     issuer: String,
     audience: Option<String>,
     jwks: Option<Value>,
@@ -40,7 +40,7 @@ struct ExternalReq {
 }
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     name: String,
     expiration_period: Days,
     /// Required by the reference; null connects no stage.
@@ -50,7 +50,7 @@ struct CreateReq {
 }
 
 #[derive(Deserialize)]
-struct SetReq {
+pub struct SetReq {
     /// Required by the reference; null connects no stage.
     #[serde(deserialize_with = "validate::nullable")]
     connected_stages: Option<Vec<String>>,
@@ -112,11 +112,10 @@ async fn load_jwks(
 
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     validate::name("name", &req.name)?;
     let days = match &req.expiration_period {
         Days::Int(n) => Some(*n),
@@ -191,7 +190,7 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -214,7 +213,7 @@ fn auth_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a Auth, ApiError> {
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -224,11 +223,10 @@ pub async fn show(
 
 pub async fn set(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<SetReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: SetReq = validate::json(&body)?;
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut auth = auth_of(a, &id)?.clone();
@@ -241,7 +239,7 @@ pub async fn set(
 
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;

@@ -1,14 +1,14 @@
 //! Deployments: an immutable copy of the API's resources and methods,
 //! optionally activated on a new or an existing stage.
 
+use super::extract::JsonBody;
 use super::stages::{new_stage, MAX_STAGES};
 use super::validate::{self, ListQuery};
 use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
-use axum::{Extension, Json};
-use bytes::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -21,7 +21,7 @@ enum StageType {
 }
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     description: Option<String>,
     stage_name: Option<String>,
     stage_type: StageType,
@@ -53,11 +53,10 @@ pub fn freeze(a: &ApiState, api_id: &str, description: String) -> Deployment {
 
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 50)?;
     let stage_name = match req.stage_type {
@@ -110,7 +109,7 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {

@@ -2,6 +2,7 @@
 //! set, delete. HTTP integrations need an `endpoint_url` whose `{param}`
 //! placeholders name path parameters of the resource.
 
+use super::extract::JsonBody;
 use super::validate;
 use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::model::*;
@@ -9,14 +10,13 @@ use crate::snapshot::UrlTemplate;
 use crate::store::ApiState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use bytes::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     method_type: String,
     integration_type: IntegrationType,
     endpoint_url: Option<String>,
@@ -28,7 +28,7 @@ struct CreateReq {
 }
 
 #[derive(Deserialize)]
-struct SetReq {
+pub struct SetReq {
     api_key_required: bool,
     integration_type: IntegrationType,
     endpoint_url: Option<String>,
@@ -180,11 +180,10 @@ fn path_method_type(s: &str) -> Result<Option<MethodType>, ApiError> {
 
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, resource_id)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     let types: Vec<MethodType> = match req.method_type.as_str() {
         "ANY" => MethodType::ALL.to_vec(),
         s => vec![MethodType::parse(s).ok_or_else(|| {
@@ -257,7 +256,7 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, resource_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -282,7 +281,7 @@ fn find<'a>(a: &'a ApiState, r: &Resource, method_type: &str) -> Result<&'a Meth
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -300,12 +299,11 @@ pub async fn show(
 
 pub async fn set(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<SetReq>,
 ) -> Result<Json<Value>, ApiError> {
     path_method_type(&method_type)?;
-    let req: SetReq = validate::json(&body)?;
     let integ = normalized(Integration {
         integration_type: req.integration_type,
         endpoint_url: req.endpoint_url,
@@ -340,7 +338,7 @@ pub async fn set(
 
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;

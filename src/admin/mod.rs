@@ -12,6 +12,7 @@ pub mod auth;
 pub mod auths;
 pub mod deployments;
 pub mod error;
+pub mod extract;
 pub mod methods;
 pub mod replay;
 pub mod reports;
@@ -239,6 +240,9 @@ pub fn router(state: AdminState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_signature,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.cfg.max_admin_body_bytes,
         ))
         .with_state(state)
 }

@@ -4,12 +4,12 @@
 
 use super::{api_of, AdminState, ApiError, Caller};
 use axum::extract::{Path, RawQuery, State};
-use axum::{Extension, Json};
+use axum::Json;
 use serde_json::Value;
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {

@@ -3,11 +3,12 @@
 //! document itself (or `{"policy_document": <document or JSON string>}`),
 //! validates it, and stores it; the data plane evaluates its compiled form.
 
+use super::extract::JsonBytes;
 use super::{api_of, AdminState, ApiError, Caller};
 use crate::model::*;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -45,7 +46,7 @@ pub fn document_of(body: &Bytes) -> Result<Value, ApiError> {
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -59,9 +60,9 @@ pub async fn show(
 
 pub async fn put(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Json<Value>, ApiError> {
     let doc = document_of(&body)?;
     let mut st = app.state.write().await;
@@ -84,7 +85,7 @@ pub async fn put(
 
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;

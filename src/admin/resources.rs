@@ -2,13 +2,13 @@
 //! (the root not counted), depth 30 including the root, one parameter
 //! child per resource.
 
-use super::validate::{self, PATH_PART};
+use super::extract::JsonBody;
+use super::validate::PATH_PART;
 use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::model::*;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use bytes::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -16,18 +16,17 @@ pub const MAX_RESOURCES: usize = 300;
 pub const MAX_DEPTH: usize = 30;
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     path_part: String,
 }
 
 /// `POST /v1/apis/{api_id}/resources/{parent_id}`.
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, parent_id)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     let part = req.path_part;
     if part.len() < 3 || part.len() > 50 {
         return Err(ApiError::field("path_part", "must be 3 to 50 characters"));
@@ -98,7 +97,7 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -112,7 +111,7 @@ pub async fn list(
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, resource_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -127,7 +126,7 @@ pub async fn show(
 /// Deletes the resource, its descendants and their methods.
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, resource_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;

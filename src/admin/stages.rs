@@ -2,14 +2,14 @@
 //! JWT and usage-plan settings and one connected access control (the
 //! API's `Default` one, which allows nothing, until another is connected).
 
+use super::extract::JsonBody;
 use super::validate;
 use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use bytes::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -54,7 +54,7 @@ fn stage_of<'a>(a: &'a ApiState, name: &str) -> Result<&'a Stage, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     stage_name: String,
     deployment_id: String,
     description: Option<String>,
@@ -62,11 +62,10 @@ struct CreateReq {
 
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     validate::name("stage_name", &req.stage_name)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
@@ -112,7 +111,7 @@ fn show_after(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -126,7 +125,7 @@ pub async fn list(
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, stage_name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -137,7 +136,7 @@ pub async fn show(
 
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, stage_name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;
@@ -164,17 +163,16 @@ pub async fn delete(
 }
 
 #[derive(Deserialize)]
-struct SetDeploymentReq {
+pub struct SetDeploymentReq {
     deployment_id: String,
 }
 
 pub async fn set_deployment(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, stage_name)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<SetDeploymentReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: SetDeploymentReq = validate::json(&body)?;
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut s = stage_of(a, &stage_name)?.clone();
@@ -196,7 +194,7 @@ const METHODS: [&str; 8] = [
 ];
 
 #[derive(Deserialize)]
-struct SetConfigReq {
+pub struct SetConfigReq {
     cors_enabled: bool,
     jwt_enabled: bool,
     allow_credentials: Option<bool>,
@@ -263,11 +261,10 @@ fn header_names(field: &str, v: &Option<Vec<String>>) -> Result<(), ApiError> {
 
 pub async fn set_config(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, stage_name)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<SetConfigReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: SetConfigReq = validate::json(&body)?;
     header_names("allow_headers", &req.allow_headers)?;
     header_names("expose_headers", &req.expose_headers)?;
     if let Some(ms) = &req.allow_methods {

@@ -2,14 +2,14 @@
 //! their API keys. Limits of the user guide: 10 plans per API, 5 keys per
 //! plan, limit 1..=2,000,000,000. Key values come from the OS CSPRNG.
 
+use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
 use super::{api_of, AdminState, ApiError, Caller};
 use crate::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use bytes::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -80,7 +80,7 @@ fn show_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Json<V
 }
 
 #[derive(Deserialize)]
-struct CreateReq {
+pub struct CreateReq {
     name: String,
     description: Option<String>,
     limit: u64,
@@ -89,11 +89,10 @@ struct CreateReq {
 
 pub async fn create(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<CreateReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CreateReq = validate::json(&body)?;
     validate::name("name", &req.name)?;
     check_limit(req.limit)?;
     let description = req.description.unwrap_or_default();
@@ -127,7 +126,7 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -149,7 +148,7 @@ pub async fn list(
 
 pub async fn show(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
@@ -158,17 +157,16 @@ pub async fn show(
 }
 
 #[derive(Deserialize)]
-struct DescriptionReq {
+pub struct DescriptionReq {
     description: Option<String>,
 }
 
 pub async fn set_description(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<DescriptionReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: DescriptionReq = validate::json(&body)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
     let mut st = app.state.write().await;
@@ -183,18 +181,17 @@ pub async fn set_description(
 }
 
 #[derive(Deserialize)]
-struct QuotaReq {
+pub struct QuotaReq {
     limit: u64,
     rate: QuotaRate,
 }
 
 pub async fn set_quota(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<QuotaReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: QuotaReq = validate::json(&body)?;
     check_limit(req.limit)?;
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
@@ -210,7 +207,7 @@ pub async fn set_quota(
 
 pub async fn delete(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;
@@ -257,18 +254,17 @@ pub fn new_key_value() -> String {
 }
 
 #[derive(Deserialize)]
-struct KeyCreateReq {
+pub struct KeyCreateReq {
     name: String,
     description: Option<String>,
 }
 
 pub async fn create_key(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, plan_id)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<KeyCreateReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: KeyCreateReq = validate::json(&body)?;
     validate::name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
@@ -298,7 +294,7 @@ pub async fn create_key(
 
 pub async fn list_keys(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, plan_id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -327,11 +323,10 @@ fn key_of<'a>(a: &'a ApiState, plan_id: &str, id: &str) -> Result<&'a ApiKey, Ap
 
 pub async fn set_key_description(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, plan_id, key_id)): Path<(String, String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<DescriptionReq>,
 ) -> Result<Json<Value>, ApiError> {
-    let req: DescriptionReq = validate::json(&body)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
     let mut st = app.state.write().await;
@@ -348,7 +343,7 @@ pub async fn set_key_description(
 /// Deletes the key; stages that connected it stop accepting it at once.
 pub async fn delete_key(
     State(app): State<AdminState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((api_id, plan_id, key_id)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;
