@@ -186,12 +186,6 @@ fn glob(p: &[u8], s: &[u8], ci: bool) -> bool {
     p[pi..].iter().all(|&b| b == b'*')
 }
 
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
 
 impl Policy {
     /// A policy that allows nothing (used when a stored document no longer
@@ -204,7 +198,7 @@ impl Policy {
     }
 
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
-        let ip = canonical_ip(req.source_ip);
+        let ip = IpAddr::to_canonical(&req.source_ip);
         if self.deny.iter().any(|s| s.matches(req, ip)) {
             Decision::ExplicitDeny
         } else if self.allow.iter().any(|s| s.matches(req, ip)) {

@@ -178,13 +178,7 @@ impl IpAcl {
         IpAcl { nets }
     }
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(&ip))
     }
     pub fn is_empty(&self) -> bool {

@@ -6,13 +6,7 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 
 fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
+    let ip = ip.to_canonical();
     proxies.iter().any(|n| n.contains(&ip))
 }
 
