@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod config;
 pub mod conn;
 pub mod jwt;
+pub mod listener;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
