@@ -245,9 +245,12 @@ impl Drop for AdminSlot {
 /// can does not make this loop spin on accept and close on a runtime the
 /// data plane may share. When the queue is full the kernel drops new SYNs
 /// and clients retry.
-pub async fn serve_admin(listener: TcpListener, app: Router, cfg: &Config) -> anyhow::Result<()> {
-    let timeouts = AdminTimeouts::from_config(cfg);
-    let max = cfg.admin_max_connections;
+pub async fn serve_admin(
+    listener: TcpListener,
+    app: Router,
+    timeouts: AdminTimeouts,
+    max: usize,
+) -> anyhow::Result<()> {
     tracing::info!(
         cap = admin_cap(max, nofile_soft_limit()),
         admin_max_connections = max,

@@ -73,11 +73,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     println!("apigw listening data={data_addr} admin={admin_addr}");
 
     let data = spawn_data_workers(data_listeners, plane, &cfg)?;
-    let admin_cfg = cfg.clone();
-    let admin =
-        tokio::spawn(
-            async move { crate::listener::serve_admin(admin_listener, app, &admin_cfg).await },
-        );
+    let admin = tokio::spawn(crate::listener::serve_admin(
+        admin_listener,
+        app,
+        crate::listener::AdminTimeouts::from_config(&cfg),
+        cfg.admin_max_connections,
+    ));
 
     tokio::select! {
         _ = shutdown_signal() => {

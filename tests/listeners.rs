@@ -128,6 +128,25 @@ async fn flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     v
 }
 
+/// Up to `n` connections to `addr` that send nothing, opened at once;
+/// those the kernel does not complete within 2 s (listen queue full: SYNs
+/// dropped) are left out, as a flood would see them.
+async fn flood_any(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        set.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+        });
+    }
+    let mut v = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        if let Ok(Ok(Ok(s))) = r {
+            v.push(s);
+        }
+    }
+    v
+}
+
 /// Sets the open-file limit (soft and hard) of a running process, as
 /// `prlimit --pid PID --nofile=N:N` does (same syscall; no util-linux
 /// needed).
@@ -368,7 +387,13 @@ async fn data_plane_answers_while_admin_is_flooded_under_a_low_fd_limit() {
     let url = gw.invoke_url(&api, "/dev/ping");
 
     set_nofile(gw.pid(), 256);
-    let conns = flood(gw.admin_addr, 600).await;
+    let conns = flood_any(gw.admin_addr, 600).await;
+    eprintln!("management flood: {} of 600 connected", conns.len());
+    assert!(
+        conns.len() > 256,
+        "only {} flood connections: not a flood past the 256 limit",
+        conns.len()
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     for i in 0..3 {
@@ -410,8 +435,10 @@ async fn data_plane_connection_cap_holds_and_frees() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let most = max_established(gw.pid(), port, Duration::from_millis(1000)).await;
     eprintln!("data-plane connections held during a flood of 120: at most {most}");
+    // +2: a connection over the cap is accepted, then closed at once, and
+    // a sample may catch it in between.
     assert!(
-        most <= CAP,
+        most <= CAP + 2,
         "the gateway held {most} data-plane connections (max_connections = {CAP})"
     );
     assert!(
