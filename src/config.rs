@@ -70,6 +70,23 @@ pub struct Config {
     pub escaped_path_separators: String,
     /// Allowed clock skew of Scp-Timestamp, in seconds.
     pub signature_max_skew_secs: i64,
+    /// Management listener: a client must send its whole header block
+    /// within this time (counted from accept for a new connection, from
+    /// the first byte for a later request); a connection that sends
+    /// nothing at all is closed after it too.
+    pub admin_header_read_timeout_ms: u64,
+    /// Management listener: an idle keep-alive connection is closed after
+    /// this long.
+    pub admin_keepalive_timeout_ms: u64,
+    /// Management listener: most connections open at once. The cap in
+    /// force is the lesser of this and a quarter of the process's
+    /// open-file limit (read at every accept), so the data plane keeps
+    /// the rest of the descriptors; at the cap new connections wait in
+    /// the listen queue until one closes.
+    pub admin_max_connections: usize,
+    /// Data plane: most client connections open at once, over all
+    /// workers; a connection beyond it is closed as soon as accepted.
+    pub max_connections: usize,
     /// Data-plane worker threads (0 = one per core).
     pub worker_threads: usize,
     /// With more than one worker: one single-threaded runtime per worker,
@@ -127,6 +144,10 @@ impl Default for Config {
             upstream_body_idle_timeout_ms: 30_000,
             escaped_path_separators: "reject".into(),
             signature_max_skew_secs: 300,
+            admin_header_read_timeout_ms: 10_000,
+            admin_keepalive_timeout_ms: 75_000,
+            admin_max_connections: 1024,
+            max_connections: 100_000,
             worker_threads: 0,
             reuse_port: true,
             trusted_proxies: Vec::new(),
@@ -166,6 +187,12 @@ SETTINGS (TOML keys of --config; each also read from the env as APIGW_<KEY>):
   upstream_body_idle_timeout_ms    a stalled response body is ended [30000]
   escaped_path_separators          %2F %5C %00 in path parameters: reject|keep [reject]
   signature_max_skew_secs          Scp-Timestamp tolerance       [300]
+  admin_header_read_timeout_ms     management: slow/silent clients cut [10000]
+  admin_keepalive_timeout_ms       management: idle conns closed  [75000]
+  admin_max_connections            management: open conns cap (and at most
+                                   1/4 of the open-file limit)   [1024]
+  max_connections                  data plane: open conns cap, over it
+                                   closed at once                [100000]
   worker_threads                   0 = one per core              [0]
   reuse_port                       per-worker runtime + SO_REUSEPORT listener [true]
   trusted_proxies                  CIDRs whose X-Forwarded-For is believed [none]
@@ -220,6 +247,9 @@ impl Config {
         }
         if self.max_header_bytes < 1024 {
             anyhow::bail!("config: max_header_bytes must be at least 1024");
+        }
+        if self.admin_max_connections == 0 || self.max_connections == 0 {
+            anyhow::bail!("config: admin_max_connections and max_connections must be at least 1");
         }
         self.trusted_proxy_nets()?;
         if !matches!(self.escaped_path_separators.as_str(), "reject" | "keep") {
@@ -282,6 +312,12 @@ impl Config {
     }
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms.max(1))
+    }
+    pub fn admin_header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.admin_header_read_timeout_ms.max(1))
+    }
+    pub fn admin_keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.admin_keepalive_timeout_ms.max(1))
     }
     pub fn upstream_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_connect_timeout_ms.max(1))

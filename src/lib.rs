@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod jwks;
 pub mod jwt;
+pub mod listener;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    crate::listener::raise_nofile_limit();
     let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store_url)?);
     let loader = store.clone();
     let entities = tokio::task::spawn_blocking(move || loader.load()).await??;
@@ -37,7 +38,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
 
     let data_listeners = bind_data(&cfg)?;
-    let admin_listener = TcpListener::bind(cfg.admin_addr()?).await?;
+    let admin_listener = bind_admin(cfg.admin_addr()?)?;
     let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
@@ -74,13 +75,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     println!("apigw listening data={data_addr} admin={admin_addr}");
 
     let data = spawn_data_workers(data_listeners, plane, &cfg)?;
-    let admin = tokio::spawn(async move {
-        axum::serve(
-            admin_listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
+    let admin = tokio::spawn(crate::listener::serve_admin(
+        admin_listener,
+        app,
+        crate::listener::AdminTimeouts::from_config(&cfg),
+        cfg.admin_max_connections,
+    ));
 
     tokio::select! {
         _ = shutdown_signal() => {
@@ -129,6 +129,21 @@ fn bind_data(cfg: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
     Ok(out)
 }
 
+/// The management listener, with a listen queue of 1024: at its
+/// connection cap the accept loop waits (see `listener::serve_admin`), and
+/// queued connections cost the process no file descriptor, so the queue
+/// is where a flood waits instead of std's 128.
+fn bind_admin(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Serve the data plane: on this runtime when there is one listener and
 /// the runtime is shared, else one thread with its own current-thread
 /// runtime per listener. Resolves (with an error) only if serving stops.
@@ -138,6 +153,8 @@ fn spawn_data_workers(
     cfg: &Config,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // One count of open client connections for all workers.
+    let conns = crate::listener::ConnCap::new(cfg.max_connections);
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
     // The first worker to stop tells why; the others' results are dropped.
     let report = move |r: anyhow::Result<()>| {
@@ -149,12 +166,13 @@ fn spawn_data_workers(
         let mut listeners = listeners;
         let listener = TcpListener::from_std(listeners.remove(0))?;
         let cfg = cfg.clone();
-        tokio::spawn(async move { report(serve_data(listener, plane, cfg).await) });
+        tokio::spawn(async move { report(serve_data(listener, plane, cfg, conns).await) });
         return Ok(rx);
     }
     for (i, l) in listeners.into_iter().enumerate() {
         let plane = plane.clone();
         let cfg = cfg.clone();
+        let conns = conns.clone();
         let report = report.clone();
         std::thread::Builder::new()
             .name(format!("apigw-data-{i}"))
@@ -165,7 +183,7 @@ fn spawn_data_workers(
                         .build()?;
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(l)?;
-                        serve_data(listener, plane, cfg).await
+                        serve_data(listener, plane, cfg, conns).await
                     })
                 })();
                 report(r);
@@ -198,7 +216,7 @@ async fn shutdown_signal() {
 
 /// What a new connection speaks, from its first bytes (peeked, not read).
 #[derive(PartialEq, Debug)]
-enum Proto {
+pub(crate) enum Proto {
     H1,
     H2,
 }
@@ -209,7 +227,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// HTTP/1; `None` when the peer closes first. Nothing is buffered: until a
 /// client sends something its connection costs only the socket and a small
 /// task, and HTTP/1 connections never carry HTTP/2's state.
-async fn sniff(stream: &tokio::net::TcpStream) -> std::io::Result<Option<Proto>> {
+pub(crate) async fn sniff(stream: &tokio::net::TcpStream) -> std::io::Result<Option<Proto>> {
     let mut buf = [0u8; 24];
     loop {
         let n = stream.peek(&mut buf).await?;
@@ -231,6 +249,7 @@ async fn serve_data(
     listener: TcpListener,
     plane: Arc<DataPlane>,
     cfg: Config,
+    conns: Arc<crate::listener::ConnCap>,
 ) -> anyhow::Result<()> {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     // With parking on, the connection driver cuts slow header senders
@@ -270,6 +289,12 @@ async fn serve_data(
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        // Over max_connections: closed at once (dropped), before any
+        // task or buffer is spent on it.
+        let Some(slot) = conns.try_acquire() else {
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let plane = plane.clone();
@@ -318,6 +343,7 @@ async fn serve_data(
                 Proto::H2 => {
                     let svc = make_svc();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let io = TokioIo::new(stream);
                         if let Err(e) = builders.1.serve_connection(io, svc).await {
                             tracing::debug!(%peer, error = %e, "h2 connection ended with error");
@@ -330,6 +356,7 @@ async fn serve_data(
                     {
                         tracing::debug!(%peer, error = %e, "connection ended with error");
                     }
+                    drop(slot);
                 }
             }
         });
