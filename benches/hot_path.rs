@@ -5,9 +5,9 @@
 //! Size with APIGW_BENCH_APIS (default 1000) and APIGW_BENCH_RESOURCES
 //! (default 300).
 
-use apigw::model::*;
-use apigw::pipeline::route::route;
+use apigw::dataplane::route::route;
 use apigw::snapshot::{BuildContext, IpAcl, Published};
+use apigw::store::model::*;
 use apigw::store::State;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
@@ -168,7 +168,7 @@ fn benches(c: &mut Criterion) {
 
     let headers = http::HeaderMap::new();
     c.bench_function("request_id/make", |b| {
-        b.iter(|| apigw::pipeline::request_id::take_or_make(black_box(&headers)))
+        b.iter(|| apigw::dataplane::filters::request_id::take_or_make(black_box(&headers)))
     });
 
     // --- filters -------------------------------------------------------
@@ -213,7 +213,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| policy.evaluate(black_box(&preq)))
     });
 
-    let cors = apigw::pipeline::cors::StageCors::compile(&Cors {
+    let cors = apigw::dataplane::filters::cors::StageCors::compile(&Cors {
         cors_enabled: true,
         allow_origins: Some(vec!["http://app.example".into()]),
         allow_methods: None,
@@ -231,8 +231,8 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let quota = apigw::quota::LocalQuota::open(None).unwrap();
-    use apigw::quota::QuotaCounters;
+    let quota = apigw::store::quota::LocalQuota::open(None).unwrap();
+    use apigw::store::quota::QuotaCounters;
     c.bench_function("filter/quota acquire", |b| {
         b.iter(|| quota.acquire(black_box("key-id-1"), 1, u64::MAX))
     });
@@ -244,7 +244,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| limiter.check().is_ok())
     });
 
-    let stats = apigw::stats::Stats::new(None);
+    let stats = apigw::telemetry::reports::Stats::new(None);
     let stage_stats = stats.stage("api1", "prod");
     let ix = stage_stats.route_index("/items/{id}", "GET");
     c.bench_function("reports/record one request", |b| {
@@ -287,14 +287,14 @@ fn benches(c: &mut Criterion) {
     c.bench_function("headers/strip hop-by-hop, request (clone included)", |b| {
         b.iter(|| {
             let mut h = black_box(&request).clone();
-            apigw::upstream::http::strip_hop_by_hop(&mut h);
+            apigw::dataplane::upstream::http::strip_hop_by_hop(&mut h);
             h
         })
     });
     c.bench_function("headers/strip hop-by-hop, response (clone included)", |b| {
         b.iter(|| {
             let mut h = black_box(&response).clone();
-            apigw::upstream::http::strip_hop_by_hop(&mut h);
+            apigw::dataplane::upstream::http::strip_hop_by_hop(&mut h);
             h
         })
     });

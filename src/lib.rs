@@ -1,28 +1,29 @@
 //! apigw: an API gateway reproducing the Samsung Cloud Platform API Gateway.
 //!
-//! Data flows one way: store → snapshot → pipeline → upstream.
-//! - [`store`]: durable state (SQLite) behind the [`store::Store`] trait;
-//!   the management API ([`admin`]) is its only writer.
+//! Data flows one way: store → snapshot → data plane → upstream. Folders
+//! by role; imports go down this list, never up (see README, Architecture):
+//! - [`server`]: process wiring (load, bind, serve, shut down).
+//! - [`admin`]: the management API (SCP OpenAPI v1.2), its listener and
+//!   the JWKS fetcher; writes go through [`store`].
+//! - [`dataplane`]: listeners, connection drivers, routing, the filters,
+//!   the pipeline's phases and the integrations (upstream).
 //! - [`snapshot`]: the compiled routing state of every API, rebuilt on
 //!   every committed change and published with arc-swap.
-//! - [`pipeline`]: the data-plane filters, in the order of the spec.
-//! - [`upstream`]: integrations (HTTP now; Cloud Function, PrivateLink next).
+//! - [`telemetry`]: reports (and, later, metrics and access logs), off the
+//!   request path.
+//! - [`jwt`], [`policy`]: pure logic (tokens, resource policies, SCP
+//!   signatures), no I/O.
+//! - [`store`]: durable state behind traits (SQLite), the object model and
+//!   the quota counters.
+//! - [`config`]: settings.
 
 pub mod admin;
-pub mod alloc;
 pub mod config;
-pub mod conn;
-pub mod jwks;
+pub mod dataplane;
 pub mod jwt;
-pub mod listener;
-pub mod model;
-pub mod pipeline;
+pub mod net;
 pub mod policy;
-pub mod proxy_protocol;
-pub mod quota;
 pub mod server;
-pub mod signature;
 pub mod snapshot;
-pub mod stats;
 pub mod store;
-pub mod upstream;
+pub mod telemetry;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 // plane allocates a few small objects per request (see docs/performance.md
 // and src/alloc.rs).
 #[global_allocator]
-static GLOBAL: apigw::alloc::Mimalloc = apigw::alloc::Mimalloc;
+static GLOBAL: apigw::dataplane::alloc::Mimalloc = apigw::dataplane::alloc::Mimalloc;
 
 /// apigw: an API gateway reproducing the Samsung Cloud Platform API Gateway
 /// (data plane on invoke URLs + the SCP OpenAPI v1.2 management API).

@@ -480,7 +480,7 @@ async fn jwks_url_keys_are_refreshed_in_the_background() {
     let gw = Gateway::start_with(&[
         ("jwks_allow_http", "true"),
         ("jwks_refresh_max_secs", "2"),
-        ("log", "\"warn,apigw::jwks=info\""),
+        ("log", "\"warn,apigw::admin::jwks=info\""),
     ]);
     let admin = gw.admin();
     let backend = Backend::start("jwks-refresh");

@@ -3,7 +3,7 @@
 use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
 use super::{api_of, views, AdminState, ApiError, Caller};
-use crate::model::*;
+use crate::store::model::*;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;

@@ -2,7 +2,7 @@
 //! bounded read of its body.
 
 use super::{AdminState, ApiError, Caller};
-use crate::signature;
+use crate::policy::signature;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};

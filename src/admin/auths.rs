@@ -1,14 +1,14 @@
 //! JWT auths: create (returns the access token once), list, show, set
 //! connected stages, delete. Beyond the reference, an auth may name an
 //! external issuer (`external_issuer`: issuer, audience, and a JWKS given
-//! inline, from a file under `jwks_dir`, or from a URL, see [`crate::jwks`])
+//! inline, from a file under `jwks_dir`, or from a URL, see [`crate::admin::jwks`])
 //! whose tokens it then accepts; URL key sets are refreshed in the
 //! background.
 
 use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
 use super::{api_of, AdminState, ApiError, Caller};
-use crate::model::*;
+use crate::store::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -75,7 +75,7 @@ pub fn view(a: &Auth) -> Value {
 }
 
 /// The key set of an external issuer and where it came from. Files and
-/// URLs are read within the bounds of [`crate::jwks`]; errors name the
+/// URLs are read within the bounds of [`crate::admin::jwks`]; errors name the
 /// field and never echo a file's content or a path outside `jwks_dir`.
 async fn load_jwks(
     x: &ExternalReq,
@@ -97,13 +97,13 @@ async fn load_jwks(
         return Ok((v.clone(), "inline".into()));
     }
     if let Some(name) = &x.jwks_file {
-        let v = crate::jwks::read_file(cfg, name)
+        let v = crate::admin::jwks::read_file(cfg, name)
             .await
             .map_err(|e| ApiError::field("external_issuer.jwks_file", e))?;
         return Ok((v, format!("file:{name}")));
     }
     let url = x.jwks_url.as_deref().unwrap_or("");
-    let fetched = crate::jwks::fetcher(cfg)
+    let fetched = crate::admin::jwks::fetcher(cfg)
         .fetch(url)
         .await
         .map_err(|e| ApiError::field("external_issuer.jwks_url", e))?;

@@ -5,7 +5,7 @@ use super::extract::JsonBody;
 use super::stages::{new_stage, MAX_STAGES};
 use super::validate::{self, ListQuery};
 use super::{api_of, views, AdminState, ApiError, Caller};
-use crate::model::*;
+use crate::store::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;

@@ -13,6 +13,8 @@ pub mod auths;
 pub mod deployments;
 pub mod error;
 pub mod extract;
+pub mod jwks;
+pub mod listener;
 pub mod methods;
 pub mod replay;
 pub mod reports;
@@ -24,8 +26,8 @@ pub mod validate;
 pub mod views;
 
 use crate::config::Config;
-use crate::model::Change;
 use crate::snapshot::Published;
+use crate::store::model::Change;
 use crate::store::{ApiState, State, Store};
 use axum::routing::{get, put};
 use axum::Router;
@@ -39,7 +41,7 @@ pub struct Inner {
     pub state: RwLock<State>,
     pub published: Arc<Published>,
     pub data_port: u16,
-    pub stats: Arc<crate::stats::Stats>,
+    pub stats: Arc<crate::telemetry::reports::Stats>,
     /// Signatures already used within the timestamp window.
     pub replay: replay::ReplayCache,
 }
@@ -60,7 +62,7 @@ impl Inner {
         state: State,
         published: Arc<Published>,
         data_port: u16,
-        stats: Arc<crate::stats::Stats>,
+        stats: Arc<crate::telemetry::reports::Stats>,
     ) -> AdminState {
         let replay = replay::ReplayCache::new(
             cfg.signature_max_skew_secs.saturating_mul(1000),
@@ -129,7 +131,7 @@ pub fn api_of<'a>(st: &'a State, caller: &Caller, api_id: &str) -> Result<&'a Ap
 /// comma-separated names), each of which must exist; duplicates dropped.
 pub fn connected_stages(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
     let mut out: Vec<String> = Vec::new();
-    for name in crate::model::split_items(list.as_deref().unwrap_or(&[])) {
+    for name in crate::store::model::split_items(list.as_deref().unwrap_or(&[])) {
         if !a.stages.contains_key(name) {
             return Err(ApiError::not_found(format!(
                 "connected_stages: stage {name} not found"

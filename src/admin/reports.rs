@@ -26,7 +26,7 @@ pub async fn list(
         .get("end_date")
         .ok_or_else(|| ApiError::field("end_date", "is required (YYYY-MM-DD)"))?
         .to_string();
-    let (from, to) = crate::stats::parse_range(&start, &end).map_err(|e| {
+    let (from, to) = crate::telemetry::reports::parse_range(&start, &end).map_err(|e| {
         if e.starts_with("start_date") || e.starts_with("end_date") {
             ApiError::bad_request(e)
         } else {

@@ -5,7 +5,7 @@
 use super::extract::JsonBody;
 use super::validate::PATH_PART;
 use super::{api_of, views, AdminState, ApiError, Caller};
-use crate::model::*;
+use crate::store::model::*;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;

@@ -5,7 +5,7 @@
 use super::extract::JsonBody;
 use super::validate;
 use super::{api_of, views, AdminState, ApiError, Caller};
-use crate::model::*;
+use crate::store::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -5,7 +5,7 @@
 use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
 use super::{api_of, AdminState, ApiError, Caller};
-use crate::model::*;
+use crate::store::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;

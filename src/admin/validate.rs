@@ -162,11 +162,11 @@ macro_rules! named {
     )*};
 }
 named!(
-    crate::model::Api,
-    crate::model::AccessControl,
-    crate::model::Auth,
-    crate::model::UsagePlan,
-    crate::model::ApiKey
+    crate::store::model::Api,
+    crate::store::model::AccessControl,
+    crate::store::model::Auth,
+    crate::store::model::UsagePlan,
+    crate::store::model::ApiKey
 );
 
 /// 409 when `name` is already taken among `taken`, 400 naming `name` when

@@ -1,8 +1,8 @@
 //! Management response bodies, with the field names of the v1.2 reference.
 
 use super::Inner;
-use crate::model::*;
 use crate::snapshot::{method_srn, BuildContext};
+use crate::store::model::*;
 use crate::store::ApiState;
 use serde_json::{json, Value};
 

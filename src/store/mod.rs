@@ -3,13 +3,15 @@
 //! [`Change`]s to the store in one transaction, and only then applies the
 //! same changes to the in-memory state and republishes the snapshot.
 
+pub mod model;
+pub mod quota;
 pub mod sqlite;
 pub mod sqlite_stats;
 pub mod state;
 
 pub use state::{ApiState, State};
 
-use crate::model::{Change, Entity};
+use crate::store::model::{Change, Entity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

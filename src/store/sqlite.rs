@@ -3,7 +3,7 @@
 //! committed transaction is on disk.
 
 use super::{Store, StoreError};
-use crate::model::{Change, Entity, Kind};
+use crate::store::model::{Change, Entity, Kind};
 use rusqlite::{params, Connection};
 use std::path::Path;
 use std::sync::Mutex;

@@ -1,9 +1,9 @@
-//! Daily report rows ([`crate::stats::DailyRow`]) in the SQLite store:
+//! Daily report rows ([`crate::telemetry::reports::DailyRow`]) in the SQLite store:
 //! table `stats_daily(api_id, stage, date, body)`, created on first use,
 //! `body` the row as JSON. Saves are upserts in one transaction.
 
 use super::sqlite::SqliteStore;
-use crate::stats::{DailyRow, StatsStore};
+use crate::telemetry::reports::{DailyRow, StatsStore};
 use rusqlite::params;
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! management API and snapshot builds use it; it changes only after a
 //! successful commit, through [`State::apply`].
 
-use crate::model::*;
+use crate::store::model::*;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Clone, Debug, Default)]

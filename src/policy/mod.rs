@@ -34,6 +34,8 @@
 //! Evaluation: a matching Deny gives [`Decision::ExplicitDeny`], else a
 //! matching Allow gives [`Decision::Allow`], else [`Decision::ImplicitDeny`].
 
+pub mod signature;
+
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use serde_json::{Map, Value};
@@ -185,7 +187,6 @@ fn glob(p: &[u8], s: &[u8], ci: bool) -> bool {
     }
     p[pi..].iter().all(|&b| b == b'*')
 }
-
 
 impl Policy {
     /// A policy that allows nothing (used when a stored document no longer

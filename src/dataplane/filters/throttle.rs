@@ -1,12 +1,12 @@
 //! Stage throttling (token buckets from `governor`): a stage-wide limit and
 //! optional per-method limits; over the limit: 429 with `Retry-After`.
 
-use super::error::GwError;
-use super::route::Routed;
+use crate::dataplane::error::GwError;
+use crate::dataplane::route::Routed;
 use governor::clock::{Clock, DefaultClock};
 use http::{HeaderValue, StatusCode};
 
-pub type Limiter = governor::DefaultDirectRateLimiter;
+pub use crate::snapshot::Limiter;
 
 fn limited(l: &Limiter) -> Result<(), GwError> {
     l.check().map_err(|not_until| {

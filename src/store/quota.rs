@@ -6,7 +6,7 @@
 //! clusters) and are flushed to the store every `flush_interval`, so a
 //! crash loses at most that much counting.
 
-use crate::model::QuotaRate;
+use crate::store::model::QuotaRate;
 use chrono::{Datelike, TimeZone, Utc};
 use dashmap::DashMap;
 use std::path::Path;

@@ -5,9 +5,9 @@
 //! PrivateLink listener will admit its approved, connected endpoints here,
 //! and JWT (forced on for PRIVATE stages) applies after.
 
-use super::error::GwError;
-use super::route::Routed;
-use crate::model::EndpointType;
+use crate::dataplane::error::GwError;
+use crate::dataplane::route::Routed;
+use crate::store::model::EndpointType;
 use std::net::IpAddr;
 
 pub fn check(routed: &Routed, client_ip: IpAddr) -> Result<(), GwError> {

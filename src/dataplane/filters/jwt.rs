@@ -3,8 +3,8 @@
 //! required; otherwise 401 with `WWW-Authenticate: Bearer` and a code that
 //! says why.
 
-use super::error::GwError;
-use super::route::Routed;
+use crate::dataplane::error::GwError;
+use crate::dataplane::route::Routed;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 pub fn check(routed: &Routed, headers: &HeaderMap, now_unix: i64) -> Result<(), GwError> {

@@ -1,5 +1,6 @@
-//! The data-plane request pipeline. Each stage is its own module; the
-//! order is the one in `run` below and nowhere else:
+//! The data-plane request pipeline. Each filter is its own module
+//! (`super::filters`); the order is the one in `run` below and nowhere
+//! else:
 //!
 //! limits → client address → route → IP access control → CORS preflight
 //! → 405 → resource policy → JWT → stage throttle → API key / quota →
@@ -8,74 +9,16 @@
 //!
 //! Stages in parentheses are seams for the filters of later issues.
 
-pub mod api_key;
-pub mod client_ip;
-pub mod cors;
-pub mod error;
-pub mod forward;
-pub mod ip_acl;
-pub mod jwt;
-pub mod limits;
-pub mod request_id;
-pub mod resource_policy;
-pub mod route;
-pub mod throttle;
-
-use crate::snapshot::{Snapshot, StageRoutes};
-use crate::upstream::http::HttpClient;
-use arc_swap::ArcSwap;
-use bytes::Bytes;
-use error::GwError;
+use super::error::GwError;
+use super::filters::{
+    api_key, client_ip, ip_acl, jwt, limits, request_id, resource_policy, throttle,
+};
+use super::{route, upstream as forward, DataPlane, Peer, RespBody};
+use crate::snapshot::StageRoutes;
 use http::{HeaderValue, Request, Response};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-pub type RespBody = Either<crate::upstream::pool::PooledBody, Full<Bytes>>;
-
-/// Everything the data plane needs, shared by all connections.
-pub struct DataPlane {
-    pub snapshot: Arc<crate::snapshot::Published>,
-    pub client: HttpClient,
-    pub invoke_domain: String,
-    pub max_body_bytes: u64,
-    pub max_header_bytes: usize,
-    pub upstream_timeout: Duration,
-    /// Peers whose X-Forwarded-For is believed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Keys whose SCP signature makes a data-plane caller a principal.
-    pub credentials: Vec<crate::config::Credential>,
-    pub signature_max_skew_ms: i64,
-    pub srn_offering: String,
-    /// Forward path parameters holding an encoded `/`, `\\` or NUL (still
-    /// encoded) instead of answering 400 (`escaped_path_separators`).
-    pub keep_escaped_separators: bool,
-    pub quota: Arc<dyn crate::quota::QuotaCounters>,
-    pub clock: Arc<crate::quota::Clock>,
-}
-
-impl DataPlane {
-    fn snapshot(&self) -> &ArcSwap<Snapshot> {
-        self.snapshot.current()
-    }
-}
-
-/// The connection a request came on: its peer and that peer's address as
-/// a header value, made once per connection (X-Forwarded-For reuses it).
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub ip_value: HeaderValue,
-}
-
-impl Peer {
-    pub fn new(addr: SocketAddr) -> Peer {
-        let ip_value = HeaderValue::from_str(&addr.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"));
-        Peer { addr, ip_value }
-    }
-}
 
 /// A request's answer: ready now (the gateway answered), or the boxed
 /// upstream exchange.

@@ -2,8 +2,8 @@
 //! and declared body size (413). Bodies of unknown length are cut while
 //! streaming (see `upstream::body`).
 
-use super::error::GwError;
-use super::forward::body_len;
+use crate::dataplane::error::GwError;
+use crate::dataplane::upstream::body_len;
 use http::Request;
 
 pub fn check<B>(

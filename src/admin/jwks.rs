@@ -28,7 +28,7 @@
 
 use crate::admin::AdminState;
 use crate::config::Config;
-use crate::model::{Change, Entity};
+use crate::store::model::{Change, Entity};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;

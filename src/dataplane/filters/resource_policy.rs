@@ -3,11 +3,11 @@
 //! request carries a valid SCP signature by a configured credential; the
 //! principal is then `srn:{offering}::{account}:::iam:user/{user}`.
 
-use super::error::GwError;
-use super::route::Routed;
-use super::DataPlane;
+use crate::dataplane::error::GwError;
+use crate::dataplane::route::Routed;
+use crate::dataplane::DataPlane;
+use crate::policy::signature::authenticate;
 use crate::policy::{Decision, Request};
-use crate::signature::authenticate;
 use http::{HeaderMap, StatusCode};
 use std::net::IpAddr;
 

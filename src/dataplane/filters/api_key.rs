@@ -6,9 +6,9 @@
 //! `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`
 //! (seconds until the window ends).
 
-use super::error::GwError;
-use super::route::Routed;
-use crate::quota::{window, Acquire, QuotaCounters};
+use crate::dataplane::error::GwError;
+use crate::dataplane::route::Routed;
+use crate::store::quota::{window, Acquire, QuotaCounters};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 pub static X_SCP_APIKEY: http::HeaderName = http::HeaderName::from_static("x-scp-apikey");

@@ -2,8 +2,8 @@
 //! the stage's active deployment → method (404 / 405 with `Allow`).
 
 use super::error::GwError;
-use crate::model::MethodType;
 use crate::snapshot::{ApiRoutes, RouteMethod, Snapshot, StageRoutes};
+use crate::store::model::MethodType;
 use std::borrow::Cow;
 use std::sync::Arc;
 

@@ -4,71 +4,14 @@
 //! gateway errors included, so a browser shows the real error.
 //! Everything is compiled from the stage configuration at snapshot time.
 
-use super::error::GwError;
-use crate::model::Cors;
+use crate::dataplane::error::GwError;
+pub use crate::snapshot::cors::StageCors;
 use bytes::Bytes;
 use http::header::*;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-const ALL_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS";
-
-#[derive(Clone, Debug, Default)]
-pub struct StageCors {
-    enabled: bool,
-    any_origin: bool,
-    origins: Vec<HeaderValue>,
-    allow_methods: Option<HeaderValue>,
-    /// None: echo Access-Control-Request-Headers.
-    allow_headers: Option<HeaderValue>,
-    expose_headers: Option<HeaderValue>,
-    max_age: Option<HeaderValue>,
-    credentials: bool,
-}
-
-fn join(list: &[String]) -> Option<HeaderValue> {
-    HeaderValue::from_str(&list.join(", ")).ok()
-}
-
 impl StageCors {
-    pub fn compile(c: &Cors) -> StageCors {
-        if !c.cors_enabled {
-            return StageCors::default();
-        }
-        let origins = c.allow_origins.clone().unwrap_or_else(|| vec!["*".into()]);
-        let any_origin = origins.is_empty() || origins.iter().any(|o| o == "*");
-        let methods = match &c.allow_methods {
-            Some(m) if !m.is_empty() && !m.iter().any(|x| x == "ANY") => join(m),
-            _ => Some(HeaderValue::from_static(ALL_METHODS)),
-        };
-        let allow_headers = match &c.allow_headers {
-            Some(h) if !h.is_empty() && !h.iter().any(|x| x == "*") => join(h),
-            _ => None,
-        };
-        StageCors {
-            enabled: true,
-            any_origin,
-            origins: origins
-                .iter()
-                .filter(|o| *o != "*")
-                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
-                .collect(),
-            allow_methods: methods,
-            allow_headers,
-            expose_headers: c
-                .expose_headers
-                .as_deref()
-                .filter(|e| !e.is_empty())
-                .and_then(join),
-            max_age: c.max_age.map(HeaderValue::from),
-            credentials: c.allow_credentials.unwrap_or(false),
-        }
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// The Access-Control-Allow-Origin value for this origin, if allowed.
     fn allow_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
         if !self.enabled {
@@ -163,6 +106,7 @@ impl StageCors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::model::Cors;
 
     fn cors(origins: &[&str], credentials: bool) -> StageCors {
         StageCors::compile(&Cors {

@@ -15,9 +15,10 @@
 //! been idle longer than `idle_timeout` or the upstream closed them.
 
 use super::body::{BodyState, LimitedBody};
+pub use crate::snapshot::template::{host_header, PoolKey};
 use bytes::Bytes;
 use futures_util::future::{ready, Either, FutureExt};
-use http::uri::{Authority, Scheme};
+
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -36,43 +37,6 @@ use tower::Service;
 
 pub type UpstreamBody = LimitedBody<Incoming>;
 type Sender = SendRequest<UpstreamBody>;
-
-/// Which connections can serve a request: scheme and authority, with a
-/// hash computed once (templates without placeholders keep their key in
-/// the snapshot, so the hot path hashes nothing).
-#[derive(Clone, Debug)]
-pub struct PoolKey {
-    scheme: Scheme,
-    authority: Authority,
-    hash: u64,
-}
-
-impl PartialEq for PoolKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.scheme == other.scheme && self.authority == other.authority
-    }
-}
-impl Eq for PoolKey {}
-
-impl std::hash::Hash for PoolKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// FNV-1a over the lower-cased bytes (authorities compare case-insensitively).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in *p {
-            h ^= u64::from(b.to_ascii_lowercase());
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// The idle map hashes a `PoolKey` that is its own hash.
 #[derive(Default)]
@@ -93,47 +57,6 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 type IdleMap = HashMap<PoolKey, Vec<Idle>, std::hash::BuildHasherDefault<KeyHasher>>;
-
-impl PoolKey {
-    pub fn of(uri: &Uri) -> Option<PoolKey> {
-        PoolKey::new(uri.scheme()?.clone(), uri.authority()?.clone())
-    }
-
-    /// The key of an http(s) scheme and authority; `None` for other schemes.
-    pub fn new(scheme: Scheme, authority: Authority) -> Option<PoolKey> {
-        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return None;
-        }
-        Some(PoolKey {
-            hash: fnv1a(&[scheme.as_str().as_bytes(), authority.as_str().as_bytes()]),
-            scheme,
-            authority,
-        })
-    }
-
-    pub fn scheme(&self) -> &Scheme {
-        &self.scheme
-    }
-
-    pub fn authority(&self) -> &Authority {
-        &self.authority
-    }
-
-    /// `host[:port]` for the Host header (port only when not the default).
-    pub fn host_header(&self) -> std::borrow::Cow<'_, str> {
-        host_header(self.scheme == Scheme::HTTPS, &self.authority)
-    }
-}
-
-/// `host[:port]` of an authority, the port only when it is not the
-/// scheme's default (what an upstream's `Host` header carries).
-pub fn host_header(https: bool, authority: &Authority) -> std::borrow::Cow<'_, str> {
-    let default = if https { 443 } else { 80 };
-    match authority.port_u16() {
-        Some(p) if p != default => format!("{}:{p}", authority.host()).into(),
-        _ => authority.host().into(),
-    }
-}
 
 struct Idle {
     tx: Sender,
@@ -300,8 +223,8 @@ impl Pool {
 
     async fn connect(&self, key: &PoolKey) -> Result<Sender, SendError> {
         let uri = Uri::builder()
-            .scheme(key.scheme.clone())
-            .authority(key.authority.clone())
+            .scheme(key.scheme().clone())
+            .authority(key.authority().clone())
             .path_and_query("/")
             .build()
             .map_err(|e| SendError::Connect(e.to_string()))?;

@@ -1,9 +1,14 @@
 //! HTTP integration: a pooled keep-alive hyper client (rustls with webpki
 //! roots for https), streaming bodies both ways.
 
-use super::pool::Pool;
+pub mod body;
+pub mod pool;
+
+pub use body::LimitedBody;
+
 use crate::config::Config;
 use hyper_util::client::legacy::connect::HttpConnector;
+use pool::Pool;
 use std::time::Duration;
 
 pub type HttpClient = Pool;

@@ -3,7 +3,7 @@
 //! descriptors left for the data plane when the management side is
 //! flooded.
 //!
-//! - The data plane's timeouts are in [`crate::conn`]; its cap is a
+//! - The data plane's timeouts are in [`crate::dataplane::conn`]; its cap is a
 //!   [`ConnCap`] shared by all workers (one atomic add when a connection
 //!   is accepted, one subtract when it ends; nothing per request). Over
 //!   the cap a new connection is closed at once.
@@ -19,7 +19,7 @@
 //!   what caps the gateway.
 
 use crate::config::Config;
-use crate::server::{sniff, Proto};
+use crate::net::{nofile_soft_limit, sniff, Proto};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use http_body::{Body, Frame, SizeHint};
@@ -38,71 +38,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-// ---------------------------------------------------------------------------
-// Open-file limit
-// ---------------------------------------------------------------------------
-
-/// Raise the soft open-file limit (RLIMIT_NOFILE) to the hard limit and
-/// log what it is. A failure is logged and the limit left as it was.
-pub fn raise_nofile_limit() {
-    #[cfg(unix)]
-    {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-            let e = std::io::Error::last_os_error();
-            tracing::warn!(error = %e, "cannot read the open-file limit");
-            return;
-        }
-        let (soft, hard) = (r.rlim_cur, r.rlim_max);
-        if soft >= hard {
-            tracing::info!(limit = soft, "open-file limit");
-            return;
-        }
-        r.rlim_cur = hard;
-        // SAFETY: setrlimit only reads the struct it is given.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-            let e = std::io::Error::last_os_error();
-            tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit to its hard limit");
-        } else {
-            tracing::info!(
-                from = soft,
-                to = hard,
-                "open-file limit raised to its hard limit"
-            );
-        }
-    }
-}
-
-/// The soft open-file limit in force now (`None`: unlimited or unknown).
-/// One getrlimit call; it sees a limit changed from outside
-/// (`prlimit --pid`).
-pub fn nofile_soft_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0
-            || r.rlim_cur == libc::RLIM_INFINITY
-        {
-            return None;
-        }
-        // rlim_t is u64 on 64-bit Linux, narrower on some other targets.
-        #[allow(clippy::useless_conversion)]
-        u64::try_from(r.rlim_cur).ok()
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
-
 /// Management connections allowed with open-file limit `soft`:
 /// `admin_max_connections`, but no more than a quarter of the limit, so
 /// that a flood of the management port leaves three quarters of the
@@ -114,78 +49,6 @@ pub fn admin_cap(admin_max_connections: usize, soft: Option<u64>) -> usize {
         None => admin_max_connections,
     };
     cap.max(1)
-}
-
-// ---------------------------------------------------------------------------
-// Data-plane connection cap
-// ---------------------------------------------------------------------------
-
-/// Open connections of a listener, over all its workers, and their cap.
-#[derive(Debug)]
-pub struct ConnCap {
-    open: AtomicUsize,
-    max: usize,
-    refused: AtomicU64,
-    /// Seconds since `started` (+1) of the last warning about refusals.
-    warned: AtomicU64,
-    started: Instant,
-}
-
-/// One open connection; the count goes down when it is dropped.
-#[derive(Debug)]
-pub struct ConnSlot(Arc<ConnCap>);
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl ConnCap {
-    pub fn new(max: usize) -> Arc<ConnCap> {
-        Arc::new(ConnCap {
-            open: AtomicUsize::new(0),
-            max: max.max(1),
-            refused: AtomicU64::new(0),
-            warned: AtomicU64::new(0),
-            started: Instant::now(),
-        })
-    }
-
-    /// A slot for a new connection, or `None` when `max` are open (the
-    /// caller closes the connection).
-    pub fn try_acquire(self: &Arc<Self>) -> Option<ConnSlot> {
-        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            self.note_refused();
-            return None;
-        }
-        Some(ConnSlot(self.clone()))
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Counts a refusal; warns at most every 10 s (a flood must not
-    /// flood the log too).
-    fn note_refused(&self) {
-        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.started.elapsed().as_secs() + 1;
-        let last = self.warned.load(Ordering::Relaxed);
-        if (last == 0 || now >= last + 10)
-            && self
-                .warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                max_connections = self.max,
-                refused_so_far = refused,
-                "data plane at max_connections: new connections are closed"
-            );
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -671,7 +534,7 @@ mod tests {
 
     #[test]
     fn conn_cap_refuses_over_max_and_frees_on_drop() {
-        let cap = ConnCap::new(2);
+        let cap = crate::net::ConnCap::new(2);
         let a = cap.try_acquire();
         let b = cap.try_acquire();
         assert!(a.is_some() && b.is_some());

@@ -1,25 +1,35 @@
-//! Forward: hand the request to the method's integration.
+//! The upstream phase: hand the request to the method's integration.
+//!
+//! The seam every integration plugs into: [`prepare`] turns a routed
+//! request into an [`Outbound`] (synchronously), [`send`] performs the
+//! exchange. [`http`] is the HTTP integration; [`function`] (Cloud
+//! Function) and [`privatelink`] (PrivateLink) answer 501 until their
+//! issue.
+
+pub mod function;
+pub mod http;
+pub mod privatelink;
 
 use super::error::GwError;
 use super::route::Routed;
 use super::{DataPlane, RespBody};
+use crate::dataplane::upstream::http::body::BodyState;
+use crate::dataplane::upstream::http::pool::{PoolKey, SendError, UpstreamBody};
+use crate::dataplane::upstream::http::strip_hop_by_hop;
+use crate::dataplane::upstream::http::LimitedBody;
 use crate::snapshot::{Integration, Target};
-use crate::upstream::body::BodyState;
-use crate::upstream::http::strip_hop_by_hop;
-use crate::upstream::pool::{PoolKey, SendError, UpstreamBody};
-use crate::upstream::LimitedBody;
+use ::http::header::{HeaderValue, HOST};
+use ::http::{Request, Response};
 use futures_util::FutureExt;
-use http::header::{HeaderValue, HOST};
-use http::{Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_FOR: ::http::HeaderName = ::http::HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: ::http::HeaderName = ::http::HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: ::http::HeaderName = ::http::HeaderName::from_static("x-forwarded-host");
 
 /// A request made ready for its integration: what `send` needs and
 /// nothing else (the filters' state is not carried across the await).
@@ -60,21 +70,17 @@ pub fn prepare(
             ))
         }
         Integration::Misconfigured => Err(GwError::integration_misconfigured()),
-        Integration::Scf { .. } => Err(GwError::not_implemented(
-            "Cloud Function integration is not available yet",
-        )),
-        Integration::PrivateLink { .. } => Err(GwError::not_implemented(
-            "PrivateLink integration is not available yet",
-        )),
+        Integration::Scf { function_id } => function::prepare(function_id),
+        Integration::PrivateLink { endpoint_id } => privatelink::prepare(endpoint_id),
     }
 }
 
 /// The stage's `hide_credentials`: the API key, and the bearer token
 /// when the stage checked one, are not forwarded.
-fn hide_credentials(headers: &mut http::HeaderMap, jwt_checked: bool) {
-    headers.remove(&super::api_key::X_SCP_APIKEY);
+fn hide_credentials(headers: &mut ::http::HeaderMap, jwt_checked: bool) {
+    headers.remove(&super::filters::api_key::X_SCP_APIKEY);
     if jwt_checked {
-        headers.remove(http::header::AUTHORIZATION);
+        headers.remove(::http::header::AUTHORIZATION);
     }
 }
 
@@ -113,7 +119,7 @@ fn prepare_http(
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
 
-    parts.version = http::Version::HTTP_11;
+    parts.version = ::http::Version::HTTP_11;
     parts.uri = target.uri;
     Outbound::Http {
         req: Request::from_parts(parts, body),
@@ -133,7 +139,7 @@ fn prepare_http(
 pub fn send(
     gw: &DataPlane,
     out: Outbound,
-    client_version: http::Version,
+    client_version: ::http::Version,
 ) -> impl Future<Output = Result<Response<RespBody>, GwError>> + Send + 'static {
     use futures_util::future::Either as F;
     let Outbound::Http { key, mut req, body } = out;
@@ -166,12 +172,12 @@ pub fn send(
 }
 
 fn exchange(
-    client: &crate::upstream::http::HttpClient,
+    client: &crate::dataplane::upstream::http::HttpClient,
     timeout: std::time::Duration,
     key: PoolKey,
     req: Request<UpstreamBody>,
     body: Option<Arc<BodyState>>,
-    client_version: http::Version,
+    client_version: ::http::Version,
 ) -> impl Future<Output = Result<Response<RespBody>, GwError>> + Send + 'static {
     let sending = client.send(key, req, body.clone());
     tokio::time::timeout(timeout, sending).map(move |res| match res {
@@ -206,8 +212,8 @@ fn exchange(
     })
 }
 
-pub fn body_len(h: &http::HeaderMap) -> Option<u64> {
-    h.get(http::header::CONTENT_LENGTH)?
+pub fn body_len(h: &::http::HeaderMap) -> Option<u64> {
+    h.get(::http::header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
         .parse()

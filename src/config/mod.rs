@@ -289,7 +289,7 @@ impl Config {
         self.trusted_proxies
             .iter()
             .map(|s| {
-                crate::model::parse_ip_item(s).ok_or_else(|| {
+                crate::store::model::parse_ip_item(s).ok_or_else(|| {
                     anyhow::anyhow!("config: trusted_proxies: {s:?} is not an IP or CIDR")
                 })
             })

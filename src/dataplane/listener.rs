@@ -1,0 +1,217 @@
+//! The data-plane listener: bind (one SO_REUSEPORT socket per worker),
+//! accept within `max_connections`, the PROXY protocol header, protocol
+//! sniffing (HTTP/1 or h2c), then the connection drivers.
+
+use super::{pipeline, DataPlane};
+use crate::config::Config;
+use crate::net::{sniff, ConnCap, Proto};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The data-plane listeners: one per worker with SO_REUSEPORT when each
+/// worker has its own runtime (the first picks the port when it is 0),
+/// else one.
+pub fn bind_data(cfg: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let addr = cfg.data_addr()?;
+    let n = if cfg.per_worker_runtimes() {
+        cfg.workers()
+    } else {
+        1
+    };
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = match out.first() {
+            Some(first) if i > 0 => first.local_addr()?,
+            _ => addr,
+        };
+        let socket = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        if n > 1 {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(at)?;
+        let listener = socket.listen(4096)?;
+        out.push(listener.into_std()?);
+    }
+    Ok(out)
+}
+
+/// Serve the data plane: on this runtime when there is one listener and
+/// the runtime is shared, else one thread with its own current-thread
+/// runtime per listener. Resolves (with an error) only if serving stops.
+pub fn spawn_data_workers(
+    listeners: Vec<std::net::TcpListener>,
+    plane: Arc<DataPlane>,
+    cfg: &Config,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // One count of open client connections for all workers.
+    let conns = ConnCap::new(cfg.max_connections);
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    // The first worker to stop tells why; the others' results are dropped.
+    let report = move |r: anyhow::Result<()>| {
+        if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tx.send(r);
+        }
+    };
+    if !cfg.per_worker_runtimes() {
+        let mut listeners = listeners;
+        let listener = TcpListener::from_std(listeners.remove(0))?;
+        let cfg = cfg.clone();
+        tokio::spawn(async move { report(serve_data(listener, plane, cfg, conns).await) });
+        return Ok(rx);
+    }
+    for (i, l) in listeners.into_iter().enumerate() {
+        let plane = plane.clone();
+        let cfg = cfg.clone();
+        let conns = conns.clone();
+        let report = report.clone();
+        std::thread::Builder::new()
+            .name(format!("apigw-data-{i}"))
+            .spawn(move || {
+                let r = (|| -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(l)?;
+                        serve_data(listener, plane, cfg, conns).await
+                    })
+                })();
+                report(r);
+            })?;
+    }
+    Ok(rx)
+}
+
+async fn serve_data(
+    listener: TcpListener,
+    plane: Arc<DataPlane>,
+    cfg: Config,
+    conns: Arc<ConnCap>,
+) -> anyhow::Result<()> {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    // With parking on, the connection driver cuts slow header senders
+    // (conn::Idle::header); hyper's header timer would box and register a
+    // timer for every request.
+    let idle = crate::dataplane::conn::Idle {
+        park: cfg.keepalive_park(),
+        keepalive: cfg.keepalive_timeout(),
+        header: cfg.header_read_timeout(),
+    };
+    let hyper_header_timeout = idle.park.is_none().then_some(idle.header);
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(hyper_header_timeout)
+        .max_buf_size((cfg.max_header_bytes * 2).max(16 * 1024))
+        .max_headers(256);
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size((cfg.max_header_bytes * 2) as u32);
+    let builders = Arc::new((h1, h2));
+    // Memory freed on this worker (parked connections' buffers, finished
+    // bursts) goes back to the OS even when the worker turns idle: the
+    // allocator otherwise purges only while it allocates.
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            crate::dataplane::alloc::release_free_memory();
+        }
+    });
+    loop {
+        let (mut stream, mut peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Over max_connections: closed at once (dropped), before any
+        // task or buffer is spent on it.
+        let Some(slot) = conns.try_acquire() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let plane = plane.clone();
+        let builders = builders.clone();
+        let proxy_protocol = cfg.proxy_protocol;
+        tokio::spawn(async move {
+            if proxy_protocol {
+                match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
+                {
+                    Ok(Some(src)) => peer = src,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "PROXY header rejected");
+                        return;
+                    }
+                }
+            }
+            let proto = match tokio::time::timeout(idle.header, sniff(&stream)).await {
+                Ok(Ok(Some(p))) => p,
+                Ok(Ok(None)) | Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "no request within header_read_timeout");
+                    return;
+                }
+            };
+            let conn_peer = Arc::new(super::Peer::new(peer));
+            let activity = Arc::new(crate::dataplane::conn::Activity::default());
+            let act = activity.clone();
+            let make_svc = move || {
+                let plane = plane.clone();
+                let conn_peer = conn_peer.clone();
+                let act = act.clone();
+                service_fn(move |req| {
+                    use futures_util::FutureExt;
+                    let guard = act.begin();
+                    // The filters run in this call; what is left to await
+                    // is boxed by `handle` (nothing when the gateway answers).
+                    pipeline::handle(&plane, req, &conn_peer).map(move |resp| {
+                        Ok::<_, std::convert::Infallible>(
+                            resp.map(|b| crate::dataplane::conn::Tracked::new(b, guard)),
+                        )
+                    })
+                })
+            };
+            match proto {
+                // Its own task, so HTTP/1 tasks are not sized for HTTP/2.
+                Proto::H2 => {
+                    let svc = make_svc();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let io = TokioIo::new(stream);
+                        if let Err(e) = builders.1.serve_connection(io, svc).await {
+                            tracing::debug!(%peer, error = %e, "h2 connection ended with error");
+                        }
+                    });
+                }
+                Proto::H1 => {
+                    if let Err(e) = crate::dataplane::conn::serve_h1(
+                        &builders.0,
+                        stream,
+                        idle,
+                        activity,
+                        make_svc,
+                    )
+                    .await
+                    {
+                        tracing::debug!(%peer, error = %e, "connection ended with error");
+                    }
+                    drop(slot);
+                }
+            }
+        });
+    }
+}

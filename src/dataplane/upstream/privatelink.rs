@@ -1,0 +1,12 @@
+//! PrivateLink integration: the slot for issue [7]. Methods of this type
+//! are stored and deployed; the data plane answers 501 until the
+//! integration is built.
+
+use crate::dataplane::error::GwError;
+
+/// The answer for a method whose integration is the endpoint `_endpoint_id`.
+pub fn prepare(_endpoint_id: &str) -> Result<super::Outbound, GwError> {
+    Err(GwError::not_implemented(
+        "PrivateLink integration is not available yet",
+    ))
+}

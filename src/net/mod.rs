@@ -1,0 +1,177 @@
+//! Network pieces every listener shares: what a new connection speaks
+//! (HTTP/1 or h2c prior knowledge, peeked), a process-wide connection cap,
+//! and the open-file limit.
+//!
+//! May import: nothing of the gateway (std, tokio, libc).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a new connection speaks, from its first bytes (peeked, not read).
+#[derive(PartialEq, Debug)]
+pub enum Proto {
+    H1,
+    H2,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Wait for the first bytes and tell HTTP/2 prior knowledge (h2c) from
+/// HTTP/1; `None` when the peer closes first. Nothing is buffered: until a
+/// client sends something its connection costs only the socket and a small
+/// task, and HTTP/1 connections never carry HTTP/2's state.
+pub async fn sniff(stream: &tokio::net::TcpStream) -> std::io::Result<Option<Proto>> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(Proto::H1));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(Proto::H2));
+        }
+        // A prefix of the preface so far: wait for more (rare).
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Open-file limit
+// ---------------------------------------------------------------------------
+
+/// Raise the soft open-file limit (RLIMIT_NOFILE) to the hard limit and
+/// log what it is. A failure is logged and the limit left as it was.
+pub fn raise_nofile_limit() {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            return;
+        }
+        let (soft, hard) = (r.rlim_cur, r.rlim_max);
+        if soft >= hard {
+            tracing::info!(limit = soft, "open-file limit");
+            return;
+        }
+        r.rlim_cur = hard;
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit to its hard limit");
+        } else {
+            tracing::info!(
+                from = soft,
+                to = hard,
+                "open-file limit raised to its hard limit"
+            );
+        }
+    }
+}
+
+/// The soft open-file limit in force now (`None`: unlimited or unknown).
+/// One getrlimit call; it sees a limit changed from outside
+/// (`prlimit --pid`).
+pub fn nofile_soft_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0
+            || r.rlim_cur == libc::RLIM_INFINITY
+        {
+            return None;
+        }
+        // rlim_t is u64 on 64-bit Linux, narrower on some other targets.
+        #[allow(clippy::useless_conversion)]
+        u64::try_from(r.rlim_cur).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection cap
+// ---------------------------------------------------------------------------
+
+/// Open connections of a listener, over all its workers, and their cap.
+#[derive(Debug)]
+pub struct ConnCap {
+    open: AtomicUsize,
+    max: usize,
+    refused: AtomicU64,
+    /// Seconds since `started` (+1) of the last warning about refusals.
+    warned: AtomicU64,
+    started: Instant,
+}
+
+/// One open connection; the count goes down when it is dropped.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<ConnCap>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ConnCap {
+    pub fn new(max: usize) -> Arc<ConnCap> {
+        Arc::new(ConnCap {
+            open: AtomicUsize::new(0),
+            max: max.max(1),
+            refused: AtomicU64::new(0),
+            warned: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// A slot for a new connection, or `None` when `max` are open (the
+    /// caller closes the connection).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<ConnSlot> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.note_refused();
+            return None;
+        }
+        Some(ConnSlot(self.clone()))
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refusal; warns at most every 10 s (a flood must not
+    /// flood the log too).
+    fn note_refused(&self) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.warned.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 10)
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                max_connections = self.max,
+                refused_so_far = refused,
+                "data plane at max_connections: new connections are closed"
+            );
+        }
+    }
+}

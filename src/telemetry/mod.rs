@@ -1,0 +1,8 @@
+//! What the gateway reports about its traffic, off the request path:
+//! [`reports`] (per stage and day, behind List Reports); metrics and
+//! access logs come with their issue.
+//!
+//! May import: `store` (to persist), `config`. The data plane records
+//! into it with relaxed atomics; nothing here blocks a request.
+
+pub mod reports;
