@@ -173,90 +173,105 @@ fn parse_jwks(jwks: &Value) -> Result<Vec<ExtKey>, String> {
     let mut out: Vec<ExtKey> = Vec::new();
     for (i, k) in keys.iter().enumerate() {
         let at = |m: &str| format!("keys[{i}]: {m}");
-        let obj = k.as_object().ok_or_else(|| at("must be an object"))?;
-        let field = |name: &str| -> Result<Option<&str>, String> {
-            match obj.get(name) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.as_str())),
-                Some(_) => Err(at(&format!("\"{name}\" must be a string"))),
-            }
+        let Some(key) = parse_jwk(k).map_err(|m| at(&m))? else {
+            continue; // an encryption key
         };
-        let required = |name: &str| -> Result<&str, String> {
-            field(name)?.ok_or_else(|| at(&format!("\"{name}\" is required")))
-        };
-        let bytes = |name: &str| -> Result<Vec<u8>, String> {
-            B64URL
-                .decode(required(name)?)
-                .map_err(|_| at(&format!("\"{name}\" is not base64url")))
-        };
-        match field("use")? {
-            None | Some("sig") => {}
-            Some("enc") => continue,
-            Some(u) => return Err(at(&format!("\"use\" {u:?} is not \"sig\""))),
-        }
-        let kty = required("kty")?;
-        let (want_alg, alg) = match kty {
-            "RSA" => ("RS256", Algorithm::RS256),
-            "EC" => ("ES256", Algorithm::ES256),
-            "OKP" => ("EdDSA", Algorithm::EdDSA),
-            other => {
-                return Err(at(&format!(
-                    "kty {other:?} is not supported (RSA for RS256, EC P-256 for ES256, OKP Ed25519 for EdDSA)"
-                )))
-            }
-        };
-        if let Some(a) = field("alg")? {
-            if a != want_alg {
-                return Err(at(&format!(
-                    "alg {a:?} is not supported for kty {kty} (only {want_alg})"
-                )));
-            }
-        }
-        let key = match alg {
-            Algorithm::RS256 => {
-                let (n, e) = (bytes("n")?, bytes("e")?);
-                // Leading zero octets are not allowed by RFC 7518 but seen in the wild.
-                let n = &n[n.iter().take_while(|b| **b == 0).count()..];
-                let e = &e[e.iter().take_while(|b| **b == 0).count()..];
-                if !(2048..=8192).contains(&(n.len() * 8)) {
-                    return Err(at("RSA modulus \"n\" must be 2048 to 8192 bits"));
-                }
-                if e.is_empty() || e.len() > 4 {
-                    return Err(at("RSA exponent \"e\" is not valid"));
-                }
-                DecodingKey::from_rsa_raw_components(n, e)
-            }
-            Algorithm::ES256 => {
-                if field("crv")? != Some("P-256") {
-                    return Err(at("EC keys must have crv \"P-256\" (ES256)"));
-                }
-                if bytes("x")?.len() != 32 || bytes("y")?.len() != 32 {
-                    return Err(at("EC \"x\" and \"y\" must be 32 bytes"));
-                }
-                DecodingKey::from_ec_components(required("x")?, required("y")?)
-                    .map_err(|_| at("EC key is not valid"))?
-            }
-            _ => {
-                if field("crv")? != Some("Ed25519") {
-                    return Err(at("OKP keys must have crv \"Ed25519\" (EdDSA)"));
-                }
-                if bytes("x")?.len() != 32 {
-                    return Err(at("Ed25519 \"x\" must be 32 bytes"));
-                }
-                DecodingKey::from_ed_components(required("x")?)
-                    .map_err(|_| at("OKP key is not valid"))?
-            }
-        };
-        let kid = field("kid")?.map(str::to_string);
-        if kid.is_some() && out.iter().any(|k| k.kid == kid) {
+        if key.kid.is_some() && out.iter().any(|k| k.kid == key.kid) {
             return Err(at("duplicate kid"));
         }
-        out.push(ExtKey { kid, alg, key });
+        out.push(key);
     }
     if out.is_empty() {
         return Err("keys: no usable signing key (RS256, ES256 or EdDSA)".into());
     }
     Ok(out)
+}
+
+/// One JWK (jsonwebtoken's [`Jwk`] type) as a usable signing key; `None`
+/// for an encryption key. The algorithm is fixed by the key type: RS256
+/// (2048 to 8192 bits), ES256 (P-256) or EdDSA (Ed25519).
+fn parse_jwk(k: &Value) -> Result<Option<ExtKey>, String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters as P, EllipticCurve, Jwk, PublicKeyUse};
+    let obj = k.as_object().ok_or("must be an object")?;
+    let kty = match obj.get("kty") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err("\"kty\" must be a string".into()),
+        None => return Err("\"kty\" is required".into()),
+    };
+    let unsupported = || {
+        format!(
+            "kty {kty:?} is not supported (RSA for RS256, EC P-256 for ES256, OKP Ed25519 for EdDSA)"
+        )
+    };
+    let jwk: Jwk = serde_json::from_value(k.clone()).map_err(|_| match kty {
+        "RSA" => "RSA keys need base64url \"n\" and \"e\" (and a known \"alg\", \"use\")".to_string(),
+        "EC" => "EC keys must have crv \"P-256\" (ES256), \"x\" and \"y\" (and a known \"alg\", \"use\")".to_string(),
+        "OKP" => "OKP keys must have crv \"Ed25519\" (EdDSA) and \"x\" (and a known \"alg\", \"use\")".to_string(),
+        _ => unsupported(),
+    })?;
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(PublicKeyUse::Encryption) => return Ok(None),
+        Some(PublicKeyUse::Other(u)) => return Err(format!("\"use\" {u:?} is not \"sig\"")),
+    }
+    let bytes = |name: &str, v: &str| -> Result<Vec<u8>, String> {
+        B64URL
+            .decode(v)
+            .map_err(|_| format!("\"{name}\" is not base64url"))
+    };
+    let (want_alg, alg) = match &jwk.algorithm {
+        P::RSA(_) => ("RS256", Algorithm::RS256),
+        P::EllipticCurve(_) => ("ES256", Algorithm::ES256),
+        P::OctetKeyPair(_) => ("EdDSA", Algorithm::EdDSA),
+        P::OctetKey(_) => return Err(unsupported()),
+    };
+    if let Some(a) = &jwk.common.key_algorithm {
+        if a.to_string() != want_alg {
+            return Err(format!(
+                "alg {:?} is not supported for kty {kty} (only {want_alg})",
+                a.to_string()
+            ));
+        }
+    }
+    let key = match &jwk.algorithm {
+        P::RSA(r) => {
+            let (n, e) = (bytes("n", &r.n)?, bytes("e", &r.e)?);
+            // Leading zero octets are not allowed by RFC 7518 but seen in the wild.
+            let n = &n[n.iter().take_while(|b| **b == 0).count()..];
+            let e = &e[e.iter().take_while(|b| **b == 0).count()..];
+            if !(2048..=8192).contains(&(n.len() * 8)) {
+                return Err("RSA modulus \"n\" must be 2048 to 8192 bits".into());
+            }
+            if e.is_empty() || e.len() > 4 {
+                return Err("RSA exponent \"e\" is not valid".into());
+            }
+            DecodingKey::from_rsa_raw_components(n, e)
+        }
+        P::EllipticCurve(ec) => {
+            if ec.curve != EllipticCurve::P256 {
+                return Err("EC keys must have crv \"P-256\" (ES256)".into());
+            }
+            if bytes("x", &ec.x)?.len() != 32 || bytes("y", &ec.y)?.len() != 32 {
+                return Err("EC \"x\" and \"y\" must be 32 bytes".into());
+            }
+            DecodingKey::from_jwk(&jwk).map_err(|_| "EC key is not valid".to_string())?
+        }
+        P::OctetKeyPair(okp) => {
+            if okp.curve != EllipticCurve::Ed25519 {
+                return Err("OKP keys must have crv \"Ed25519\" (EdDSA)".into());
+            }
+            if bytes("x", &okp.x)?.len() != 32 {
+                return Err("Ed25519 \"x\" must be 32 bytes".into());
+            }
+            DecodingKey::from_jwk(&jwk).map_err(|_| "OKP key is not valid".to_string())?
+        }
+        P::OctetKey(_) => return Err(unsupported()),
+    };
+    Ok(Some(ExtKey {
+        kid: jwk.common.key_id.clone(),
+        alg,
+        key,
+    }))
 }
 
 /// Validate a JWKS document at auth create/set time; the message names the
