@@ -15,7 +15,8 @@
 //!   signatures), no I/O.
 //! - [`store`]: durable state behind traits (SQLite), the object model and
 //!   the quota counters.
-//! - [`config`]: settings.
+//! - [`config`] holds the settings; [`net`] the network pieces every
+//!   listener shares.
 
 pub mod admin;
 pub mod config;
