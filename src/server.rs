@@ -1,5 +1,8 @@
-//! Process wiring: load the store, build the first snapshot, bind both
-//! listeners, serve until SIGINT/SIGTERM.
+//! Process wiring: open the store with its change feed, load it, build
+//! the first snapshot and start the publisher that follows the feed, bind
+//! both listeners, serve until SIGINT/SIGTERM.
+//!
+//! May import: everything (it is the top).
 
 use crate::admin;
 use crate::config::Config;
@@ -11,10 +14,11 @@ use tokio::net::TcpListener;
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::net::raise_nofile_limit();
-    let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store_url)?);
+    let (feed, feed_rx) = store::feed::channel();
+    let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store_url, feed)?);
     let loader = store.clone();
-    let entities = tokio::task::spawn_blocking(move || loader.load()).await??;
-    let state = State::from_entities(entities);
+    let loaded = tokio::task::spawn_blocking(move || loader.load()).await??;
+    let state = State::from_entities(loaded.entities);
     let clock = crate::store::quota::Clock::new(
         Some(cfg.test_clock_file.clone())
             .filter(|s| !s.is_empty())
@@ -29,6 +33,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut ctx = BuildContext::from_config(&cfg);
     ctx.stats = Some(stats.clone());
     let published = Arc::new(Published::new(&state, ctx));
+    // From here on only the publisher changes the snapshot, from the feed.
+    let served = crate::snapshot::publisher::spawn(
+        published.clone(),
+        state.clone(),
+        loaded.version,
+        feed_rx,
+    );
 
     let quota = crate::store::quota::LocalQuota::open(Some(&cfg.sqlite_path()?))?;
     quota.spawn_flusher(std::time::Duration::from_millis(
@@ -59,7 +70,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.clone(),
         store,
         state,
-        published,
+        served,
         data_addr.port(),
         stats.clone(),
     );

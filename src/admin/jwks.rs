@@ -19,8 +19,9 @@
 //!   after min(`Cache-Control: max-age`, `jwks_refresh_max_secs`), never
 //!   sooner than [`REFRESH_FLOOR`] (after a failure: twice the last
 //!   interval, up to the cap). A changed, valid key set is committed
-//!   and republished exactly as a management write is (store, then memory,
-//!   then snapshot); an unchanged one commits nothing; a failed or invalid
+//!   exactly as a management write is ([`crate::admin::Inner::commit`]:
+//!   store, memory, then the wait until the snapshot publisher serves it);
+//!   an unchanged one commits nothing; a failed or invalid
 //!   fetch is logged and the last good keys stay. An auth is first
 //!   fetched when the refresher first sees it (at start, or just after
 //!   Create Auth: the create-time answer's max-age is not kept). No lock

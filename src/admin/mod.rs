@@ -2,9 +2,14 @@
 //! resource, every request authenticated with the SCP signature.
 //!
 //! Writes hold the state lock, validate against the in-memory state,
-//! commit their changes to the store, then apply them in memory and
-//! republish the snapshot before answering: a 2xx means committed and
-//! served.
+//! commit their changes to the store ([`Inner::commit`]), apply them to
+//! the in-memory state, then wait until the snapshot publisher has
+//! published the batch the store announced on its change feed: a 2xx
+//! means committed and served. The management API never builds or
+//! publishes snapshots itself.
+//!
+//! May import: store (writes), snapshot (the published version to wait
+//! on), jwt, policy, telemetry, config, net. Never dataplane.
 
 pub mod access_controls;
 pub mod apis;
@@ -26,20 +31,26 @@ pub mod validate;
 pub mod views;
 
 use crate::config::Config;
-use crate::snapshot::Published;
+use crate::snapshot::{NotPublished, PublishedVersion};
 use crate::store::model::Change;
 use crate::store::{ApiState, State, Store};
 use axum::routing::{get, put};
 use axum::Router;
 pub use error::ApiError;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{RwLock, RwLockWriteGuard};
+
+/// How long a write waits for its committed change to be served before
+/// answering 500. Republishing one API takes milliseconds.
+pub const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Inner {
     pub cfg: Config,
     pub store: Arc<dyn Store>,
     pub state: RwLock<State>,
-    pub published: Arc<Published>,
+    /// The version the data plane serves (the snapshot publisher's).
+    pub published: PublishedVersion,
     pub data_port: u16,
     pub stats: Arc<crate::telemetry::reports::Stats>,
     /// Signatures already used within the timestamp window.
@@ -60,7 +71,7 @@ impl Inner {
         cfg: Config,
         store: Arc<dyn Store>,
         state: State,
-        published: Arc<Published>,
+        published: PublishedVersion,
         data_port: u16,
         stats: Arc<crate::telemetry::reports::Stats>,
     ) -> AdminState {
@@ -79,7 +90,10 @@ impl Inner {
         })
     }
 
-    /// Commit changes durably, then apply them in memory and republish.
+    /// Commit changes durably, apply them to the in-memory state, then
+    /// wait (at most [`PUBLISH_WAIT`]) until the data plane serves them.
+    /// A failed wait is a 500 that says the change is committed: the
+    /// state lock is released, the change stays.
     pub async fn commit(
         &self,
         st: &mut RwLockWriteGuard<'_, State>,
@@ -89,15 +103,17 @@ impl Inner {
             return Ok(());
         }
         let store = self.store.clone();
-        let changes = Arc::new(changes);
+        let changes: Arc<[Change]> = changes.into();
         let c2 = changes.clone();
-        tokio::task::spawn_blocking(move || store.apply(&c2))
+        let version = tokio::task::spawn_blocking(move || store.apply(c2))
             .await
             .map_err(|e| ApiError::internal(format!("store task: {e}")))?
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let touched = st.apply(&changes);
-        self.published.republish(st, &touched);
-        Ok(())
+        st.apply(&changes);
+        self.published
+            .wait_for(version, PUBLISH_WAIT)
+            .await
+            .map_err(|e| not_served(version, e))
     }
 
     /// Invoke URL of a stage.
@@ -117,6 +133,26 @@ impl Inner {
             )
         }
     }
+}
+
+/// The 500 of a write that is committed but not served.
+fn not_served(version: crate::store::Version, e: NotPublished) -> ApiError {
+    tracing::error!(version, error = %e, "committed change not served");
+    let detail = match e {
+        NotPublished::PublisherGone => {
+            "the change was committed but cannot be served: the snapshot publisher has stopped; restart the gateway"
+                .to_string()
+        }
+        NotPublished::TimedOut(d) => format!(
+            "the change was committed but was not served within {} s; it is served once published",
+            d.as_secs()
+        ),
+    };
+    ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+        detail,
+    )
 }
 
 /// The caller's API, or 404 (also for another account's API).
@@ -269,4 +305,119 @@ async fn method_not_allowed() -> ApiError {
         "MethodNotAllowed",
         "this path does not support the HTTP method".to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{publisher, BuildContext, Published};
+    use crate::store::feed;
+    use crate::store::model::{now_rfc3339, Api, EndpointType, Entity};
+    use crate::store::sqlite::SqliteStore;
+
+    fn new_api(id: &str) -> Vec<Change> {
+        vec![Change::Put(Entity::Api(Api {
+            id: id.into(),
+            account_id: "acct".into(),
+            name: id.into(),
+            description: String::new(),
+            endpoint_type: EndpointType::Region,
+            tags: vec![],
+            created_at: now_rfc3339(),
+        }))]
+    }
+
+    /// An admin whose store announces to `store_feed`, and a publisher
+    /// that reads what the test relays to it.
+    fn wired(
+        dir: &tempfile::TempDir,
+    ) -> (
+        AdminState,
+        Arc<Published>,
+        feed::FeedReceiver,
+        feed::FeedSender,
+    ) {
+        let cfg = Config::default();
+        let (store_tx, store_rx) = feed::channel();
+        let (relay_tx, relay_rx) = feed::channel();
+        let store = SqliteStore::open(dir.path().join("objects.db"))
+            .unwrap()
+            .announcing_to(store_tx);
+        let published = Arc::new(Published::new(
+            &State::default(),
+            BuildContext::from_config(&cfg),
+        ));
+        let served = publisher::spawn(published.clone(), State::default(), 0, relay_rx);
+        let app = Inner::new(
+            cfg,
+            Arc::new(store),
+            State::default(),
+            served,
+            8080,
+            crate::telemetry::reports::Stats::new(None),
+        );
+        (app, published, store_rx, relay_tx)
+    }
+
+    fn write(app: &AdminState, api: &str) -> tokio::task::JoinHandle<Result<(), ApiError>> {
+        let app = app.clone();
+        let changes = new_api(api);
+        tokio::spawn(async move {
+            let mut st = app.state.write().await;
+            app.commit(&mut st, changes).await
+        })
+    }
+
+    const SOON: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn a_write_answers_only_once_its_change_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, published, mut store_feed, relay) = wired(&dir);
+        let task = write(&app, "a1");
+
+        // Committed and announced, but not yet published: still waiting.
+        let batch = tokio::time::timeout(SOON, store_feed.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.version, 1);
+        assert_eq!(batch.changes.len(), 1);
+        assert_eq!(batch.changes[0].api_id(), "a1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "answered before publication");
+        assert!(published.load().apis.is_empty());
+
+        // The publisher gets it: the write answers, and the change is served.
+        assert!(relay.announce(batch));
+        tokio::time::timeout(SOON, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(published.load().apis.contains_key("a1"));
+        assert_eq!(app.published.current(), 1);
+        assert!(app.state.read().await.api("a1").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_write_with_no_publisher_is_a_500_that_says_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, published, mut store_feed, relay) = wired(&dir);
+        drop(relay); // the publisher's feed closes: it stops
+        let e = tokio::time::timeout(SOON, write(&app, "a1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.status, http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.code, "InternalServerError");
+        assert!(e.detail.contains("committed"), "{}", e.detail);
+        // Committed all the same: in the store and its feed.
+        assert_eq!(store_feed.try_recv().map(|b| b.version), Some(1));
+        let loaded = app.store.load().unwrap();
+        assert_eq!(loaded.version, 1);
+        assert_eq!(loaded.entities.len(), 1);
+        assert!(published.load().apis.is_empty());
+    }
 }

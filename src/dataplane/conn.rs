@@ -15,6 +15,14 @@
 //! Hot connections never park (a request within each `park` interval
 //! keeps them), so the steady state costs two relaxed atomic adds and one
 //! subtraction per request.
+//!
+//! The driver is generic over the client stream (`IO`: TCP today, TLS
+//! later), monomorphised per stream type. A parked connection waits with
+//! [`WaitReadable::wait_readable`]: TCP peeks; a stream that cannot (TLS)
+//! reads a byte, which the next session gets in front, as it gets hyper's
+//! read-ahead ([`Prefixed`]).
+//!
+//! May import: net.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -29,7 +37,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+
+pub use crate::net::WaitReadable;
 
 /// Requests started on a connection and those not yet answered in full.
 #[derive(Default, Debug)]
@@ -98,13 +107,13 @@ impl<B: Body> Body for Tracked<B> {
     }
 }
 
-/// The socket with bytes already read from it put back in front.
-pub struct Prefixed {
+/// The stream with bytes already read from it put back in front.
+pub struct Prefixed<IO> {
     prefix: Bytes,
-    stream: TcpStream,
+    stream: IO,
 }
 
-impl AsyncRead for Prefixed {
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -120,7 +129,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -175,14 +184,15 @@ content-length: 56\r\n\
 /// Serve one HTTP/1 connection until the client closes it, an error ends
 /// it, or it stays parked for `idle.keepalive`. `make_svc` makes the
 /// service of each hyper session, given the connection's activity.
-pub async fn serve_h1<S, F>(
+pub async fn serve_h1<IO, S, F>(
     builder: &http1::Builder,
-    mut stream: TcpStream,
+    mut stream: IO,
     idle: Idle,
     activity: Arc<Activity>,
     make_svc: F,
 ) -> Result<(), hyper::Error>
 where
+    IO: WaitReadable,
     F: Fn() -> S,
     S: HttpService<Incoming> + Unpin,
     S::Future: Unpin,
@@ -201,10 +211,11 @@ where
         };
         (stream, leftover) = (s, rest);
         if leftover.is_empty() {
-            // Parked: wait for the client's next bytes (peeked, not read).
-            let mut b = [0u8; 1];
-            match tokio::time::timeout(idle.keepalive, stream.peek(&mut b)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            // Parked: wait for the client's next bytes (peeked on TCP, so
+            // `read` stays empty and allocates nothing).
+            let mut read = BytesMut::new();
+            match tokio::time::timeout(idle.keepalive, stream.wait_readable(&mut read)).await {
+                Ok(Ok(true)) => leftover = read.freeze(),
                 _ => return Ok(()), // closed, failed, or idle too long
             }
         }
@@ -214,15 +225,16 @@ where
 /// One hyper session on the socket, `prefix` read before it. `None` when
 /// the connection is over; else it was parked: the socket and the bytes
 /// hyper had read ahead. Everything of the session is dropped on return.
-async fn session<S, F>(
+async fn session<IO, S, F>(
     builder: &http1::Builder,
-    stream: TcpStream,
+    stream: IO,
     prefix: Bytes,
     idle: Idle,
     activity: &Activity,
     make_svc: &F,
-) -> Result<Option<(TcpStream, Bytes)>, hyper::Error>
+) -> Result<Option<(IO, Bytes)>, hyper::Error>
 where
+    IO: WaitReadable,
     F: Fn() -> S,
     S: HttpService<Incoming> + Unpin,
     S::Future: Unpin,
@@ -302,6 +314,76 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use hyper_util::rt::TokioTimer;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    /// A stream that cannot peek, as TLS: parking reads a byte.
+    impl WaitReadable for DuplexStream {}
+
+    /// Read one `ok` answer (content-length 2) off the client side.
+    async fn answer(client: &mut DuplexStream) -> String {
+        let mut got = Vec::new();
+        let mut b = [0u8; 512];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut b))
+                .await
+                .expect("answer in time")
+                .expect("read");
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&b[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_cannot_peek_parks_and_resumes() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(None);
+        let idle = Idle {
+            park: Some(Duration::from_millis(20)),
+            keepalive: Duration::from_secs(5),
+            header: Duration::from_secs(5),
+        };
+        let activity = Arc::new(Activity::default());
+        let sessions = Arc::new(AtomicU32::new(0));
+        let (act, count) = (activity.clone(), sessions.clone());
+        let make_svc = move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            let act = act.clone();
+            hyper::service::service_fn(move |_req| {
+                let body = Tracked::new(Full::new(Bytes::from_static(b"ok")), act.begin());
+                std::future::ready(Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                    body,
+                )))
+            })
+        };
+        let driver =
+            tokio::spawn(async move { serve_h1(&builder, server, idle, activity, make_svc).await });
+
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200"));
+        // Quiet for several `park` ticks: hyper's session is dropped.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(sessions.load(Ordering::Relaxed), 1);
+        // The next request wakes it: its first byte was read while parked
+        // and is served in front of the rest.
+        client
+            .write_all(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200"));
+        assert_eq!(sessions.load(Ordering::Relaxed), 2, "parked and resumed");
+        drop(client);
+        let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    }
+
     #[test]
     fn request_timeout_answer_is_well_formed() {
         let mut headers = [httparse::EMPTY_HEADER; 8];

@@ -1,14 +1,30 @@
 //! The data-plane listener: bind (one SO_REUSEPORT socket per worker),
 //! accept within `max_connections`, the PROXY protocol header, protocol
 //! sniffing (HTTP/1 or h2c), then the connection drivers.
+//!
+//! Accepting, the PROXY header and sniffing are on TCP (they look at the
+//! raw transport); from [`serve_conn`] on, everything is generic over the
+//! client stream ([`WaitReadable`]). A TLS listener would accept and read
+//! the PROXY header the same way, then hand the stream its handshake
+//! gives (with the protocol ALPN chose) to [`serve_conn`].
+//!
+//! May import: the data plane's pipeline and connection driver, config,
+//! net.
 
 use super::{pipeline, DataPlane};
 use crate::config::Config;
-use crate::net::{sniff, ConnCap, Proto};
+use crate::net::{sniff, ConnCap, ConnSlot, Proto, WaitReadable};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// The HTTP/1 and HTTP/2 connection builders of a worker.
+type Builders = (
+    hyper::server::conn::http1::Builder,
+    hyper::server::conn::http2::Builder<TokioExecutor>,
+);
 
 /// The data-plane listeners: one per worker with SO_REUSEPORT when each
 /// worker has its own runtime (the first picks the port when it is 0),
@@ -166,52 +182,64 @@ async fn serve_data(
                     return;
                 }
             };
-            let conn_peer = Arc::new(super::Peer::new(peer));
-            let activity = Arc::new(crate::dataplane::conn::Activity::default());
-            let act = activity.clone();
-            let make_svc = move || {
-                let plane = plane.clone();
-                let conn_peer = conn_peer.clone();
-                let act = act.clone();
-                service_fn(move |req| {
-                    use futures_util::FutureExt;
-                    let guard = act.begin();
-                    // The filters run in this call; what is left to await
-                    // is boxed by `handle` (nothing when the gateway answers).
-                    pipeline::handle(&plane, req, &conn_peer).map(move |resp| {
-                        Ok::<_, std::convert::Infallible>(
-                            resp.map(|b| crate::dataplane::conn::Tracked::new(b, guard)),
-                        )
-                    })
-                })
-            };
-            match proto {
-                // Its own task, so HTTP/1 tasks are not sized for HTTP/2.
-                Proto::H2 => {
-                    let svc = make_svc();
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let io = TokioIo::new(stream);
-                        if let Err(e) = builders.1.serve_connection(io, svc).await {
-                            tracing::debug!(%peer, error = %e, "h2 connection ended with error");
-                        }
-                    });
-                }
-                Proto::H1 => {
-                    if let Err(e) = crate::dataplane::conn::serve_h1(
-                        &builders.0,
-                        stream,
-                        idle,
-                        activity,
-                        make_svc,
-                    )
-                    .await
-                    {
-                        tracing::debug!(%peer, error = %e, "connection ended with error");
-                    }
-                    drop(slot);
-                }
-            }
+            serve_conn(stream, proto, peer, plane, &builders, idle, slot).await;
         });
+    }
+}
+
+/// Serve one client connection that speaks `proto` until it ends, on
+/// whatever stream carries it; `peer` is the client (the PROXY header's
+/// source when there was one), `slot` its place under `max_connections`.
+/// HTTP/1 is served in this task; HTTP/2 gets its own.
+async fn serve_conn<IO: WaitReadable>(
+    stream: IO,
+    proto: Proto,
+    peer: SocketAddr,
+    plane: Arc<DataPlane>,
+    builders: &Arc<Builders>,
+    idle: crate::dataplane::conn::Idle,
+    slot: ConnSlot,
+) {
+    let conn_peer = Arc::new(super::Peer::new(peer));
+    let activity = Arc::new(crate::dataplane::conn::Activity::default());
+    let act = activity.clone();
+    let make_svc = move || {
+        let plane = plane.clone();
+        let conn_peer = conn_peer.clone();
+        let act = act.clone();
+        service_fn(move |req| {
+            use futures_util::FutureExt;
+            let guard = act.begin();
+            // The filters run in this call; what is left to await
+            // is boxed by `handle` (nothing when the gateway answers).
+            pipeline::handle(&plane, req, &conn_peer).map(move |resp| {
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|b| crate::dataplane::conn::Tracked::new(b, guard)),
+                )
+            })
+        })
+    };
+    match proto {
+        // Its own task, so HTTP/1 tasks are not sized for HTTP/2.
+        Proto::H2 => {
+            let svc = make_svc();
+            let builders = builders.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let io = TokioIo::new(stream);
+                if let Err(e) = builders.1.serve_connection(io, svc).await {
+                    tracing::debug!(%peer, error = %e, "h2 connection ended with error");
+                }
+            });
+        }
+        Proto::H1 => {
+            if let Err(e) =
+                crate::dataplane::conn::serve_h1(&builders.0, stream, idle, activity, make_svc)
+                    .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+            drop(slot);
+        }
     }
 }

@@ -1,12 +1,16 @@
 //! PROXY protocol v1/v2 on data-plane listeners configured for it: the
-//! header is read (parsed by the `ppp` crate) before HTTP starts, and its
-//! source address stands for the socket peer.
+//! header is read (parsed by the `ppp` crate) before HTTP starts (and,
+//! with TLS, before its handshake: on the raw transport), and its source
+//! address stands for the socket peer. Any transport that can be peeked
+//! ([`Peek`]: TCP) will do.
+//!
+//! May import: net.
 
+use crate::net::Peek;
 use ppp::{HeaderResult, PartialResult};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Longest header accepted (v1 is at most 107 bytes; v2 with TLVs can be
 /// longer, but nothing we use needs more).
@@ -24,8 +28,8 @@ pub enum ProxyError {
 
 /// Read the PROXY header from the start of `stream`, leaving the HTTP
 /// bytes after it unread. `Ok(None)` for `UNKNOWN`/`LOCAL` (keep the peer).
-pub async fn read_header(
-    stream: &mut TcpStream,
+pub async fn read_header<S: Peek + AsyncRead + Unpin>(
+    stream: &mut S,
     timeout: Duration,
 ) -> Result<Option<SocketAddr>, ProxyError> {
     tokio::time::timeout(timeout, read_inner(stream))
@@ -33,7 +37,9 @@ pub async fn read_header(
         .map_err(|_| ProxyError::Timeout)?
 }
 
-async fn read_inner(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyError> {
+async fn read_inner<S: Peek + AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Option<SocketAddr>, ProxyError> {
     let mut buf = vec![0u8; MAX_HEADER];
     loop {
         let n = stream.peek(&mut buf).await?;
@@ -91,6 +97,7 @@ fn source_of(parsed: HeaderResult<'_>) -> Result<(usize, Option<SocketAddr>), Pr
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
 
     async fn roundtrip(header: &[u8]) -> (Result<Option<SocketAddr>, String>, Vec<u8>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,12 +1,85 @@
-//! Network pieces every listener shares: what a new connection speaks
-//! (HTTP/1 or h2c prior knowledge, peeked), a process-wide connection cap,
-//! and the open-file limit.
+//! Network pieces every listener shares: what the connection drivers need
+//! of a client stream ([`WaitReadable`], [`Peek`]), what a new connection
+//! speaks (HTTP/1 or h2c prior knowledge, peeked), a process-wide
+//! connection cap, and the open-file limit.
 //!
-//! May import: nothing of the gateway (std, tokio, libc).
+//! The drivers are generic over the stream (monomorphised, never boxed):
+//! TCP today; a TLS stream wrapping it later only has to implement
+//! [`WaitReadable`] (its default method will do). [`Peek`] is for what is
+//! looked at on the raw transport before any protocol consumes it (the
+//! PROXY header, the h2c preface); TLS does not need it: the PROXY header
+//! comes before its handshake, and ALPN says what it speaks.
+//!
+//! May import: nothing of the gateway (std, tokio, bytes, libc).
 
+use bytes::BytesMut;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+
+// ---------------------------------------------------------------------------
+// Client streams
+// ---------------------------------------------------------------------------
+
+/// A client connection the connection drivers can serve and park.
+///
+/// Parking drops hyper's state and waits for the client's next bytes
+/// without hyper; [`WaitReadable::wait_readable`] is that wait.
+pub trait WaitReadable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Wait until the peer sends again (`true`) or closes (`false`).
+    /// Bytes consumed in doing so are appended to `read`; the driver
+    /// serves them before the stream's own.
+    ///
+    /// The default reads one byte, for streams that cannot look ahead
+    /// without consuming (TLS: the byte is decrypted data). TCP peeks
+    /// instead and consumes nothing.
+    fn wait_readable<'a>(
+        &'a mut self,
+        read: &'a mut BytesMut,
+    ) -> impl Future<Output = std::io::Result<bool>> + Send + 'a {
+        async move {
+            let mut b = [0u8; 1];
+            let n = self.read(&mut b).await?;
+            read.extend_from_slice(&b[..n]);
+            Ok(n > 0)
+        }
+    }
+}
+
+impl WaitReadable for TcpStream {
+    async fn wait_readable(&mut self, _read: &mut BytesMut) -> std::io::Result<bool> {
+        let mut b = [0u8; 1];
+        Ok(TcpStream::peek(self, &mut b).await? > 0)
+    }
+}
+
+/// A transport whose next bytes can be seen without consuming them.
+pub trait Peek {
+    /// Copy bytes from the front of the stream into `buf` without
+    /// consuming them, waiting until there is at least one; `Ok(0)` when
+    /// the peer closed. A later call sees the same bytes again (and more,
+    /// once they have arrived).
+    fn peek<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = std::io::Result<usize>> + Send + 'a;
+}
+
+impl Peek for TcpStream {
+    fn peek<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = std::io::Result<usize>> + Send + 'a {
+        TcpStream::peek(self, buf)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Protocol sniffing
+// ---------------------------------------------------------------------------
 
 /// What a new connection speaks, from its first bytes (peeked, not read).
 #[derive(PartialEq, Debug)]
@@ -21,7 +94,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// HTTP/1; `None` when the peer closes first. Nothing is buffered: until a
 /// client sends something its connection costs only the socket and a small
 /// task, and HTTP/1 connections never carry HTTP/2's state.
-pub async fn sniff(stream: &tokio::net::TcpStream) -> std::io::Result<Option<Proto>> {
+pub async fn sniff<S: Peek>(stream: &S) -> std::io::Result<Option<Proto>> {
     let mut buf = [0u8; 24];
     loop {
         let n = stream.peek(&mut buf).await?;

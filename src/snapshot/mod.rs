@@ -3,6 +3,15 @@
 //! `arc-swap`. A request loads the snapshot once and keeps it to the end.
 //! Rebuilding after a change touches only the changed API: the other
 //! APIs' compiled routes are shared (`Arc`) with the previous snapshot.
+//!
+//! Here: the compiled routes and how to build them ([`build_api`]), the
+//! published value ([`Published`]: built from the loaded state at start);
+//! [`publisher`]: the task that follows the store's change feed and
+//! republishes, and the published version writers wait on; [`template`]:
+//! upstream URL templates; [`cors`]: compiled CORS settings.
+//!
+//! May import: config, store (state, model, feed), telemetry (report
+//! counters), jwt, policy. Never dataplane or admin.
 
 use crate::config::Config;
 use crate::store::model::*;
@@ -16,9 +25,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub mod cors;
+pub mod publisher;
 pub mod template;
 
 pub use cors::StageCors;
+pub use publisher::{NotPublished, PublishedVersion};
 
 /// A token bucket (stage or method throttle), shared by the snapshots
 /// whose settings are the same.
@@ -434,8 +445,8 @@ impl Published {
     }
 
     /// Rebuild the given APIs and publish a new snapshot that shares every
-    /// other API's routes with the current one. Writers are serialised by
-    /// the management API's state lock.
+    /// other API's routes with the current one. One writer at a time: the
+    /// publisher task ([`publisher`]) is the only caller once serving.
     pub fn republish(&self, state: &State, api_ids: &[String]) {
         let old = self.current.load();
         let mut apis = old.apis.clone();

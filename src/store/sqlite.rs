@@ -1,17 +1,31 @@
 //! SQLite store: one table of JSON documents keyed by (kind, key), with the
 //! owning API id for cascading deletes. WAL journal, synchronous=FULL: a
 //! committed transaction is on disk.
+//!
+//! The change feed is in-process: this process is the only writer, so
+//! versions are a counter that starts at 0 when the store is opened (the
+//! loaded state) and goes up by one per committed batch. Each batch is
+//! numbered and announced while the connection is still held, so the feed
+//! sees batches in commit order.
+//!
+//! May import: the store's trait, feed and model.
 
-use super::{Store, StoreError};
+use super::{Committed, FeedSender, Loaded, Store, StoreError, Version};
 use crate::store::model::{Change, Entity, Kind};
 use rusqlite::{params, Connection};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 const SCHEMA_VERSION: i64 = 1;
 
 pub struct SqliteStore {
     pub(crate) conn: Mutex<Connection>,
+    /// The last committed batch's version; written under `conn`.
+    version: AtomicU64,
+    /// Where committed batches are announced (none: a store opened for
+    /// report rows only, or a test).
+    feed: Option<FeedSender>,
 }
 
 fn be(e: impl std::fmt::Display) -> StoreError {
@@ -34,7 +48,15 @@ impl SqliteStore {
         migrate(&conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            version: AtomicU64::new(0),
+            feed: None,
         })
+    }
+
+    /// Announce every committed batch on `feed`.
+    pub fn announcing_to(mut self, feed: FeedSender) -> SqliteStore {
+        self.feed = Some(feed);
+        self
     }
 }
 
@@ -64,8 +86,9 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 }
 
 impl Store for SqliteStore {
-    fn load(&self) -> Result<Vec<Entity>, StoreError> {
+    fn load(&self) -> Result<Loaded, StoreError> {
         let conn = self.conn.lock().map_err(be)?;
+        let version = self.version.load(Ordering::Relaxed);
         let mut stmt = conn
             .prepare("SELECT kind, key, body FROM objects")
             .map_err(be)?;
@@ -95,13 +118,16 @@ impl Store for SqliteStore {
             })?;
             out.push(e);
         }
-        Ok(out)
+        Ok(Loaded {
+            version,
+            entities: out,
+        })
     }
 
-    fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    fn apply(&self, changes: Arc<[Change]>) -> Result<Version, StoreError> {
         let mut conn = self.conn.lock().map_err(be)?;
         let tx = conn.transaction().map_err(be)?;
-        for c in changes {
+        for c in changes.iter() {
             match c {
                 Change::Put(e) => {
                     let body = e.to_json().map_err(be)?;
@@ -125,6 +151,20 @@ impl Store for SqliteStore {
                 }
             }
         }
-        tx.commit().map_err(be)
+        tx.commit().map_err(be)?;
+        // Numbered and announced before the connection is released: the
+        // next batch gets a higher number and is announced after this one.
+        let version = self.version.load(Ordering::Relaxed) + 1;
+        self.version.store(version, Ordering::Relaxed);
+        if let Some(feed) = &self.feed {
+            if !feed.announce(Committed { version, changes }) {
+                tracing::error!(
+                    version,
+                    "change committed but the snapshot publisher is gone"
+                );
+            }
+        }
+        drop(conn);
+        Ok(version)
     }
 }

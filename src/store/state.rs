@@ -1,6 +1,11 @@
-//! The in-memory mirror of the store, grouped per API. Reads of the
-//! management API and snapshot builds use it; it changes only after a
-//! successful commit, through [`State::apply`].
+//! The in-memory mirror of the store, grouped per API. Two copies are
+//! kept, each changed only by committed batches through [`State::apply`]:
+//! the management API's (validation and reads; applied right after its
+//! own commit) and the snapshot publisher's (applied from the change feed,
+//! then compiled into routes). The same batches in the same order give
+//! the same state.
+//!
+//! May import: the store's model.
 
 use crate::store::model::*;
 use std::collections::{BTreeMap, HashMap};
