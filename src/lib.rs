@@ -15,9 +15,11 @@
 //!   signatures), no I/O.
 //! - [`store`]: durable state behind traits (SQLite), the object model and
 //!   the quota counters.
-//! - [`config`]: settings.
+//! - [`config`]: the settings, one section per owning module.
+//! - [`clock`]: wall-clock time (the system's, or a test offset); a leaf.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod jwt;

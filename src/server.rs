@@ -15,15 +15,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let loader = store.clone();
     let entities = tokio::task::spawn_blocking(move || loader.load()).await??;
     let state = State::from_entities(entities);
-    let clock = crate::store::quota::Clock::new(
-        Some(cfg.test_clock_file.clone())
-            .filter(|s| !s.is_empty())
-            .map(std::path::PathBuf::from),
-    );
-    let stats_clock = clock.clone();
+    let clock = crate::clock::from_test_file(Some(std::path::Path::new(&cfg.test_clock_file)));
     let stats = crate::telemetry::reports::Stats::with_clock(
         Some(crate::store::sqlite_stats::open(&cfg.store_url)?),
-        Some(Arc::new(move || stats_clock.now())),
+        Some(clock.clone()),
     );
     stats.spawn_flusher(std::time::Duration::from_secs(1));
     let mut ctx = BuildContext::from_config(&cfg);
