@@ -98,6 +98,26 @@ fn flat_names_are_unique_and_never_a_section() {
 }
 
 #[test]
+fn readme_table_matches_the_settings() {
+    let readme = include_str!("../../README.md");
+    let defaults = serde_json::to_value(Config::default()).unwrap();
+    for s in Config::settings() {
+        let v = if s.section.is_empty() {
+            &defaults[s.key]
+        } else {
+            &defaults[s.section][s.key]
+        };
+        let row = format!(
+            "| `{}` | `{}` | `{}` |",
+            s.path(),
+            render::literal(v),
+            s.flat
+        );
+        assert!(readme.contains(&row), "README has no row {row}");
+    }
+}
+
+#[test]
 fn a_flat_file_loads_like_its_sectioned_form() {
     let dir = tempfile::tempdir().unwrap();
     let flat = write(
