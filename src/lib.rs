@@ -15,10 +15,12 @@
 //!   signatures), no I/O.
 //! - [`store`]: durable state behind traits (SQLite), the object model and
 //!   the quota counters.
-//! - [`config`] holds the settings; [`net`] the network pieces every
-//!   listener shares.
+//! - [`config`] holds the settings, one section per owning module; [`net`]
+//!   the network pieces every listener shares; [`clock`] wall-clock time
+//!   (the system's, or a test offset). Leaves.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod jwt;

@@ -1,4 +1,4 @@
-use apigw::config::{Config, SETTINGS_HELP};
+use apigw::config::{settings_help, Config};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ static GLOBAL: apigw::dataplane::alloc::Mimalloc = apigw::dataplane::alloc::Mima
 /// apigw: an API gateway reproducing the Samsung Cloud Platform API Gateway
 /// (data plane on invoke URLs + the SCP OpenAPI v1.2 management API).
 #[derive(Parser)]
-#[command(version, about, after_help = SETTINGS_HELP)]
+#[command(version, about, after_help = settings_help())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,10 +20,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: data plane and management API.
-    #[command(after_help = SETTINGS_HELP)]
+    #[command(after_help = settings_help())]
     Serve {
-        /// TOML config file (see SETTINGS below); every key can also be
-        /// set with an APIGW_<KEY> environment variable.
+        /// TOML config file (see SETTINGS below); every setting can also
+        /// be set with an APIGW_ environment variable.
         #[arg(short, long, env = "APIGW_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -48,11 +48,8 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config { config } => {
-            let mut cfg = Config::load(config.as_deref())?;
-            for c in &mut cfg.credentials {
-                c.secret_key = "***".into();
-            }
-            println!("{}", toml_like(&cfg)?);
+            let cfg = Config::load(config.as_deref())?;
+            print!("{}", cfg.masked().to_toml()?);
             Ok(())
         }
         Command::Serve { config } => {
@@ -62,21 +59,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // management API and the flushers, on one thread; each data
             // worker runs its own (see server::serve). Otherwise one
             // work-stealing runtime serves everything.
-            let mut rt = if cfg.per_worker_runtimes() {
+            let mut rt = if cfg.data.per_worker_runtimes() {
                 tokio::runtime::Builder::new_current_thread()
             } else {
                 let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(cfg.workers());
+                b.worker_threads(cfg.data.workers());
                 b
             };
             rt.enable_all();
             rt.build()?.block_on(apigw::server::serve(cfg))
         }
     }
-}
-
-fn toml_like(cfg: &Config) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(cfg)?)
 }
 
 fn init_tracing(default: &str) {

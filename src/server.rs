@@ -15,19 +15,14 @@ use tokio::net::TcpListener;
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::net::raise_nofile_limit();
     let (feed, feed_rx) = store::feed::channel();
-    let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store_url, feed)?);
+    let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store.url, feed)?);
     let loader = store.clone();
     let loaded = tokio::task::spawn_blocking(move || loader.load()).await??;
     let state = State::from_entities(loaded.entities);
-    let clock = crate::store::quota::Clock::new(
-        Some(cfg.test_clock_file.clone())
-            .filter(|s| !s.is_empty())
-            .map(std::path::PathBuf::from),
-    );
-    let stats_clock = clock.clone();
+    let clock = crate::clock::from_test_file(Some(std::path::Path::new(&cfg.test_clock_file)));
     let stats = crate::telemetry::reports::Stats::with_clock(
-        Some(crate::store::sqlite_stats::open(&cfg.store_url)?),
-        Some(Arc::new(move || stats_clock.now())),
+        Some(crate::store::sqlite_stats::open(&cfg.store.url)?),
+        Some(clock.clone()),
     );
     stats.spawn_flusher(std::time::Duration::from_secs(1));
     let mut ctx = BuildContext::from_config(&cfg);
@@ -41,28 +36,26 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         feed_rx,
     );
 
-    let quota = crate::store::quota::LocalQuota::open(Some(&cfg.sqlite_path()?))?;
-    quota.spawn_flusher(std::time::Duration::from_millis(
-        cfg.quota_flush_interval_ms.max(10),
-    ));
+    let quota = crate::store::quota::LocalQuota::open(Some(&cfg.store.sqlite_path()?))?;
+    quota.spawn_flusher(cfg.quota.flush_interval());
 
     let data_listeners = crate::dataplane::listener::bind_data(&cfg)?;
-    let admin_listener = bind_admin(cfg.admin_addr()?)?;
+    let admin_listener = bind_admin(cfg.admin.addr()?)?;
     let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
     let plane = Arc::new(DataPlane {
         snapshot: published.clone(),
-        client: crate::dataplane::upstream::http::client(&cfg),
-        invoke_domain: cfg.invoke_domain.clone(),
-        max_body_bytes: cfg.max_body_bytes,
-        max_header_bytes: cfg.max_header_bytes,
-        upstream_timeout: cfg.upstream_timeout(),
-        trusted_proxies: cfg.trusted_proxy_nets()?,
-        credentials: cfg.credentials.clone(),
-        signature_max_skew_ms: cfg.signature_max_skew_secs.saturating_mul(1000),
-        srn_offering: cfg.srn_offering.clone(),
-        keep_escaped_separators: cfg.keep_escaped_separators(),
+        client: crate::dataplane::upstream::http::client(&cfg.upstream),
+        invoke_domain: cfg.data.invoke_domain.clone(),
+        max_body_bytes: cfg.data.max_body_bytes,
+        max_header_bytes: cfg.data.max_header_bytes,
+        upstream_timeout: cfg.upstream.timeout(),
+        trusted_proxies: cfg.data.trusted_proxy_nets()?,
+        credentials: cfg.signature.credentials.clone(),
+        signature_max_skew_ms: cfg.signature.max_skew_ms(),
+        srn_offering: cfg.srn.offering.clone(),
+        keep_escaped_separators: cfg.data.keep_escaped_separators(),
         quota: quota.clone(),
         clock,
     });
@@ -77,8 +70,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::admin::jwks::spawn_refresher(admin_state.clone());
     let app = admin::router(admin_state);
 
-    if cfg.credentials.is_empty() {
-        tracing::warn!("no [[credentials]] configured: every management request will get 401");
+    if cfg.signature.credentials.is_empty() {
+        tracing::warn!(
+            "no [[signature.credentials]] configured: every management request will get 401"
+        );
     }
     tracing::info!(%data_addr, %admin_addr, "apigw started");
     println!("apigw listening data={data_addr} admin={admin_addr}");
@@ -87,8 +82,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin = tokio::spawn(crate::admin::listener::serve_admin(
         admin_listener,
         app,
-        crate::admin::listener::AdminTimeouts::from_config(&cfg),
-        cfg.admin_max_connections,
+        crate::admin::listener::AdminTimeouts::from_config(&cfg.admin),
+        cfg.admin.max_connections,
     ));
 
     tokio::select! {

@@ -74,11 +74,11 @@ fn not_replayed(app: &AdminState, req: &Request) -> Result<(), ApiError> {
 }
 
 fn check(app: &AdminState, req: &Request) -> Result<Caller, ApiError> {
-    let url = full_url(&app.cfg.public_base_url, req)
+    let url = full_url(&app.cfg.admin.public_base_url, req)
         .ok_or_else(|| ApiError::unauthorized("Host header is required"))?;
     let cred = signature::authenticate(
-        &app.cfg.credentials,
-        app.cfg.signature_max_skew_secs.saturating_mul(1000),
+        &app.cfg.signature.credentials,
+        app.cfg.signature.max_skew_ms(),
         req.method().as_str(),
         &url,
         req.headers(),

@@ -79,7 +79,7 @@ pub fn view(a: &Auth) -> Value {
 /// field and never echo a file's content or a path outside `jwks_dir`.
 async fn load_jwks(
     x: &ExternalReq,
-    cfg: &crate::config::Config,
+    cfg: &crate::config::JwksConfig,
 ) -> Result<(Value, String), ApiError> {
     const F: &str = "external_issuer.jwks";
     let given = [
@@ -137,7 +137,7 @@ pub async fn create(
                     "is required (at most 500 characters)",
                 ));
             }
-            let (jwks, source) = load_jwks(x, &app.cfg).await?;
+            let (jwks, source) = load_jwks(x, &app.cfg.jwks).await?;
             crate::jwt::validate_jwks(&jwks)
                 .map_err(|e| ApiError::field("external_issuer.jwks", e))?;
             Some(ExternalIssuer {

@@ -28,7 +28,7 @@
 //!   is held while fetching.
 
 use crate::admin::AdminState;
-use crate::config::Config;
+use crate::config::JwksConfig;
 use crate::store::model::{Change, Entity};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
@@ -68,19 +68,19 @@ static SHARED: OnceLock<Fetcher> = OnceLock::new();
 
 /// The one fetcher of the process, built on first use from the (single)
 /// configuration of the process.
-pub fn fetcher(cfg: &Config) -> &'static Fetcher {
+pub fn fetcher(cfg: &JwksConfig) -> &'static Fetcher {
     SHARED.get_or_init(|| Fetcher::new(cfg))
 }
 
 impl Fetcher {
-    pub fn new(cfg: &Config) -> Fetcher {
-        let timeout = Duration::from_millis(cfg.jwks_fetch_timeout_ms.max(1));
+    pub fn new(cfg: &JwksConfig) -> Fetcher {
+        let timeout = cfg.fetch_timeout();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
         let builder = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots();
-        let builder = if cfg.jwks_allow_http {
+        let builder = if cfg.allow_http {
             builder.https_or_http()
         } else {
             builder.https_only()
@@ -94,8 +94,8 @@ impl Fetcher {
         Fetcher {
             client,
             timeout,
-            max_bytes: cfg.jwks_max_bytes.max(1),
-            allow_http: cfg.jwks_allow_http,
+            max_bytes: cfg.max_bytes.max(1),
+            allow_http: cfg.allow_http,
         }
     }
 
@@ -218,9 +218,9 @@ pub fn refresh_interval(max_age: Option<Duration>, cap: Duration) -> Duration {
     max_age.map_or(cap, |a| a.min(cap)).max(REFRESH_FLOOR)
 }
 
-/// Read `name` under `cfg.jwks_dir`, which it may not leave.
-pub async fn read_file(cfg: &Config, name: &str) -> Result<Value, String> {
-    if cfg.jwks_dir.is_empty() {
+/// Read `name` under `cfg.dir` (`jwks_dir`), which it may not leave.
+pub async fn read_file(cfg: &JwksConfig, name: &str) -> Result<Value, String> {
+    if cfg.dir.is_empty() {
         return Err("reading JWKS files is off on this gateway (jwks_dir is not set)".into());
     }
     let rel = Path::new(name);
@@ -231,7 +231,7 @@ pub async fn read_file(cfg: &Config, name: &str) -> Result<Value, String> {
     if !plain {
         return Err("must be a file name relative to jwks_dir, without \"..\"".into());
     }
-    let base = tokio::fs::canonicalize(&cfg.jwks_dir).await.map_err(|e| {
+    let base = tokio::fs::canonicalize(&cfg.dir).await.map_err(|e| {
         tracing::warn!(error = %e, "jwks_dir cannot be resolved");
         "jwks_dir is not usable on this gateway".to_string()
     })?;
@@ -255,7 +255,7 @@ pub async fn read_file(cfg: &Config, name: &str) -> Result<Value, String> {
     if !meta.is_file() {
         return Err("is not a regular file".into());
     }
-    let max = cfg.jwks_max_bytes.max(1);
+    let max = cfg.max_bytes.max(1);
     let mut buf = Vec::new();
     (&mut file)
         .take(max as u64 + 1)
@@ -295,15 +295,15 @@ type Key = (String, String);
 /// Start refreshing URL-sourced key sets in the background (nothing when
 /// `jwks_refresh_max_secs` is 0).
 pub fn spawn_refresher(app: AdminState) {
-    if app.cfg.jwks_refresh_max_secs == 0 {
+    if app.cfg.jwks.refresh_max_secs == 0 {
         return;
     }
     tokio::spawn(refresh_loop(app));
 }
 
 async fn refresh_loop(app: AdminState) {
-    let cap = Duration::from_secs(app.cfg.jwks_refresh_max_secs.max(1));
-    let fetcher = fetcher(&app.cfg);
+    let cap = Duration::from_secs(app.cfg.jwks.refresh_max_secs.max(1));
+    let fetcher = fetcher(&app.cfg.jwks);
     let gate = Arc::new(tokio::sync::Semaphore::new(REFRESH_PARALLEL));
     let mut tracked: HashMap<Key, Tracked> = HashMap::new();
     loop {
@@ -456,14 +456,14 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        let mut cfg = Config::default();
+        let mut cfg = JwksConfig::default();
         let f = Fetcher::new(&cfg);
         assert!(f.check_url("https://idp.example/jwks").is_ok());
         assert!(f.check_url("http://idp.example/jwks").is_err());
         assert!(f.check_url("file:///etc/passwd").is_err());
         assert!(f.check_url("https://user:pw@idp.example/jwks").is_err());
         assert!(f.check_url("/jwks").is_err());
-        cfg.jwks_allow_http = true;
+        cfg.allow_http = true;
         let f = Fetcher::new(&cfg);
         assert!(f.check_url("http://127.0.0.1:8/jwks").is_ok());
     }
@@ -475,12 +475,12 @@ mod tests {
         std::fs::create_dir(&keys).unwrap();
         std::fs::write(keys.join("ok.json"), r#"{"keys":[]}"#).unwrap();
         std::fs::write(dir.path().join("outside.json"), r#"{"keys":[]}"#).unwrap();
-        let mut cfg = Config::default();
+        let mut cfg = JwksConfig::default();
         assert!(read_file(&cfg, "ok.json")
             .await
             .unwrap_err()
             .contains("off"));
-        cfg.jwks_dir = keys.display().to_string();
+        cfg.dir = keys.display().to_string();
         assert!(read_file(&cfg, "ok.json").await.is_ok());
         for bad in [
             "../outside.json",
@@ -501,7 +501,7 @@ mod tests {
         std::fs::create_dir(keys.join("sub")).unwrap();
         let e = read_file(&cfg, "sub").await.unwrap_err();
         assert!(e.contains("regular file"), "{e}");
-        cfg.jwks_max_bytes = 4;
+        cfg.max_bytes = 4;
         assert!(read_file(&cfg, "ok.json")
             .await
             .unwrap_err()

@@ -18,7 +18,7 @@
 //!   runtime do, so the default limits of a shell (often 1024) are not
 //!   what caps the gateway.
 
-use crate::config::Config;
+use crate::config::AdminConfig;
 use crate::net::{nofile_soft_limit, sniff, Proto};
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -68,10 +68,10 @@ pub struct AdminTimeouts {
 }
 
 impl AdminTimeouts {
-    pub fn from_config(cfg: &Config) -> Self {
+    pub fn from_config(cfg: &AdminConfig) -> Self {
         AdminTimeouts {
-            header: cfg.admin_header_read_timeout(),
-            keepalive: cfg.admin_keepalive_timeout(),
+            header: cfg.header_read_timeout(),
+            keepalive: cfg.keepalive_timeout(),
         }
     }
 }

@@ -75,10 +75,8 @@ impl Inner {
         data_port: u16,
         stats: Arc<crate::telemetry::reports::Stats>,
     ) -> AdminState {
-        let replay = replay::ReplayCache::new(
-            cfg.signature_max_skew_secs.saturating_mul(1000),
-            replay::DEFAULT_MAX_ENTRIES,
-        );
+        let replay =
+            replay::ReplayCache::new(cfg.signature.max_skew_ms(), replay::DEFAULT_MAX_ENTRIES);
         Arc::new(Inner {
             replay,
             cfg,
@@ -118,18 +116,21 @@ impl Inner {
 
     /// Invoke URL of a stage.
     pub fn invoke_url(&self, api_id: &str, stage: &str) -> String {
-        let scheme = if self.cfg.public_invoke_scheme.is_empty() {
+        let scheme = if self.cfg.admin.public_invoke_scheme.is_empty() {
             "http"
         } else {
-            &self.cfg.public_invoke_scheme
+            &self.cfg.admin.public_invoke_scheme
         };
         let default_port = if scheme == "https" { 443 } else { 80 };
         if self.data_port == default_port {
-            format!("{scheme}://{api_id}.{}/{stage}", self.cfg.invoke_domain)
+            format!(
+                "{scheme}://{api_id}.{}/{stage}",
+                self.cfg.data.invoke_domain
+            )
         } else {
             format!(
                 "{scheme}://{api_id}.{}:{}/{stage}",
-                self.cfg.invoke_domain, self.data_port
+                self.cfg.data.invoke_domain, self.data_port
             )
         }
     }
@@ -280,7 +281,7 @@ pub fn router(state: AdminState) -> Router {
             auth::require_signature,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
-            state.cfg.max_admin_body_bytes,
+            state.cfg.admin.max_body_bytes,
         ))
         .with_state(state)
 }

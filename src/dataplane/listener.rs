@@ -30,9 +30,9 @@ type Builders = (
 /// worker has its own runtime (the first picks the port when it is 0),
 /// else one.
 pub fn bind_data(cfg: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    let addr = cfg.data_addr()?;
-    let n = if cfg.per_worker_runtimes() {
-        cfg.workers()
+    let addr = cfg.data.addr()?;
+    let n = if cfg.data.per_worker_runtimes() {
+        cfg.data.workers()
     } else {
         1
     };
@@ -69,7 +69,7 @@ pub fn spawn_data_workers(
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // One count of open client connections for all workers.
-    let conns = ConnCap::new(cfg.max_connections);
+    let conns = ConnCap::new(cfg.data.max_connections);
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
     // The first worker to stop tells why; the others' results are dropped.
     let report = move |r: anyhow::Result<()>| {
@@ -77,7 +77,7 @@ pub fn spawn_data_workers(
             let _ = tx.send(r);
         }
     };
-    if !cfg.per_worker_runtimes() {
+    if !cfg.data.per_worker_runtimes() {
         let mut listeners = listeners;
         let listener = TcpListener::from_std(listeners.remove(0))?;
         let cfg = cfg.clone();
@@ -118,18 +118,18 @@ async fn serve_data(
     // (conn::Idle::header); hyper's header timer would box and register a
     // timer for every request.
     let idle = crate::dataplane::conn::Idle {
-        park: cfg.keepalive_park(),
-        keepalive: cfg.keepalive_timeout(),
-        header: cfg.header_read_timeout(),
+        park: cfg.data.keepalive_park(),
+        keepalive: cfg.data.keepalive_timeout(),
+        header: cfg.data.header_read_timeout(),
     };
     let hyper_header_timeout = idle.park.is_none().then_some(idle.header);
     h1.timer(TokioTimer::new())
         .header_read_timeout(hyper_header_timeout)
-        .max_buf_size((cfg.max_header_bytes * 2).max(16 * 1024))
+        .max_buf_size((cfg.data.max_header_bytes * 2).max(16 * 1024))
         .max_headers(256);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
-        .max_header_list_size((cfg.max_header_bytes * 2) as u32);
+        .max_header_list_size((cfg.data.max_header_bytes * 2) as u32);
     let builders = Arc::new((h1, h2));
     // Memory freed on this worker (parked connections' buffers, finished
     // bursts) goes back to the OS even when the worker turns idle: the
@@ -161,7 +161,7 @@ async fn serve_data(
         let _ = stream.set_nodelay(true);
         let plane = plane.clone();
         let builders = builders.clone();
-        let proxy_protocol = cfg.proxy_protocol;
+        let proxy_protocol = cfg.data.proxy_protocol;
         tokio::spawn(async move {
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await

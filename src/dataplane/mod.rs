@@ -54,7 +54,7 @@ pub struct DataPlane {
     /// encoded) instead of answering 400 (`escaped_path_separators`).
     pub keep_escaped_separators: bool,
     pub quota: Arc<dyn crate::store::quota::QuotaCounters>,
-    pub clock: Arc<crate::store::quota::Clock>,
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl DataPlane {

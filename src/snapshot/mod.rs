@@ -55,8 +55,8 @@ pub struct BuildContext {
 impl BuildContext {
     pub fn from_config(cfg: &Config) -> Self {
         BuildContext {
-            region: cfg.region.clone(),
-            srn_offering: cfg.srn_offering.clone(),
+            region: cfg.srn.region.clone(),
+            srn_offering: cfg.srn.offering.clone(),
             limiters: Default::default(),
             stats: None,
         }

@@ -10,7 +10,7 @@ use crate::store::model::QuotaRate;
 use chrono::{Datelike, TimeZone, Utc};
 use dashmap::DashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -191,48 +191,6 @@ fn bump(c: &mut Counter, window: i64, limit: u64) -> Acquire {
     c.count += 1;
     Acquire::Allowed {
         remaining: limit - c.count,
-    }
-}
-
-/// Wall clock with a test-only offset read from a file (seconds), so tests
-/// can move time across quota windows without waiting.
-pub struct Clock {
-    offset: AtomicI64,
-}
-
-impl Clock {
-    pub fn new(test_clock_file: Option<std::path::PathBuf>) -> Arc<Clock> {
-        let clock = Arc::new(Clock {
-            offset: AtomicI64::new(0),
-        });
-        if let Some(path) = test_clock_file {
-            let c = clock.clone();
-            let read = move || {
-                std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i64>().ok())
-            };
-            if let Some(v) = read() {
-                c.offset.store(v, Ordering::Relaxed);
-            }
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    if let Some(v) = read() {
-                        c.offset.store(v, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-        clock
-    }
-
-    /// Unix seconds.
-    pub fn now(&self) -> i64 {
-        let real = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        real + self.offset.load(Ordering::Relaxed)
     }
 }
 

@@ -22,6 +22,7 @@
 //!
 //! Durability: a crash loses at most the last flush interval of counts.
 
+use crate::clock::{Clock, SystemClock};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -495,13 +496,10 @@ impl Day {
 
 type Key = (String, String);
 
-/// Wall clock override: Unix seconds (e.g. the quota module's test clock).
-pub type ClockFn = Arc<dyn Fn() -> i64 + Send + Sync>;
-
 /// The statistics of every stage of the process.
 pub struct Stats {
     store: Option<Arc<dyn StatsStore>>,
-    clock: Option<ClockFn>,
+    clock: Arc<dyn Clock>,
     stages: Mutex<HashMap<Key, Arc<StageStats>>>,
     days: Mutex<HashMap<Key, BTreeMap<NaiveDate, Day>>>,
     deletes: Mutex<Vec<(String, Option<String>)>>,
@@ -563,10 +561,13 @@ impl Stats {
     }
 
     /// Stats whose day attribution follows `clock` (Unix seconds).
-    pub fn with_clock(store: Option<Arc<dyn StatsStore>>, clock: Option<ClockFn>) -> Arc<Stats> {
+    pub fn with_clock(
+        store: Option<Arc<dyn StatsStore>>,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Arc<Stats> {
         let stats = Stats {
             store,
-            clock,
+            clock: clock.unwrap_or_else(|| Arc::new(SystemClock)),
             stages: Mutex::new(HashMap::new()),
             days: Mutex::new(HashMap::new()),
             deletes: Mutex::new(Vec::new()),
@@ -597,13 +598,7 @@ impl Stats {
     }
 
     fn now_ms(&self) -> i64 {
-        let real = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        match &self.clock {
-            None => real.as_millis() as i64,
-            Some(f) => f() * 1000 + real.subsec_millis() as i64,
-        }
+        self.clock.now_ms()
     }
 
     fn today(&self) -> NaiveDate {

@@ -6,18 +6,18 @@ pub mod pool;
 
 pub use body::LimitedBody;
 
-use crate::config::Config;
+use crate::config::UpstreamConfig;
 use hyper_util::client::legacy::connect::HttpConnector;
 use pool::Pool;
 use std::time::Duration;
 
 pub type HttpClient = Pool;
 
-pub fn client(cfg: &Config) -> HttpClient {
+pub fn client(cfg: &UpstreamConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.upstream_connect_timeout()));
+    http.set_connect_timeout(Some(cfg.connect_timeout()));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
@@ -26,9 +26,9 @@ pub fn client(cfg: &Config) -> HttpClient {
         .wrap_connector(http);
     Pool::new(
         https,
-        cfg.upstream_pool_max_idle_per_host,
+        cfg.pool_max_idle_per_host,
         Duration::from_secs(90),
-        cfg.upstream_body_idle_timeout(),
+        cfg.body_idle_timeout(),
     )
 }
 
