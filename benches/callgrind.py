@@ -66,7 +66,7 @@ def wrk(url, headers, seconds, conns=10):
     return int(m.group(1))
 
 
-def measure(binary, peers, seconds, work):
+def measure(binary, peers, seconds, work, keep=None):
     procs = load.Procs()
     try:
         backend_dir = os.path.join(work, "backend")
@@ -131,8 +131,12 @@ account_id = "{load.ACCOUNT_ID}"
             subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
                            stdout=subprocess.DEVNULL)
             time.sleep(0.5)
-            ir, _ = total_ir(out)
+            ir, dump = total_ir(out)
             result[name] = (ir / n, n)
+            if keep:
+                os.makedirs(keep, exist_ok=True)
+                tag = os.path.basename(binary) + "-" + name.replace(" ", "-")
+                shutil.copy(dump, os.path.join(keep, f"{tag}.callgrind"))
         return result
     finally:
         procs.stop_all()
@@ -142,6 +146,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--apigw", action="append", required=True, help="apigw binary (repeatable)")
     ap.add_argument("--duration", type=int, default=10, help="seconds of wrk per stage [10]")
+    ap.add_argument("--keep", default=None,
+                    help="copy each stage's callgrind dump here (for callgrind_annotate)")
     ap.add_argument("--peers", default=os.path.normpath(
         os.path.join(load.REPO, "..", "shared", "peers")))
     args = ap.parse_args()
@@ -150,7 +156,7 @@ def main():
     rows = []
     for binary in args.apigw:
         with tempfile.TemporaryDirectory(prefix="apigw-callgrind-") as work:
-            r = measure(os.path.abspath(binary), args.peers, args.duration, work)
+            r = measure(os.path.abspath(binary), args.peers, args.duration, work, args.keep)
         rows.append((binary, r))
     print("| build | no-filter instr/req | full pipeline instr/req | requests (no-filter, full) |")
     print("|---|---:|---:|---:|")
