@@ -12,6 +12,9 @@
 //! (`data_listen = "..."`, the layout before sections) is still read: its
 //! keys are moved into their sections ([`legacy`]). An unknown key is an
 //! error naming it.
+//!
+//! May import: store's model (to parse IP/CIDR items), nothing else of
+//! the gateway.
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;

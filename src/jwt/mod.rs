@@ -30,6 +30,10 @@
 //!   [`CACHE_MAX_ENTRIES`] entries and [`CACHE_MAX_BYTES`] of keys; when
 //!   full, expired entries are swept (at most once a second), and if it is
 //!   still full the new token is simply not cached.
+//!
+//! Pure logic: imports nothing of the gateway (no I/O, no HTTP server
+//! types beyond header values); the data plane maps its verdicts to
+//! error codes, the management API mints with it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;

@@ -33,6 +33,10 @@
 //!
 //! Evaluation: a matching Deny gives [`Decision::ExplicitDeny`], else a
 //! matching Allow gives [`Decision::Allow`], else [`Decision::ImplicitDeny`].
+//!
+//! Pure logic (with [`signature`], the SCP request signature): may import
+//! config (the credentials a signature is checked against), nothing else
+//! of the gateway.
 
 pub mod signature;
 

@@ -12,9 +12,9 @@
 //! in-memory mirror; [`model`]: the objects; [`quota`], [`sqlite_stats`]:
 //! usage counters and report rows.
 //!
-//! May import: config and net (below it), telemetry's report row types
-//! (for [`sqlite_stats`]); never snapshot, admin or dataplane. Writers
-//! wait on the feed through the snapshot, not here.
+//! May import: telemetry's report row types (for [`sqlite_stats`]) and
+//! clock; never config, snapshot, admin or dataplane. Writers wait on
+//! the feed through the snapshot, not here.
 
 pub mod feed;
 pub mod model;
