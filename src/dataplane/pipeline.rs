@@ -1,12 +1,12 @@
 //! The data-plane request pipeline: one request's phases, in the one
-//! function [`run`], and nowhere else.
+//! function `run`, and nowhere else.
 //!
 //! 1. **Request filters**, each a type of `super::filters` called as
 //!    `F::request_filter(&mut ctx, &parts)`, in this order:
 //!    limits → client address → route → IP access control → CORS
 //!    preflight → method (404/405) → resource policy → JWT → stage
 //!    throttle → API key / quota.
-//!    A filter answers go on, an answer of its own (the CORS preflight), an
+//!    A filter answers: go on, an answer of its own (the CORS preflight), an
 //!    [`ErrorCode`], or a deferred step (I/O to wait for: see below).
 //! 2. **Upstream**: the request is made ready for the method's integration
 //!    (`upstream::prepare`) and sent (`upstream::send`).
@@ -84,7 +84,7 @@ enum Stop {
     Defer(Deferred, usize),
 }
 
-/// Where [`run`] starts: a new request, or after the filter at a place
+/// Where `run` starts: a new request, or after the filter at a place
 /// finished a deferred step with this flow.
 enum Start {
     New,

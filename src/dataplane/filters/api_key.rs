@@ -52,7 +52,7 @@ pub struct ApiKey;
 
 impl RequestFilter for ApiKey {
     /// Counting is the quota counters' `acquire`: answered now by local
-    /// counters, or later by a shared store, then finished in [`counted`]
+    /// counters, or later by a shared store, then finished in `counted`
     /// after the pipeline awaited it.
     fn request_filter(ctx: &mut RequestCtx<'_>, req: &Parts) -> Result<Flow, ErrorCode> {
         let required = ctx
