@@ -187,9 +187,13 @@ fn benches(c: &mut Criterion) {
     .unwrap();
     let authz = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
     let now = chrono::Utc::now().timestamp();
-    stage_jwt.verify(Some(&authz), now).unwrap();
+    stage_jwt.verify(Some(authz.as_bytes()), now).unwrap();
     c.bench_function("filter/jwt verify (warm cache)", |b| {
-        b.iter(|| stage_jwt.verify(black_box(Some(&authz)), now).is_ok())
+        b.iter(|| {
+            stage_jwt
+                .verify(black_box(Some(authz.as_bytes())), now)
+                .is_ok()
+        })
     });
 
     let policy = apigw::policy::compile(&serde_json::json!({
@@ -234,7 +238,10 @@ fn benches(c: &mut Criterion) {
     let quota = apigw::store::quota::LocalQuota::open(None).unwrap();
     use apigw::store::quota::QuotaCounters;
     c.bench_function("filter/quota acquire", |b| {
-        b.iter(|| quota.acquire(black_box("key-id-1"), 1, u64::MAX))
+        b.iter(|| match quota.acquire(black_box("key-id-1"), 1, u64::MAX) {
+            apigw::store::quota::Acquiring::Ready(a) => Some(a),
+            apigw::store::quota::Acquiring::Pending(_) => None,
+        })
     });
 
     let limiter = governor::RateLimiter::direct(governor::Quota::per_second(
@@ -306,5 +313,330 @@ fn benches(c: &mut Criterion) {
     );
 }
 
-criterion_group!(hot_path, benches);
+// --- the whole pipeline, in-process --------------------------------------
+
+const API_FULL: &str = "0000000000000000000000000000f011";
+const API_PLAIN: &str = "0000000000000000000000000000b1a1";
+const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// An API with one method `GET /items/{id}` on stage `stage`, whose
+/// integration is `endpoint` (HTTP) or, when None, a Cloud Function (501
+/// once every filter passed: the filters without any I/O). `full`: every
+/// filter on (access control, JWT, API key with a large quota, a resource
+/// policy that allows, CORS for any origin), as load.py's `full` stage.
+fn pipeline_api(id: &str, stage: &str, endpoint: Option<String>, full: bool) -> Vec<Entity> {
+    let now = now_rfc3339();
+    let method = Method {
+        api_id: id.into(),
+        resource_id: "items-id".into(),
+        method_type: MethodType::GET,
+        integration_type: if endpoint.is_some() {
+            IntegrationType::HTTP
+        } else {
+            IntegrationType::SCF
+        },
+        endpoint_url: endpoint,
+        function_id: Some("fn-1".into()),
+        privatelink_endpoint_id: None,
+        api_key_required: full,
+        query_strings: Default::default(),
+        request_headers: Default::default(),
+        created_at: now.clone(),
+    };
+    let mut out = vec![
+        Entity::Api(Api {
+            id: id.into(),
+            account_id: "acct".into(),
+            name: format!("api-{stage}"),
+            description: String::new(),
+            endpoint_type: EndpointType::Region,
+            tags: vec![],
+            created_at: now.clone(),
+        }),
+        Entity::AccessControl(AccessControl {
+            id: format!("ac-{id}"),
+            api_id: id.into(),
+            name: "local".into(),
+            description: String::new(),
+            allowed_ip_addr: vec!["127.0.0.0/8".into()],
+            is_default: false,
+            created_at: now.clone(),
+        }),
+        Entity::Deployment(Deployment {
+            id: format!("dep-{id}"),
+            api_id: id.into(),
+            description: String::new(),
+            created_at: now.clone(),
+            paths: vec!["/".into(), "/items".into(), "/items/{id}".into()],
+            methods: vec![DeployedMethod {
+                path: "/items/{id}".into(),
+                method,
+            }],
+        }),
+        Entity::Stage(Stage {
+            api_id: id.into(),
+            name: stage.into(),
+            description: String::new(),
+            deployment_id: format!("dep-{id}"),
+            activated_at: now.clone(),
+            created_at: now.clone(),
+            cors: Cors {
+                cors_enabled: full,
+                allow_origins: Some(vec!["*".into()]),
+                ..Default::default()
+            },
+            jwt_enabled: full,
+            usage_plan_id: full.then(|| "plan-1".into()),
+            connected_api_keys: if full { vec!["key-1".into()] } else { vec![] },
+            access_control_id: format!("ac-{id}"),
+            throttle: None,
+            method_throttles: vec![],
+            hide_credentials: false,
+        }),
+    ];
+    if full {
+        use base64::Engine;
+        out.push(Entity::Auth(Auth {
+            id: "auth-1".into(),
+            api_id: id.into(),
+            name: "auth".into(),
+            expiration_period: 365,
+            expired_at: now.clone(),
+            expires_at_unix: chrono::Utc::now().timestamp() + 86_400,
+            created_at: now.clone(),
+            connected_stages: vec![stage.into()],
+            secret: base64::engine::general_purpose::STANDARD.encode(BENCH_SECRET),
+            external: None,
+        }));
+        out.push(Entity::UsagePlan(UsagePlan {
+            id: "plan-1".into(),
+            api_id: id.into(),
+            name: "plan".into(),
+            description: String::new(),
+            limit: 2_000_000_000,
+            rate: QuotaRate::Day,
+            created_at: now.clone(),
+            modified_at: now.clone(),
+            created_by: String::new(),
+            modified_by: String::new(),
+        }));
+        out.push(Entity::ApiKey(ApiKey {
+            id: "key-1".into(),
+            api_id: id.into(),
+            usage_plan_id: "plan-1".into(),
+            name: "key".into(),
+            description: String::new(),
+            key: KEY.into(),
+            created_at: now.clone(),
+        }));
+        out.push(Entity::ResourcePolicy(ResourcePolicy {
+            api_id: id.into(),
+            document: serde_json::json!({
+                "Version": "", "Statement": [{
+                    "Action": ["apigateway:InvokeApigatewayRegion"],
+                    "Condition": {
+                        "SrnLike": {"scp:RequestAttribute/body['method-srn']":
+                            [format!("srn:scp::acct:kr-west1::apigateway:method/{id}/*/GET/*")]},
+                        "NotIpAddress": {"scp:SourceIp": ["1.2.3.4/24", "5.6.7.8/32"]}},
+                    "Effect": "Allow", "Principal": "*",
+                    "Resource": [format!("srn:scp::acct:kr-west1::apigateway:api/{id}")],
+                    "Sid": "Statement1"}]}),
+            created_at: now.clone(),
+            modified_at: now,
+        }));
+    }
+    out
+}
+
+const BENCH_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// A backend answering `200` with a 61-byte JSON body, as load.py's.
+async fn backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(
+                            br#"{"id":42,"name":"bench","ok":true,"items":[1,2,3],"x":"y"}"#,
+                        )),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn pipeline(c: &mut Criterion) {
+    use apigw::dataplane::{handle, DataPlane, Peer};
+    use futures_util::FutureExt;
+    use std::sync::Arc;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let backend = rt.block_on(backend());
+    let url = format!("http://{backend}/items/{{id}}");
+    let mut entities = pipeline_api(API_FULL, "full", Some(url.clone()), true);
+    entities.extend(pipeline_api(API_PLAIN, "plain", Some(url), false));
+    entities.extend(pipeline_api(
+        "0000000000000000000000000000f501",
+        "full",
+        None,
+        true,
+    ));
+    let state = State::from_entities(entities);
+    let ctx = BuildContext {
+        region: "kr-west1".into(),
+        srn_offering: "scp".into(),
+        limiters: Default::default(),
+        stats: Some(apigw::telemetry::reports::Stats::new(None)),
+    };
+    let cfg = apigw::config::Config::default();
+    let gw = Arc::new(DataPlane {
+        snapshot: Arc::new(Published::new(&state, ctx)),
+        client: apigw::dataplane::upstream::http::client(&cfg.upstream),
+        invoke_domain: "apigw.localhost".into(),
+        max_body_bytes: 10 << 20,
+        max_header_bytes: 16 << 10,
+        upstream_timeout: std::time::Duration::from_secs(5),
+        trusted_proxies: vec![],
+        credentials: vec![],
+        signature_max_skew_ms: 300_000,
+        srn_offering: "scp".into(),
+        keep_escaped_separators: false,
+        quota: apigw::store::quota::LocalQuota::open(None).unwrap(),
+        clock: std::sync::Arc::new(apigw::clock::SystemClock),
+    });
+    let peer = Arc::new(Peer::new("127.0.0.1:40000".parse().unwrap()));
+    let token = apigw::jwt::mint(
+        BENCH_SECRET,
+        "auth-1",
+        API_FULL,
+        chrono::Utc::now().timestamp() + 3600,
+    )
+    .unwrap();
+    let token_501 = apigw::jwt::mint(
+        BENCH_SECRET,
+        "auth-1",
+        "0000000000000000000000000000f501",
+        chrono::Utc::now().timestamp() + 3600,
+    )
+    .unwrap();
+    let request = |api: &str, path: &str, token: Option<&str>| {
+        let mut b = http::Request::builder()
+            .uri(path)
+            .header("host", format!("{api}.apigw.localhost:8080"))
+            .header("user-agent", "wrk")
+            .header("accept", "*/*");
+        if let Some(t) = token {
+            b = b
+                .header("authorization", format!("Bearer {t}"))
+                .header("x-scp-apikey", KEY)
+                .header("origin", "http://bench.example");
+        }
+        b.body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // Each answer is checked once before timing.
+    let status = |req| rt.block_on(async { handle(&gw, req, &peer).await.status().as_u16() });
+    assert_eq!(status(request("ffff", "/x/y", None)), 404);
+    assert_eq!(
+        status(request(
+            "0000000000000000000000000000f501",
+            "/full/items/42",
+            Some(&token_501)
+        )),
+        501
+    );
+    assert_eq!(
+        status(request(API_FULL, "/full/items/42", Some(&token))),
+        200
+    );
+    assert_eq!(status(request(API_PLAIN, "/plain/items/42", None)), 200);
+
+    // For instruction counts (valgrind --tool=callgrind): with
+    // APIGW_PIPELINE_LOOP=<scenario>:<n> (scenario 404, 501, plain or full)
+    // only that request is made, n times, and the process exits. The
+    // difference between two runs with different n, divided by the
+    // difference of n, is the cost of one request, setup excluded.
+    if let Ok(spec) = std::env::var("APIGW_PIPELINE_LOOP") {
+        let (scenario, n) = spec.split_once(':').expect("<scenario>:<n>");
+        let n: usize = n.parse().expect("a count");
+        for _ in 0..n {
+            let req = match scenario {
+                "404" => request("ffff", "/x/y", None),
+                "501" => request(
+                    "0000000000000000000000000000f501",
+                    "/full/items/42",
+                    Some(&token_501),
+                ),
+                "plain" => request(API_PLAIN, "/plain/items/42", None),
+                "full" => request(API_FULL, "/full/items/42", Some(&token)),
+                other => panic!("unknown scenario {other}"),
+            };
+            rt.block_on(async { black_box(consume(handle(&gw, req, &peer).await).await) });
+        }
+        std::process::exit(0);
+    }
+
+    let batched = criterion::BatchSize::SmallInput;
+    c.bench_function("pipeline/404 unknown host (gateway answer)", |b| {
+        b.iter_batched(
+            || request("ffff", "/x/y", None),
+            |req| handle(&gw, req, &peer).now_or_never(),
+            batched,
+        )
+    });
+    c.bench_function("pipeline/every filter, then 501 (no I/O)", |b| {
+        b.iter_batched(
+            || {
+                request(
+                    "0000000000000000000000000000f501",
+                    "/full/items/42",
+                    Some(&token_501),
+                )
+            },
+            |req| handle(&gw, req, &peer).now_or_never(),
+            batched,
+        )
+    });
+    c.bench_function("pipeline/plain stage, forwarded to a local backend", |b| {
+        b.iter_batched(
+            || request(API_PLAIN, "/plain/items/42", None),
+            |req| rt.block_on(async { consume(handle(&gw, req, &peer).await).await }),
+            batched,
+        )
+    });
+    c.bench_function("pipeline/every filter, forwarded to a local backend", |b| {
+        b.iter_batched(
+            || request(API_FULL, "/full/items/42", Some(&token)),
+            |req| rt.block_on(async { consume(handle(&gw, req, &peer).await).await }),
+            batched,
+        )
+    });
+}
+
+/// Read a response to its end (so the upstream connection goes back to
+/// the pool).
+async fn consume(resp: http::Response<apigw::dataplane::RespBody>) -> usize {
+    use http_body_util::BodyExt;
+    resp.into_body()
+        .collect()
+        .await
+        .map_or(0, |b| b.to_bytes().len())
+}
+
+criterion_group!(hot_path, benches, pipeline);
 criterion_main!(hot_path);

@@ -3,8 +3,10 @@
 //! - [`listener`]: bind, accept (connection cap), PROXY protocol,
 //!   protocol sniffing; [`conn`]: the HTTP/1 driver with parking.
 //! - [`pipeline`]: one request's phases in one function; [`filters`]: one
-//!   file per filter; [`route`]: host → API, stage, resource; [`error`]:
-//!   the one error type of the data plane.
+//!   file per filter, all called the same way; [`ctx`]: the context a
+//!   request carries through the phases; [`route`]: host → API, stage,
+//!   resource; [`error`]: [`error::ErrorCode`], the one error type of the
+//!   data plane.
 //! - [`upstream`]: the integrations (HTTP; Cloud Function and PrivateLink
 //!   slots).
 //!
@@ -14,6 +16,7 @@
 
 pub mod alloc;
 pub mod conn;
+pub mod ctx;
 pub mod error;
 pub mod filters;
 pub mod listener;

@@ -1,205 +1,224 @@
-//! The data-plane request pipeline. Each filter is its own module
-//! (`super::filters`); the order is the one in `run` below and nowhere
-//! else:
+//! The data-plane request pipeline: one request's phases, in the one
+//! function `run`, and nowhere else.
 //!
-//! limits → client address → route → IP access control → CORS preflight
-//! → 405 → resource policy → JWT → stage throttle → API key / quota →
-//! forward →
-//! CORS response headers (also on gateway errors)
+//! 1. **Request filters**, each a type of `super::filters` called as
+//!    `F::request_filter(&mut ctx, &parts)`, in this order:
+//!    limits → client address → route → IP access control → CORS
+//!    preflight → method (404/405) → resource policy → JWT → stage
+//!    throttle → API key / quota.
+//!    A filter answers: go on, an answer of its own (the CORS preflight), an
+//!    [`ErrorCode`], or a deferred step (I/O to wait for: see below).
+//! 2. **Upstream**: the request is made ready for the method's integration
+//!    (`upstream::prepare`) and sent (`upstream::send`).
+//! 3. **Response filters**, on every answer (the integration's, the
+//!    gateway's own, errors): rate-limit headers → CORS → request id.
+//! 4. **Logging**, once the response is built: report counters (metrics
+//!    and access logs next).
 //!
-//! Stages in parentheses are seams for the filters of later issues.
+//! The context ([`RequestCtx`]) lives on the worker's stack through phases
+//! 1 and 2; what phases 3 and 4 need ([`ResponseCtx`]) is all that is
+//! carried across the upstream exchange.
+//!
+//! Cost: everything up to the upstream exchange runs synchronously in the
+//! call to [`handle`]. A request the gateway answers allocates no future
+//! (a ready one is returned); one that goes upstream allocates exactly one,
+//! the exchange. A filter that must wait on I/O (a shared quota counter)
+//! returns [`Flow::Defer`]: then, and only then, the request and its
+//! context move into a boxed continuation that awaits the I/O, lets the
+//! filter finish, and runs the remaining phases from the next filter on.
+//! No worker ever blocks.
 
-use super::error::GwError;
-use super::filters::{
-    api_key, client_ip, ip_acl, jwt, limits, request_id, resource_policy, throttle,
-};
-use super::{route, upstream as forward, DataPlane, Peer, RespBody};
-use crate::snapshot::StageRoutes;
-use http::{HeaderValue, Request, Response};
+use super::ctx::{RequestCtx, ResponseCtx};
+use super::error::ErrorCode;
+use super::filters::api_key::ApiKey;
+use super::filters::client_ip::ClientIp;
+use super::filters::cors::Cors;
+use super::filters::ip_acl::IpAcl;
+use super::filters::jwt::Jwt;
+use super::filters::limits::Limits;
+use super::filters::method::Method;
+use super::filters::report::Report;
+use super::filters::request_id::RequestId;
+use super::filters::resource_policy::ResourcePolicy;
+use super::filters::route::Route;
+use super::filters::throttle::Throttle;
+use super::filters::{Deferred, Flow, Logging, RequestFilter, ResponseFilter};
+use super::upstream::http::body::BoxError;
+use super::{upstream, DataPlane, Peer, RespBody};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
 use http_body_util::Either;
-use hyper::body::Incoming;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 
-/// A request's answer: ready now (the gateway answered), or the boxed
-/// upstream exchange.
+/// A request's answer: ready now (the gateway answered), or boxed (the
+/// upstream exchange; a deferred filter step).
 pub type Handled = futures_util::future::Either<
     std::future::Ready<Response<RespBody>>,
-    std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send>>,
+    Pin<Box<dyn Future<Output = Response<RespBody>> + Send>>,
 >;
 
 /// Serve one request; never fails: errors become JSON answers.
 ///
-/// The filters run now, synchronously. Only a request that goes upstream
-/// gets a future, and that future holds what the upstream exchange and the
-/// response's decoration need, not the request or the filters' state:
-/// it is allocated and written once per request, and at hundreds of
-/// connections in flight every cache line of it is a miss.
-pub fn handle(gw: &DataPlane, req: Request<Incoming>, peer: &Peer) -> Handled {
+/// Any request body will do (hyper's `Incoming` from a connection; `Full`
+/// or `Empty` in-process): a body other than hyper's is boxed once more on
+/// its way upstream.
+pub fn handle<B>(gw: &Arc<DataPlane>, req: Request<B>, peer: &Arc<Peer>) -> Handled
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let ctx = RequestCtx::new(gw, peer, &parts);
+    run(gw, peer, ctx, parts, body, Start::New)
+}
+
+/// Why the request filters stopped before the end.
+enum Stop {
+    Error(ErrorCode),
+    Answer(Response<http_body_util::Full<Bytes>>),
+    /// Wait for this, for the filter at this place.
+    Defer(Deferred, usize),
+}
+
+/// Where `run` starts: a new request, or after the filter at a place
+/// finished a deferred step with this flow.
+enum Start {
+    New,
+    Resumed(usize, Result<Flow, ErrorCode>),
+}
+
+/// A request filter's flow, for the filter at `place`.
+#[inline(always)]
+fn go_on(place: usize, flow: Result<Flow, ErrorCode>) -> ControlFlow<Stop> {
+    match flow {
+        Ok(Flow::Continue) => ControlFlow::Continue(()),
+        Ok(Flow::Answer(r)) => ControlFlow::Break(Stop::Answer(r)),
+        Ok(Flow::Defer(d)) => ControlFlow::Break(Stop::Defer(d, place)),
+        Err(e) => ControlFlow::Break(Stop::Error(e)),
+    }
+}
+
+/// The request filter at `place` in the order, unless resuming after it.
+#[inline(always)]
+fn request_filter<F: RequestFilter>(
+    place: usize,
+    from: usize,
+    ctx: &mut RequestCtx<'_>,
+    req: &Parts,
+) -> ControlFlow<Stop> {
+    if place < from {
+        return ControlFlow::Continue(());
+    }
+    go_on(place, F::request_filter(ctx, req))
+}
+
+/// The phases, in order: of a new request, or of one whose filter waited
+/// on I/O, from that filter's result on.
+fn run<B>(
+    gw: &Arc<DataPlane>,
+    peer: &Arc<Peer>,
+    mut ctx: RequestCtx<'_>,
+    parts: Parts,
+    body: B,
+    start: Start,
+) -> Handled
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     use futures_util::future::Either as F;
     use futures_util::FutureExt;
-    let started = std::time::Instant::now();
-    let request_id = request_id::take_or_make(req.headers());
-    let origin = req.headers().get(http::header::ORIGIN).cloned();
-    let mut ctx = Ctx::default();
-    let client_version = req.version();
-    let step = run(gw, req, peer, &request_id, &mut ctx);
-    let post = Post {
-        started,
-        request_id,
-        origin,
-        ctx,
-    };
-    match step {
-        Ok(Step::Answer(r)) => F::Left(std::future::ready(post.finish(r))),
-        Err(e) => F::Left(std::future::ready(
-            post.finish(e.into_response().map(Either::Right)),
-        )),
-        Ok(Step::Forward(out)) => {
-            let upstream_start = std::time::Instant::now();
-            let exchange = forward::send(gw, out, client_version);
-            F::Right(Box::pin(exchange.map(move |r| {
-                let mut post = post;
-                post.ctx.integration_us = upstream_start.elapsed().as_micros() as u64;
-                post.finish(r.unwrap_or_else(|e| e.into_response().map(Either::Right)))
-            })))
-        }
-    }
-}
 
-/// What the response's decoration needs from the request and its filters.
-struct Post {
-    started: std::time::Instant,
-    request_id: HeaderValue,
-    origin: Option<HeaderValue>,
-    ctx: Ctx,
-}
-
-impl Post {
-    /// Rate-limit, CORS and request-id headers, and the report counters.
-    fn finish(self, mut resp: Response<RespBody>) -> Response<RespBody> {
-        let Post {
-            started,
-            request_id,
-            origin,
-            ctx,
-        } = self;
-        // Room for what is added below (rate limit, CORS, request id) at once,
+    // 3. Response filters, then 4. logging: on every answer.
+    let respond = |mut ctx: ResponseCtx, mut resp: Response<RespBody>| {
+        // Room for what is added (rate limit, CORS, request id) at once,
         // instead of the map growing more than once.
         resp.headers_mut().reserve(10);
-        if let Some(info) = &ctx.rate {
-            info.apply(resp.headers_mut());
-        }
-        // Report counters: a few relaxed atomic adds, no lock.
-        if let Some(stats) = ctx.stage.as_ref().and_then(|s| s.stats.as_ref()) {
-            let total = started.elapsed().as_micros() as u64;
-            stats.record(
-                ctx.route_ix,
-                resp.status().as_u16(),
-                total,
-                ctx.integration_us,
-            );
-        }
-        // CORS response headers, on backend answers and gateway errors alike.
-        if let (Some(stage), Some(origin)) = (&ctx.stage, &origin) {
-            stage.cors.decorate(origin, resp.headers_mut());
-        }
-        resp.headers_mut()
-            .insert(request_id::X_REQUEST_ID.clone(), request_id);
+        ApiKey::response_filter(&mut ctx, &mut resp);
+        Cors::response_filter(&mut ctx, &mut resp);
+        RequestId::response_filter(&mut ctx, &mut resp);
+        Report::logging(&ctx, &resp);
         resp
+    };
+    let answer = |ctx: RequestCtx<'_>, resp: Response<RespBody>| {
+        F::Left(std::future::ready(respond(ctx.into_response_ctx(), resp)))
+    };
+
+    // 1. Request filters.
+    let filtered = (|| {
+        let from = match start {
+            Start::New => 0,
+            Start::Resumed(place, flow) => {
+                go_on(place, flow)?;
+                place + 1
+            }
+        };
+        request_filter::<Limits>(0, from, &mut ctx, &parts)?;
+        request_filter::<ClientIp>(1, from, &mut ctx, &parts)?;
+        request_filter::<Route>(2, from, &mut ctx, &parts)?;
+        request_filter::<IpAcl>(3, from, &mut ctx, &parts)?;
+        request_filter::<Cors>(4, from, &mut ctx, &parts)?;
+        request_filter::<Method>(5, from, &mut ctx, &parts)?;
+        request_filter::<ResourcePolicy>(6, from, &mut ctx, &parts)?;
+        request_filter::<Jwt>(7, from, &mut ctx, &parts)?;
+        request_filter::<Throttle>(8, from, &mut ctx, &parts)?;
+        request_filter::<ApiKey>(9, from, &mut ctx, &parts)
+    })();
+    match filtered {
+        ControlFlow::Continue(()) => {}
+        ControlFlow::Break(Stop::Error(e)) => {
+            return answer(ctx, e.into_response().map(Either::Right))
+        }
+        ControlFlow::Break(Stop::Answer(r)) => return answer(ctx, r.map(Either::Right)),
+        ControlFlow::Break(Stop::Defer(step, place)) => {
+            return F::Right(deferred(gw, peer, ctx, parts, body, step, place))
+        }
     }
+
+    // 2. Upstream.
+    let client_version = parts.version;
+    let out = match upstream::prepare(&ctx, parts, body) {
+        Ok(out) => out,
+        Err(e) => return answer(ctx, e.into_response().map(Either::Right)),
+    };
+    let mut carried = ctx.into_response_ctx();
+    let upstream_start = std::time::Instant::now();
+    let exchange = upstream::send(gw, out, client_version);
+    F::Right(Box::pin(exchange.map(move |r| {
+        carried.integration_us = upstream_start.elapsed().as_micros() as u64;
+        respond(
+            carried,
+            r.unwrap_or_else(|e| e.into_response().map(Either::Right)),
+        )
+    })))
 }
 
-/// What the filters decided: the gateway answers, or the request goes on.
-pub enum Step {
-    Answer(Response<RespBody>),
-    Forward(forward::Outbound),
-}
-
-/// The filters, in order, ending with the request made ready to forward.
-fn run(
-    gw: &DataPlane,
-    mut req: Request<Incoming>,
-    peer: &Peer,
-    request_id: &HeaderValue,
-    ctx: &mut Ctx,
-) -> Result<Step, GwError> {
-    limits::check(&req, gw.max_header_bytes, gw.max_body_bytes)?;
-    let client_ip = client_ip::resolve(peer.addr.ip(), req.headers(), &gw.trusted_proxies);
-    let host = host_of(&req)?;
-    // Routed (and checked by the resource policy) with its dot segments
-    // removed; the upstream path comes from the method's template.
-    let path = route::normalize_path(req.uri().path());
-
-    // The request keeps this snapshot to its end, whatever is published meanwhile.
-    let snap = gw.snapshot().load_full();
-    let host_str = host.to_str().map_err(|_| GwError::api_not_found())?;
-    let routed = route::route(&snap, host_str, &gw.invoke_domain, req.method(), &path)?;
-    ctx.stage = Some(routed.stage.clone());
-    route::check_params(&routed, gw.keep_escaped_separators)?;
-
-    ip_acl::check(&routed, client_ip)?;
-    if routed.stage.cors.is_preflight(&req) {
-        return Ok(Step::Answer(
-            routed
-                .stage
-                .cors
-                .preflight(req.headers())?
-                .map(Either::Right),
-        ));
-    }
-    ctx.route_ix = routed.method()?.route_ix;
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    resource_policy::check(
-        gw,
-        &routed,
-        req.method(),
-        host_str,
-        pq,
-        &path,
-        req.headers(),
-        client_ip,
-    )?;
-    let now = gw.clock.now();
-    jwt::check(&routed, req.headers(), now)?;
-    throttle::check(&routed)?;
-    api_key::check(
-        &routed,
-        req.headers(),
-        now,
-        gw.quota.as_ref(),
-        &mut ctx.rate,
-    )?;
-    req.headers_mut()
-        .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
-    // The peer's prepared value stands for the client when they are the same.
-    let client_value = (client_ip == peer.addr.ip()).then_some(&peer.ip_value);
-    forward::prepare(gw, &routed, req, client_ip, client_value, &host).map(Step::Forward)
-}
-
-/// What later steps of `handle` need from `run`, error or not.
-#[derive(Default)]
-pub struct Ctx {
-    pub stage: Option<Arc<StageRoutes>>,
-    pub rate: Option<api_key::RateInfo>,
-    /// The matched (path, verb) in the stage's report counters.
-    pub route_ix: Option<u32>,
-    /// Time to the upstream's response head, in µs (0: gateway answered).
-    pub integration_us: u64,
-}
-
-/// The host the request is for: the authority of an absolute-form target
-/// (HTTP/1, RFC 9112 §3.2.2: it wins over Host) or HTTP/2's :authority,
-/// else the one Host header; 400 when there are two.
-fn host_of<B>(req: &Request<B>) -> Result<HeaderValue, GwError> {
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str()).map_err(|_| GwError::api_not_found());
-    }
-    let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(h), None) => Ok(h.clone()),
-        (Some(_), Some(_)) => Err(GwError::duplicate_host()),
-        // HTTP/1.1 requires Host (RFC 9112 §3.2); HTTP/1.0 names no API.
-        (None, _) if req.version() == http::Version::HTTP_11 => Err(GwError::missing_host()),
-        (None, _) => Err(GwError::api_not_found()),
-    }
+/// The request whose filter at `place` waits on I/O moves into a
+/// continuation (boxed: the one allocation of this path besides the step
+/// itself) that waits, lets the filter finish, and runs the phases on.
+#[allow(clippy::too_many_arguments)]
+fn deferred<B>(
+    gw: &Arc<DataPlane>,
+    peer: &Arc<Peer>,
+    ctx: RequestCtx<'_>,
+    parts: Parts,
+    body: B,
+    step: Deferred,
+    place: usize,
+) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (gw, peer) = (gw.clone(), peer.clone());
+    let detached = ctx.detach();
+    Box::pin(async move {
+        let mut ctx = detached.attach(&gw, &peer);
+        let flow = step.resume(&mut ctx).await;
+        run(&gw, &peer, ctx, parts, body, Start::Resumed(place, flow)).await
+    })
 }

@@ -1,7 +1,7 @@
 //! Route: Host → API, first path segment → stage, rest → matchit trie of
 //! the stage's active deployment → method (404 / 405 with `Allow`).
 
-use super::error::GwError;
+use super::error::ErrorCode;
 use crate::snapshot::{ApiRoutes, RouteMethod, Snapshot, StageRoutes};
 use crate::store::model::MethodType;
 use std::borrow::Cow;
@@ -21,11 +21,13 @@ pub struct Routed {
 }
 
 impl Routed {
-    pub fn method(&self) -> Result<&Arc<RouteMethod>, GwError> {
+    pub fn method(&self) -> Result<&Arc<RouteMethod>, ErrorCode> {
         match (&self.method, &self.allow) {
             (Some(m), _) => Ok(m),
-            (None, Some(allow)) => Err(GwError::method_not_allowed(allow.clone())),
-            (None, None) => Err(GwError::resource_not_found()),
+            (None, Some(allow)) => Err(ErrorCode::MethodNotAllowed {
+                allow: allow.clone(),
+            }),
+            (None, None) => Err(ErrorCode::ResourceNotFound),
         }
     }
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -99,17 +101,17 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
 /// What a path parameter may not carry once percent-decoded: a dot
 /// segment (`.`, `..`: never), and `/`, `\\` or NUL (refused unless
 /// `keep_escaped_separators`, then forwarded still encoded).
-pub fn check_params(routed: &Routed, keep_escaped_separators: bool) -> Result<(), GwError> {
+pub fn check_params(routed: &Routed, keep_escaped_separators: bool) -> Result<(), ErrorCode> {
     for (_, v) in &routed.params {
         if !v.contains(['%', '\\', '.']) {
             continue;
         }
         let decoded: Vec<u8> = percent_encoding::percent_decode_str(v).collect();
         if decoded == b"." || decoded == b".." {
-            return Err(GwError::invalid_path_parameter());
+            return Err(ErrorCode::InvalidPathParameter);
         }
         if !keep_escaped_separators && decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
-            return Err(GwError::invalid_path_parameter());
+            return Err(ErrorCode::InvalidPathParameter);
         }
     }
     Ok(())
@@ -121,21 +123,18 @@ pub fn route(
     invoke_domain: &str,
     method: &http::Method,
     path: &str,
-) -> Result<Routed, GwError> {
-    let api_id = api_id_from_host(host, invoke_domain).ok_or_else(GwError::api_not_found)?;
+) -> Result<Routed, ErrorCode> {
+    let api_id = api_id_from_host(host, invoke_domain).ok_or(ErrorCode::ApiNotFound)?;
     let api = snap
         .apis
         .get(api_id.as_ref())
-        .ok_or_else(GwError::api_not_found)?;
+        .ok_or(ErrorCode::ApiNotFound)?;
     let rest = path.strip_prefix('/').unwrap_or(path);
     let (stage_name, sub) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let stage = api
-        .stages
-        .get(stage_name)
-        .ok_or_else(GwError::stage_not_found)?;
+    let stage = api.stages.get(stage_name).ok_or(ErrorCode::StageNotFound)?;
     // A trailing slash is not significant.
     let sub = if sub.len() > 1 {
         sub.strip_suffix('/').unwrap_or(sub)

@@ -5,11 +5,18 @@
 //! trait (a shared Redis implementation can replace the local one for
 //! clusters) and are flushed to the store every `flush_interval`, so a
 //! crash loses at most that much counting.
+//!
+//! Counting answers now ([`Acquiring::Ready`]: local counters, the hot
+//! path, nothing allocated) or later ([`Acquiring::Pending`]: a counter
+//! shared over the network); the data plane's API-key filter defers the
+//! request on the second and never blocks its worker.
 
 use crate::store::model::QuotaRate;
 use chrono::{Datelike, TimeZone, Utc};
 use dashmap::DashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,9 +48,21 @@ pub enum Acquire {
     Exceeded,
 }
 
+/// Counting one call: answered now, or by a future (a shared store's round
+/// trip). A store that cannot answer decides inside its future whether
+/// the call is allowed.
+pub enum Acquiring {
+    Ready(Acquire),
+    Pending(PendingAcquire),
+}
+
+/// The answer of a shared counter: owns what it needs (no borrow of the
+/// request), and is awaited off the worker's synchronous path.
+pub type PendingAcquire = Pin<Box<dyn Future<Output = Acquire> + Send + 'static>>;
+
 pub trait QuotaCounters: Send + Sync {
     /// Count one call of `key_id` in window `window` against `limit`.
-    fn acquire(&self, key_id: &str, window: i64, limit: u64) -> Acquire;
+    fn acquire(&self, key_id: &str, window: i64, limit: u64) -> Acquiring;
     /// Calls counted so far in the window (for tests and reports).
     fn used(&self, key_id: &str, window: i64) -> u64;
 }
@@ -158,7 +177,22 @@ impl LocalQuota {
 }
 
 impl QuotaCounters for LocalQuota {
-    fn acquire(&self, key_id: &str, window: i64, limit: u64) -> Acquire {
+    /// Always ready: the counters are in this process.
+    fn acquire(&self, key_id: &str, window: i64, limit: u64) -> Acquiring {
+        Acquiring::Ready(self.count(key_id, window, limit))
+    }
+
+    fn used(&self, key_id: &str, window: i64) -> u64 {
+        self.counters
+            .get(key_id)
+            .filter(|c| c.window == window)
+            .map_or(0, |c| c.count)
+    }
+}
+
+impl LocalQuota {
+    /// Count one call now (see [`QuotaCounters::acquire`]).
+    pub fn count(&self, key_id: &str, window: i64, limit: u64) -> Acquire {
         let outcome = match self.counters.get_mut(key_id) {
             Some(mut c) => bump(&mut c, window, limit),
             None => {
@@ -170,13 +204,6 @@ impl QuotaCounters for LocalQuota {
             self.dirty.store(true, Ordering::Release);
         }
         outcome
-    }
-
-    fn used(&self, key_id: &str, window: i64) -> u64 {
-        self.counters
-            .get(key_id)
-            .filter(|c| c.window == window)
-            .map_or(0, |c| c.count)
     }
 }
 
@@ -234,7 +261,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..500 {
-                        if let Acquire::Allowed { .. } = q.acquire("k1", 7, 1000) {
+                        if let Acquire::Allowed { .. } = q.count("k1", 7, 1000) {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -242,12 +269,9 @@ mod tests {
             }
         });
         assert_eq!(ok.load(Ordering::Relaxed), 1000);
-        assert_eq!(q.acquire("k1", 7, 1000), Acquire::Exceeded);
+        assert_eq!(q.count("k1", 7, 1000), Acquire::Exceeded);
         // A new window starts from zero.
-        assert_eq!(
-            q.acquire("k1", 8, 1000),
-            Acquire::Allowed { remaining: 999 }
-        );
+        assert_eq!(q.count("k1", 8, 1000), Acquire::Allowed { remaining: 999 });
         q.flush().unwrap();
         let q2 = LocalQuota::open(Some(&db)).unwrap();
         assert_eq!(q2.used("k1", 8), 1);

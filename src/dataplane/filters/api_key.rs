@@ -6,10 +6,11 @@
 //! `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`
 //! (seconds until the window ends).
 
-use crate::dataplane::error::GwError;
-use crate::dataplane::route::Routed;
-use crate::store::quota::{window, Acquire, QuotaCounters};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use super::{ErrorCode, Flow, RequestCtx, RequestFilter, ResponseCtx, ResponseFilter};
+use crate::dataplane::RespBody;
+use crate::store::quota::{window, Acquire, Acquiring};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response};
 
 pub static X_SCP_APIKEY: http::HeaderName = http::HeaderName::from_static("x-scp-apikey");
 
@@ -47,66 +48,86 @@ pub fn number(n: u64) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-pub fn check(
-    routed: &Routed,
-    headers: &HeaderMap,
-    now: i64,
-    quota: &dyn QuotaCounters,
-    info: &mut Option<RateInfo>,
-) -> Result<(), GwError> {
-    let Some(m) = &routed.method else {
-        return Ok(());
-    };
-    if !m.api_key_required {
-        return Ok(());
-    }
-    let Some(key) = headers
-        .get(&X_SCP_APIKEY)
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty())
-    else {
-        return Err(GwError::new(
-            StatusCode::FORBIDDEN,
-            "ApiKeyMissing",
-            "This method requires an API key in the x-scp-apikey header",
-        ));
-    };
-    let Some(entry) = routed.stage.keys.get(key) else {
-        return Err(if routed.api.all_keys.contains(key) {
-            GwError::new(
-                StatusCode::FORBIDDEN,
-                "ApiKeyNotConnected",
-                "This API key is not connected to the stage",
-            )
-        } else {
-            GwError::new(StatusCode::FORBIDDEN, "ApiKeyInvalid", "Unknown API key")
-        });
-    };
-    let (win, end) = window(entry.rate, now);
-    let reset = end - now;
-    match quota.acquire(&entry.key_id, win, entry.limit) {
-        Acquire::Allowed { remaining } => {
-            *info = Some(RateInfo {
-                limit: entry.limit_value.clone(),
-                remaining,
-                reset_secs: reset,
-            });
-            Ok(())
+pub struct ApiKey;
+
+impl RequestFilter for ApiKey {
+    /// Counting is the quota counters' `acquire`: answered now by local
+    /// counters, or later by a shared store, then finished in `counted`
+    /// after the pipeline awaited it.
+    fn request_filter(ctx: &mut RequestCtx<'_>, req: &Parts) -> Result<Flow, ErrorCode> {
+        let required = ctx
+            .routed()?
+            .method
+            .as_ref()
+            .is_some_and(|m| m.api_key_required);
+        if !required {
+            return Ok(Flow::Continue);
         }
-        Acquire::Exceeded => {
-            *info = Some(RateInfo {
-                limit: entry.limit_value.clone(),
-                remaining: 0,
-                reset_secs: reset,
+        let Some(key) = req
+            .headers
+            .get(&X_SCP_APIKEY)
+            .and_then(|v| v.to_str().ok())
+            .filter(|k| !k.is_empty())
+        else {
+            return Err(ErrorCode::ApiKeyMissing);
+        };
+        let now = ctx.now();
+        let routed = ctx.routed()?;
+        let Some(entry) = routed.stage.keys.get(key) else {
+            return Err(if routed.api.all_keys.contains(key) {
+                ErrorCode::ApiKeyNotConnected
+            } else {
+                ErrorCode::ApiKeyInvalid
             });
-            Err(GwError {
-                header: Some((http::header::RETRY_AFTER, number(reset.max(1) as u64))),
-                ..GwError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "QuotaExceeded",
-                    "The API key's quota for this period is used up",
-                )
-            })
+        };
+        let (win, end) = window(entry.rate, now);
+        let reset = end - now;
+        match ctx.gw.quota.acquire(&entry.key_id, win, entry.limit) {
+            Acquiring::Ready(outcome) => {
+                let limit = entry.limit_value.clone();
+                counted(ctx, limit, reset, outcome)
+            }
+            Acquiring::Pending(io) => {
+                let limit = entry.limit_value.clone();
+                Ok(Flow::Defer(super::Deferred::new(
+                    io,
+                    move |ctx, outcome| counted(ctx, limit, reset, outcome),
+                )))
+            }
+        }
+    }
+}
+
+/// The call is counted: the rate-limit headers' values, and 429 when over
+/// the quota (retry when the window ends).
+fn counted(
+    ctx: &mut RequestCtx<'_>,
+    limit: HeaderValue,
+    reset_secs: i64,
+    outcome: Acquire,
+) -> Result<Flow, ErrorCode> {
+    let (remaining, verdict) = match outcome {
+        Acquire::Allowed { remaining } => (remaining, Ok(Flow::Continue)),
+        Acquire::Exceeded => (
+            0,
+            Err(ErrorCode::QuotaExceeded {
+                retry_after: reset_secs.max(1) as u64,
+            }),
+        ),
+    };
+    ctx.rate = Some(RateInfo {
+        limit,
+        remaining,
+        reset_secs,
+    });
+    verdict
+}
+
+impl ResponseFilter for ApiKey {
+    /// `X-RateLimit-*` on every answer to a keyed call.
+    fn response_filter(ctx: &mut ResponseCtx, resp: &mut Response<RespBody>) {
+        if let Some(info) = &ctx.rate {
+            info.apply(resp.headers_mut());
         }
     }
 }

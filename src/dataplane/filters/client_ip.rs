@@ -2,8 +2,19 @@
 //! that is a trusted proxy; then the rightmost X-Forwarded-For hop that is
 //! not itself a trusted proxy.
 
+use super::{ErrorCode, Flow, RequestCtx, RequestFilter};
+use http::request::Parts;
 use ipnet::IpNet;
 use std::net::IpAddr;
+
+pub struct ClientIp;
+
+impl RequestFilter for ClientIp {
+    fn request_filter(ctx: &mut RequestCtx<'_>, req: &Parts) -> Result<Flow, ErrorCode> {
+        ctx.client_ip = resolve(ctx.peer.addr.ip(), &req.headers, &ctx.gw.trusted_proxies);
+        Ok(Flow::Continue)
+    }
+}
 
 fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
     let ip = ip.to_canonical();

@@ -3,13 +3,40 @@
 //! credentials, `Vary: Origin`) to every response for an allowed origin,
 //! gateway errors included, so a browser shows the real error.
 //! Everything is compiled from the stage configuration at snapshot time.
+//! As a request filter it answers preflights (`Flow::Answer`, 204, or
+//! 403 `CorsOriginDenied`); as a response filter it decorates answers.
 
-use crate::dataplane::error::GwError;
+use super::{ErrorCode, Flow, RequestCtx, RequestFilter, ResponseCtx, ResponseFilter};
+use crate::dataplane::error::BadRequest;
+use crate::dataplane::RespBody;
 pub use crate::snapshot::cors::StageCors;
 use bytes::Bytes;
 use http::header::*;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
+
+pub struct Cors;
+
+impl RequestFilter for Cors {
+    fn request_filter(ctx: &mut RequestCtx<'_>, req: &Parts) -> Result<Flow, ErrorCode> {
+        let cors = &ctx.routed()?.stage.cors;
+        if cors.is_preflight(req) {
+            cors.preflight(&req.headers).map(Flow::Answer)
+        } else {
+            Ok(Flow::Continue)
+        }
+    }
+}
+
+impl ResponseFilter for Cors {
+    /// CORS response headers, on backend answers and gateway errors alike.
+    fn response_filter(ctx: &mut ResponseCtx, resp: &mut Response<RespBody>) {
+        if let (Some(stage), Some(origin)) = (&ctx.stage, &ctx.origin) {
+            stage.cors.decorate(origin, resp.headers_mut());
+        }
+    }
+}
 
 impl StageCors {
     /// The Access-Control-Allow-Origin value for this origin, if allowed.
@@ -30,24 +57,20 @@ impl StageCors {
             .then(|| origin.clone())
     }
 
-    pub fn is_preflight<B>(&self, req: &Request<B>) -> bool {
+    pub fn is_preflight(&self, req: &Parts) -> bool {
         self.enabled
-            && req.method() == Method::OPTIONS
-            && req.headers().contains_key(ORIGIN)
-            && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+            && req.method == Method::OPTIONS
+            && req.headers.contains_key(ORIGIN)
+            && req.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
     }
 
     /// Answer a preflight without calling the backend.
-    pub fn preflight(&self, req_headers: &HeaderMap) -> Result<Response<Full<Bytes>>, GwError> {
+    pub fn preflight(&self, req_headers: &HeaderMap) -> Result<Response<Full<Bytes>>, ErrorCode> {
         let origin = req_headers
             .get(ORIGIN)
-            .ok_or_else(|| GwError::bad_request("Origin is required"))?;
+            .ok_or(ErrorCode::BadRequest(BadRequest::MissingOrigin))?;
         let Some(acao) = self.allow_origin(origin) else {
-            return Err(GwError::new(
-                StatusCode::FORBIDDEN,
-                "CorsOriginDenied",
-                "This origin is not allowed by the stage's CORS configuration",
-            ));
+            return Err(ErrorCode::CorsOriginDenied);
         };
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -143,7 +166,7 @@ mod tests {
         assert_eq!(r.headers()[ACCESS_CONTROL_MAX_AGE], "600");
         assert_eq!(r.headers()[VARY], "Origin");
         h.insert(ORIGIN, HeaderValue::from_static("http://evil.example"));
-        assert_eq!(c.preflight(&h).unwrap_err().status, 403);
+        assert_eq!(c.preflight(&h).unwrap_err(), ErrorCode::CorsOriginDenied);
     }
 
     #[test]

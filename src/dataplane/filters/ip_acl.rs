@@ -5,18 +5,22 @@
 //! PrivateLink listener will admit its approved, connected endpoints here,
 //! and JWT (forced on for PRIVATE stages) applies after.
 
-use crate::dataplane::error::GwError;
-use crate::dataplane::route::Routed;
+use super::{ErrorCode, Flow, RequestCtx, RequestFilter};
 use crate::store::model::EndpointType;
-use std::net::IpAddr;
+use http::request::Parts;
 
-pub fn check(routed: &Routed, client_ip: IpAddr) -> Result<(), GwError> {
-    if routed.api.endpoint_type == EndpointType::Private {
-        return Err(GwError::private_api());
-    }
-    if routed.stage.acl.allows(client_ip) {
-        Ok(())
-    } else {
-        Err(GwError::ip_denied())
+pub struct IpAcl;
+
+impl RequestFilter for IpAcl {
+    fn request_filter(ctx: &mut RequestCtx<'_>, _req: &Parts) -> Result<Flow, ErrorCode> {
+        let routed = ctx.routed()?;
+        if routed.api.endpoint_type == EndpointType::Private {
+            return Err(ErrorCode::PrivateApi);
+        }
+        if routed.stage.acl.allows(ctx.client_ip) {
+            Ok(Flow::Continue)
+        } else {
+            Err(ErrorCode::Forbidden)
+        }
     }
 }

@@ -1,22 +1,39 @@
 //! JWT: on a stage with JWT on (always on PRIVATE APIs), a valid
 //! `Authorization: Bearer <token>` of an auth connected to the stage is
 //! required; otherwise 401 with `WWW-Authenticate: Bearer` and a code that
-//! says why.
+//! says why. The checking itself is `crate::jwt` (no HTTP in it); this
+//! filter maps its verdicts to the data plane's codes.
 
-use crate::dataplane::error::GwError;
-use crate::dataplane::route::Routed;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use super::{ErrorCode, Flow, RequestCtx, RequestFilter};
+use crate::jwt::JwtError;
+use http::request::Parts;
 
-pub fn check(routed: &Routed, headers: &HeaderMap, now_unix: i64) -> Result<(), GwError> {
-    let Some(jwt) = &routed.stage.jwt else {
-        return Ok(());
-    };
-    jwt.verify(headers.get(http::header::AUTHORIZATION), now_unix)
-        .map_err(|e| GwError {
-            header: Some((
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            )),
-            ..GwError::new(StatusCode::UNAUTHORIZED, e.code(), e.message())
-        })
+pub struct Jwt;
+
+impl RequestFilter for Jwt {
+    fn request_filter(ctx: &mut RequestCtx<'_>, req: &Parts) -> Result<Flow, ErrorCode> {
+        if ctx.routed()?.stage.jwt.is_none() {
+            return Ok(Flow::Continue);
+        }
+        let now = ctx.now();
+        let Some(jwt) = &ctx.routed()?.stage.jwt else {
+            return Ok(Flow::Continue);
+        };
+        let authorization = req.headers.get(http::header::AUTHORIZATION);
+        jwt.verify(authorization.map(|v| v.as_bytes()), now)
+            .map(|()| Flow::Continue)
+            .map_err(code)
+    }
+}
+
+/// The data plane's code for a refused token.
+pub fn code(e: JwtError) -> ErrorCode {
+    match e {
+        JwtError::Missing => ErrorCode::TokenMissing,
+        JwtError::Malformed => ErrorCode::TokenMalformed,
+        JwtError::BadSignature => ErrorCode::TokenBadSignature,
+        JwtError::Expired => ErrorCode::TokenExpired,
+        JwtError::NotForStage => ErrorCode::TokenNotForStage,
+        JwtError::Internal => ErrorCode::TokenInternalError,
+    }
 }

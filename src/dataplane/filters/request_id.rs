@@ -1,7 +1,9 @@
 //! `x-request-id`: kept from the client when it sent a sane one, else made
 //! here (per-process random prefix + per-thread counter, no shared lock).
 
-use http::{HeaderMap, HeaderValue};
+use super::{ResponseCtx, ResponseFilter};
+use crate::dataplane::RespBody;
+use http::{HeaderMap, HeaderValue, Response};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -13,6 +15,18 @@ static THREADS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static NEXT: Cell<u64> = Cell::new(THREADS.fetch_add(1, Ordering::Relaxed) << 40);
+}
+
+pub struct RequestId;
+
+impl ResponseFilter for RequestId {
+    /// The request's id on its answer (moved from the context, not copied:
+    /// read it from the response from here on).
+    fn response_filter(ctx: &mut ResponseCtx, resp: &mut Response<RespBody>) {
+        if let Some(id) = ctx.request_id.take() {
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        }
+    }
 }
 
 pub fn take_or_make(h: &HeaderMap) -> HeaderValue {

@@ -3,13 +3,12 @@
 //! request carries a valid SCP signature by a configured credential; the
 //! principal is then `srn:{offering}::{account}:::iam:user/{user}`.
 
-use crate::dataplane::error::GwError;
-use crate::dataplane::route::Routed;
+use super::{ErrorCode, Flow, RequestCtx, RequestFilter};
 use crate::dataplane::DataPlane;
 use crate::policy::signature::authenticate;
 use crate::policy::{Decision, Request};
-use http::{HeaderMap, StatusCode};
-use std::net::IpAddr;
+use http::request::Parts;
+use http::HeaderMap;
 
 static SCP_ACCESSKEY: http::HeaderName = http::HeaderName::from_static("scp-accesskey");
 
@@ -49,56 +48,46 @@ pub fn principal(
     ))
 }
 
-/// `pq` is the request target as the client sent (and signed) it; `path`
-/// the normalized path the request was routed by.
-#[allow(clippy::too_many_arguments)]
-pub fn check(
-    gw: &DataPlane,
-    routed: &Routed,
-    method: &http::Method,
-    host: &str,
-    pq: &str,
-    path: &str,
-    headers: &HeaderMap,
-    client_ip: IpAddr,
-) -> Result<(), GwError> {
-    let Some(policy) = &routed.api.policy else {
-        return Ok(());
-    };
-    // The path after the stage segment, without its leading slash.
-    let rest = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .map_or("", |(_, r)| r)
-        .trim_end_matches('/');
-    let principal = principal(gw, method, host, pq, headers);
-    // The method's SRN is built in a buffer the worker thread keeps, not
-    // allocated per request.
-    let decision = SRN_BUF.with_borrow_mut(|method_srn| {
-        method_srn.clear();
-        method_srn.push_str(&routed.stage.srn_prefix);
-        method_srn.push_str(method.as_str());
-        method_srn.push('/');
-        method_srn.push_str(rest);
-        policy.evaluate(&Request {
-            source_ip: client_ip,
-            method_srn,
-            api_srn: &routed.api.api_srn,
-            principal: principal.as_deref(),
-            headers,
-        })
-    });
-    match decision {
-        Decision::Allow => Ok(()),
-        Decision::ExplicitDeny => Err(GwError::new(
-            StatusCode::FORBIDDEN,
-            "PolicyDenied",
-            "The resource policy of this API explicitly denies this request",
-        )),
-        Decision::ImplicitDeny => Err(GwError::new(
-            StatusCode::FORBIDDEN,
-            "PolicyNotAllowed",
-            "No statement of the resource policy of this API allows this request",
-        )),
+pub struct ResourcePolicy;
+
+impl RequestFilter for ResourcePolicy {
+    /// The signature covers the request target as the client sent it; the
+    /// policy sees the normalized path the request was routed by.
+    fn request_filter(ctx: &mut RequestCtx<'_>, req: &Parts) -> Result<Flow, ErrorCode> {
+        let routed = ctx.routed()?;
+        let Some(policy) = &routed.api.policy else {
+            return Ok(Flow::Continue);
+        };
+        let (method, headers) = (&req.method, &req.headers);
+        let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = ctx.path(req);
+        let principal = principal(ctx.gw, method, ctx.host_str(), pq, headers);
+        // The path after the stage segment, without its leading slash.
+        let rest = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or("", |(_, r)| r)
+            .trim_end_matches('/');
+        // The method's SRN is built in a buffer the worker thread keeps, not
+        // allocated per request.
+        let decision = SRN_BUF.with_borrow_mut(|method_srn| {
+            method_srn.clear();
+            method_srn.push_str(&routed.stage.srn_prefix);
+            method_srn.push_str(method.as_str());
+            method_srn.push('/');
+            method_srn.push_str(rest);
+            policy.evaluate(&Request {
+                source_ip: ctx.client_ip,
+                method_srn,
+                api_srn: &routed.api.api_srn,
+                principal: principal.as_deref(),
+                headers,
+            })
+        });
+        match decision {
+            Decision::Allow => Ok(Flow::Continue),
+            Decision::ExplicitDeny => Err(ErrorCode::PolicyDenied),
+            Decision::ImplicitDeny => Err(ErrorCode::PolicyNotAllowed),
+        }
     }
 }

@@ -2,11 +2,9 @@
 //! this type are stored and deployed; the data plane answers 501 until
 //! the integration is built.
 
-use crate::dataplane::error::GwError;
+use crate::dataplane::error::{ErrorCode, Unbuilt};
 
 /// The answer for a method whose integration is the function `_function_id`.
-pub fn prepare(_function_id: &str) -> Result<super::Outbound, GwError> {
-    Err(GwError::not_implemented(
-        "Cloud Function integration is not available yet",
-    ))
+pub fn prepare(_function_id: &str) -> Result<super::Outbound, ErrorCode> {
+    Err(ErrorCode::NotImplemented(Unbuilt::Function))
 }

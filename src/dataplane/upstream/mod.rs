@@ -1,8 +1,8 @@
 //! The upstream phase: hand the request to the method's integration.
 //!
-//! The seam every integration plugs into: [`prepare`] turns a routed
-//! request into an [`Outbound`] (synchronously), [`send`] performs the
-//! exchange. [`http`] is the HTTP integration; [`function`] (Cloud
+//! The seam every integration plugs into: [`prepare`] turns the filtered
+//! request and its context into an [`Outbound`] (synchronously: target
+//! URL, header rewriting), [`send`] performs the exchange. [`http`] is the HTTP integration; [`function`] (Cloud
 //! Function) and [`privatelink`] (PrivateLink) answer 501 until their
 //! issue.
 
@@ -10,21 +10,22 @@ pub mod function;
 pub mod http;
 pub mod privatelink;
 
-use super::error::GwError;
-use super::route::Routed;
+use super::ctx::RequestCtx;
+use super::error::{BadGateway, ErrorCode};
+use super::filters::request_id::X_REQUEST_ID;
 use super::{DataPlane, RespBody};
-use crate::dataplane::upstream::http::body::BodyState;
+use crate::dataplane::upstream::http::body::{BodyState, BoxError, ClientBody};
 use crate::dataplane::upstream::http::pool::{PoolKey, SendError, UpstreamBody};
 use crate::dataplane::upstream::http::strip_hop_by_hop;
 use crate::dataplane::upstream::http::LimitedBody;
 use crate::snapshot::{Integration, Target};
 use ::http::header::{HeaderValue, HOST};
+use ::http::request::Parts;
 use ::http::{Request, Response};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::Either;
-use hyper::body::Incoming;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 static X_FORWARDED_FOR: ::http::HeaderName = ::http::HeaderName::from_static("x-forwarded-for");
@@ -41,35 +42,34 @@ pub enum Outbound {
     },
 }
 
-/// Build the upstream request (synchronous: target URL, header rewriting).
-pub fn prepare(
-    gw: &DataPlane,
-    routed: &Routed,
-    req: Request<Incoming>,
-    client_ip: IpAddr,
-    client_value: Option<&HeaderValue>,
-    host: &HeaderValue,
-) -> Result<Outbound, GwError> {
+/// Build the upstream request (synchronous: target URL, header rewriting)
+/// from the request the filters passed and their context.
+pub fn prepare<B>(ctx: &RequestCtx<'_>, mut parts: Parts, body: B) -> Result<Outbound, ErrorCode>
+where
+    B: ::http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let routed = ctx.routed()?;
     match &routed.method()?.integration {
         Integration::Http(tpl) => {
             let target = tpl
-                .target(|n| routed.param(n), req.uri().query())
-                .ok_or_else(|| GwError::bad_gateway("The integration endpoint URL is not valid"))?;
-            let mut req = req;
+                .target(|n| routed.param(n), parts.uri.query())
+                .ok_or(ErrorCode::BadGateway(BadGateway::EndpointUrl))?;
             if routed.stage.hide_credentials {
-                hide_credentials(req.headers_mut(), routed.stage.jwt.is_some());
+                hide_credentials(&mut parts.headers, routed.stage.jwt.is_some());
             }
+            parts
+                .headers
+                .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
             Ok(prepare_http(
-                gw,
-                req,
+                ctx,
+                parts,
+                ClientBody::new(body),
                 target,
                 tpl.host(),
-                client_ip,
-                client_value,
-                host,
             ))
         }
-        Integration::Misconfigured => Err(GwError::integration_misconfigured()),
+        Integration::Misconfigured => Err(ErrorCode::IntegrationMisconfigured),
         Integration::Scf { function_id } => function::prepare(function_id),
         Integration::PrivateLink { endpoint_id } => privatelink::prepare(endpoint_id),
     }
@@ -85,15 +85,16 @@ fn hide_credentials(headers: &mut ::http::HeaderMap, jwt_checked: bool) {
 }
 
 fn prepare_http(
-    gw: &DataPlane,
-    req: Request<Incoming>,
+    ctx: &RequestCtx<'_>,
+    mut parts: Parts,
+    body: ClientBody,
     target: Target,
     upstream_host: &HeaderValue,
-    client_ip: IpAddr,
-    client_value: Option<&HeaderValue>,
-    host: &HeaderValue,
 ) -> Outbound {
-    let (mut parts, body) = req.into_parts();
+    let gw = ctx.gw;
+    let client_ip = ctx.client_ip;
+    // The peer's prepared value stands for the client when they are the same.
+    let client_value = (client_ip == ctx.peer.addr.ip()).then_some(&ctx.peer.ip_value);
 
     // The state records a body crossing the limit (hyper itself enforces a
     // declared Content-Length) and tells the pool when a body was sent in
@@ -117,7 +118,9 @@ fn prepare_http(
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    if let Some(host) = &ctx.host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
 
     parts.version = ::http::Version::HTTP_11;
     parts.uri = target.uri;
@@ -140,7 +143,7 @@ pub fn send(
     gw: &DataPlane,
     out: Outbound,
     client_version: ::http::Version,
-) -> impl Future<Output = Result<Response<RespBody>, GwError>> + Send + 'static {
+) -> impl Future<Output = Result<Response<RespBody>, ErrorCode>> + Send + 'static {
     use futures_util::future::Either as F;
     let Outbound::Http { key, mut req, body } = out;
     if body.is_some() && req.body().needs_priming() {
@@ -148,12 +151,12 @@ pub fn send(
         let timeout = gw.upstream_timeout;
         return F::Right(Box::pin(async move {
             match tokio::time::timeout(timeout, req.body_mut().prime()).await {
-                Err(_) => return Err(GwError::body_timeout()),
+                Err(_) => return Err(ErrorCode::RequestTimeout),
                 Ok(Err(_)) => {
                     return Err(if body.as_ref().is_some_and(|s| s.exceeded()) {
-                        GwError::payload_too_large()
+                        ErrorCode::PayloadTooLarge
                     } else {
-                        GwError::bad_request_body()
+                        ErrorCode::BadRequestBody
                     })
                 }
                 Ok(Ok(())) => {}
@@ -178,29 +181,25 @@ fn exchange(
     req: Request<UpstreamBody>,
     body: Option<Arc<BodyState>>,
     client_version: ::http::Version,
-) -> impl Future<Output = Result<Response<RespBody>, GwError>> + Send + 'static {
+) -> impl Future<Output = Result<Response<RespBody>, ErrorCode>> + Send + 'static {
     let sending = client.send(key, req, body.clone());
     tokio::time::timeout(timeout, sending).map(move |res| match res {
-        Err(_) => Err(GwError::gateway_timeout()),
+        Err(_) => Err(ErrorCode::GatewayTimeout),
         Ok(Err(e)) => {
             if let Some(s) = &body {
                 if s.exceeded() {
-                    return Err(GwError::payload_too_large());
+                    return Err(ErrorCode::PayloadTooLarge);
                 }
                 // The client's body broke (bad chunked framing, a cut):
                 // the client's fault, not the integration's.
                 if s.client_error() {
-                    return Err(GwError::bad_request_body());
+                    return Err(ErrorCode::BadRequestBody);
                 }
             }
             tracing::debug!(error = %e, "upstream request failed");
             match e {
-                SendError::Connect(_) => Err(GwError::bad_gateway(
-                    "The integration endpoint could not be reached",
-                )),
-                SendError::Request(_) => Err(GwError::bad_gateway(
-                    "The integration endpoint failed to answer",
-                )),
+                SendError::Connect(_) => Err(ErrorCode::BadGateway(BadGateway::Unreachable)),
+                SendError::Request(_) => Err(ErrorCode::BadGateway(BadGateway::NoAnswer)),
             }
         }
         Ok(Ok(resp)) => {

@@ -2,11 +2,9 @@
 //! are stored and deployed; the data plane answers 501 until the
 //! integration is built.
 
-use crate::dataplane::error::GwError;
+use crate::dataplane::error::{ErrorCode, Unbuilt};
 
 /// The answer for a method whose integration is the endpoint `_endpoint_id`.
-pub fn prepare(_endpoint_id: &str) -> Result<super::Outbound, GwError> {
-    Err(GwError::not_implemented(
-        "PrivateLink integration is not available yet",
-    ))
+pub fn prepare(_endpoint_id: &str) -> Result<super::Outbound, ErrorCode> {
+    Err(ErrorCode::NotImplemented(Unbuilt::PrivateLink))
 }

@@ -168,3 +168,70 @@ where
         }
     }
 }
+
+/// Errors of request bodies, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's request body as the upstream pool takes it: hyper's own
+/// (what every connection gives; not boxed), or any other body, boxed
+/// (in-process callers of the pipeline: tests, benches).
+pub enum ClientBody {
+    Incoming(hyper::body::Incoming),
+    Other(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl ClientBody {
+    /// Hyper's body kept as it is; any other boxed. (`B` is known where
+    /// this is compiled, so the test is a constant, not a run-time check.)
+    pub fn new<B>(body: B) -> ClientBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        let mut slot = Some(body);
+        if let Some(incoming) = (&mut slot as &mut dyn std::any::Any)
+            .downcast_mut::<Option<hyper::body::Incoming>>()
+            .and_then(Option::take)
+        {
+            return ClientBody::Incoming(incoming);
+        }
+        match slot {
+            Some(body) => ClientBody::Other(body.map_err(Into::into).boxed_unsync()),
+            None => ClientBody::Other(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            ),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Other(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Incoming(b) => b.is_end_stream(),
+            ClientBody::Other(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Incoming(b) => b.size_hint(),
+            ClientBody::Other(b) => b.size_hint(),
+        }
+    }
+}

@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::Service;
 
-pub type UpstreamBody = LimitedBody<Incoming>;
+pub type UpstreamBody = LimitedBody<super::body::ClientBody>;
 type Sender = SendRequest<UpstreamBody>;
 
 /// The idle map hashes a `PoolKey` that is its own hash.
