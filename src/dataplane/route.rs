@@ -47,16 +47,32 @@ pub fn api_id_from_host<'a>(host: &'a str, invoke_domain: &str) -> Option<Cow<'a
         _ => host,
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    let cut = host.len().checked_sub(invoke_domain.len())?;
-    let (prefix, domain) = (host.get(..cut)?, host.get(cut..)?);
-    if !domain.eq_ignore_ascii_case(invoke_domain) {
-        return None;
-    }
+    // Clients send the domain as configured almost always: a memcmp; the
+    // case-insensitive comparison only when that fails.
+    let prefix = match host.strip_suffix(invoke_domain) {
+        Some(p) => p,
+        None => {
+            let cut = host.len().checked_sub(invoke_domain.len())?;
+            let (prefix, domain) = (host.get(..cut)?, host.get(cut..)?);
+            if !domain.eq_ignore_ascii_case(invoke_domain) {
+                return None;
+            }
+            prefix
+        }
+    };
     let prefix = prefix.strip_suffix('.')?;
-    if prefix.is_empty() || prefix.contains('.') {
+    // One pass: no dot (a single label), and whether it needs lowering.
+    let mut upper = false;
+    for b in prefix.bytes() {
+        if b == b'.' {
+            return None;
+        }
+        upper |= b.is_ascii_uppercase();
+    }
+    if prefix.is_empty() {
         return None;
     }
-    Some(if prefix.bytes().any(|b| b.is_ascii_uppercase()) {
+    Some(if upper {
         Cow::Owned(prefix.to_ascii_lowercase())
     } else {
         Cow::Borrowed(prefix)
