@@ -22,7 +22,6 @@ use crate::config::AdminConfig;
 use crate::net::{nofile_soft_limit, sniff, Proto};
 use axum::extract::ConnectInfo;
 use axum::Router;
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -410,33 +409,9 @@ impl Drop for Serving {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that ends its request's `Serving` when dropped
-    /// (once hyper has written it).
-    struct Served<B> {
-        #[pin]
-        inner: B,
-        _guard: Serving,
-    }
-}
-
-impl<B: Body> Body for Served<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that ends its request's `Serving` when dropped (once
+/// hyper has written it).
+type Served<B> = crate::net::Guarded<B, Serving>;
 
 /// The socket, telling the watch when bytes arrive.
 struct Watched {
@@ -487,10 +462,7 @@ impl hyper::service::Service<http::Request<Incoming>> for AdminService {
         let answer = self.app.clone().call(req);
         Box::pin(async move {
             let resp = answer.await?;
-            Ok(resp.map(|inner| Served {
-                inner,
-                _guard: guard,
-            }))
+            Ok(resp.map(|inner| Served::new(inner, guard)))
         })
     }
 }

@@ -25,7 +25,7 @@
 //! May import: net.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
@@ -71,41 +71,8 @@ impl Drop for InFlight {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that ends its request's `InFlight` when dropped.
-    pub struct Tracked<B> {
-        #[pin]
-        inner: B,
-        _guard: InFlight,
-    }
-}
-
-impl<B> Tracked<B> {
-    pub fn new(inner: B, guard: InFlight) -> Self {
-        Tracked {
-            inner,
-            _guard: guard,
-        }
-    }
-}
-
-impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that ends its request's `InFlight` when dropped.
+pub type Tracked<B> = crate::net::Guarded<B, InFlight>;
 
 /// The stream with bytes already read from it put back in front.
 pub struct Prefixed<IO> {

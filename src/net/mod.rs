@@ -288,3 +288,41 @@ macro_rules! forward_async_write {
     };
 }
 pub(crate) use forward_async_write;
+
+pin_project_lite::pin_project! {
+    /// A body that holds `guard` until it is dropped (with the response,
+    /// once hyper has written it): how a connection knows a request is
+    /// still being answered.
+    pub struct Guarded<B, G> {
+        #[pin]
+        inner: B,
+        _guard: G,
+    }
+}
+
+impl<B, G> Guarded<B, G> {
+    pub fn new(inner: B, guard: G) -> Self {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: http_body::Body, G> http_body::Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
