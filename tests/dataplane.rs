@@ -47,10 +47,13 @@ async fn fwd_setup(settings: &[(&str, &str)]) -> Fwd {
             &backend.url("/backend/users/{user-id}/profile"),
         )
         .await;
+    let function_id = admin
+        .register_function("fwd-fn", &format!("http://127.0.0.1:{}/", closed_port()))
+        .await;
     admin
         .post(
             &format!("/v1/apis/{api}/resources/{scf}/methods"),
-            &json!({"method_type": "GET", "integration_type": "SCF", "function_id": "0123456789abcdef0123456789abcdef"}),
+            &json!({"method_type": "GET", "integration_type": "SCF", "function_id": function_id}),
         )
         .await
         .expect(200);

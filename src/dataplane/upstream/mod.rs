@@ -70,7 +70,7 @@ where
             ))
         }
         Integration::Misconfigured => Err(ErrorCode::IntegrationMisconfigured),
-        Integration::Scf { function_id } => function::prepare(function_id),
+        Integration::Scf { function_id, .. } => function::prepare(function_id),
         Integration::PrivateLink { endpoint_id } => privatelink::prepare(endpoint_id),
     }
 }
