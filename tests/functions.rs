@@ -238,3 +238,291 @@ async fn functions_are_registered_listed_set_and_deleted_per_account() {
     let after = other.get("/v1/functions").await;
     assert_eq!(after.expect(200)["functions"][0]["name"], "their-fn");
 }
+
+/// The example function host (examples/functions/host.py), killed on drop.
+struct FunctionHost {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FunctionHost {
+    fn start(auth: &str) -> FunctionHost {
+        use std::io::BufRead;
+        let dir = repo_root().join("examples/functions");
+        let mut child = std::process::Command::new("python3")
+            .arg(dir.join("host.py"))
+            .args(["--port", "0", "--auth-header", auth])
+            .arg("--dir")
+            .arg(dir.join("handlers"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the function host");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("the host's first line");
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        FunctionHost { child, port }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for FunctionHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_handlers_answer_through_the_gateway_and_bad_replies_get_their_code() {
+    let host = FunctionHost::start("x-fn-key=k3y-secret");
+    let gw = Gateway::start();
+    let admin = gw.admin();
+    let auth = json!({"name": "X-Fn-Key", "value": "k3y-secret"});
+    let mut ids = std::collections::BTreeMap::new();
+    for (name, handler, timeout_ms) in [
+        ("hello", "hello", None),
+        ("inspect", "inspect_event", None),
+        ("no-status", "no_status", None),
+        ("not-json", "not_json", None),
+        ("huge", "huge", None),
+        ("slow", "slow", Some(500)),
+        ("fails", "fails", None),
+    ] {
+        let f = create_function(
+            &admin,
+            json!({"name": name, "url": host.url(handler), "timeout_ms": timeout_ms, "auth_header": auth}),
+        )
+        .await;
+        ids.insert(name, f["id"].as_str().unwrap().to_string());
+    }
+    // The endpoint is down; the auth header is missing (the host says 401).
+    let down = create_function(
+        &admin,
+        json!({"name": "down", "url": format!("http://127.0.0.1:{}/hello", closed_port())}),
+    )
+    .await;
+    ids.insert("down", down["id"].as_str().unwrap().to_string());
+    let noauth =
+        create_function(&admin, json!({"name": "no-auth", "url": host.url("hello")})).await;
+    ids.insert("no-auth", noauth["id"].as_str().unwrap().to_string());
+
+    let api = admin.create_api("fn-data").await;
+    let root = admin.root_id(&api).await;
+    let hello = admin.create_resource(&api, &root, "hello").await;
+    let hello_name = admin.create_resource(&api, &hello, "{name}").await;
+    scf_method(&admin, &api, &hello_name, "GET", &ids["hello"])
+        .await
+        .expect(200);
+    let inspect = admin.create_resource(&api, &root, "inspect").await;
+    let ia = admin.create_resource(&api, &inspect, "{first}").await;
+    let ib = admin.create_resource(&api, &ia, "{second}").await;
+    scf_method(&admin, &api, &ib, "ANY", &ids["inspect"])
+        .await
+        .expect(200);
+    for name in [
+        "no-status",
+        "not-json",
+        "huge",
+        "slow",
+        "fails",
+        "down",
+        "no-auth",
+    ] {
+        let rid = admin.create_resource(&api, &root, name).await;
+        scf_method(&admin, &api, &rid, "GET", &ids[name])
+            .await
+            .expect(200);
+    }
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
+        .await;
+    let client = data_client();
+    let url = |p: &str| gw.invoke_url(&api, &format!("/dev{p}"));
+    wait_for_status(
+        &gw,
+        &client,
+        &url("/hello/kim"),
+        200,
+        std::time::Duration::from_secs(5),
+        "hello",
+    )
+    .await;
+
+    // Show Method names the function.
+    let shown = admin
+        .get(&format!(
+            "/v1/apis/{api}/resources/{hello_name}/methods/GET"
+        ))
+        .await;
+    assert_eq!(shown.expect(200)["method"]["function_name"], "hello");
+
+    // An AWS handler, unchanged.
+    let r = client.get(url("/hello/kim")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "hello, kim");
+    assert_eq!(v["requestId"], rid.as_str());
+
+    // Every event field, multi-value headers and query strings, path
+    // parameters (the handler asserts them too: a failed assertion would
+    // be a 502 here).
+    let r = client
+        .post(url("/inspect/x%20y/two?q=1&q=2&single=s%21&plus=a+b"))
+        .header("x-multi", "a")
+        .header("x-multi", "b")
+        .header("content-type", "application/json")
+        .body(r#"{"k":"v"}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(headers["x-single"], "one");
+    let cookies: Vec<_> = headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    let rid = headers["x-request-id"].to_str().unwrap().to_string();
+    let e = serde_json::from_str::<Value>(&text).unwrap()["event"].clone();
+    assert_eq!(e["resource"], "/inspect/{first}/{second}");
+    assert_eq!(e["path"], "/inspect/x%20y/two");
+    assert_eq!(e["httpMethod"], "POST");
+    assert_eq!(
+        e["pathParameters"],
+        json!({"first": "x y", "second": "two"})
+    );
+    assert_eq!(
+        e["queryStringParameters"],
+        json!({"q": "2", "single": "s!", "plus": "a b"})
+    );
+    assert_eq!(
+        e["multiValueQueryStringParameters"],
+        json!({"q": ["1", "2"], "single": ["s!"], "plus": ["a b"]})
+    );
+    assert_eq!(e["multiValueHeaders"]["x-multi"], json!(["a", "b"]));
+    assert_eq!(e["headers"]["x-multi"], "b");
+    assert_eq!(e["headers"]["content-type"], "application/json");
+    assert!(
+        e["headers"].get("x-fn-key").is_none(),
+        "the function's key is not the client's"
+    );
+    assert_eq!(e["stageVariables"], Value::Null);
+    assert_eq!(e["body"], r#"{"k":"v"}"#);
+    assert_eq!(e["isBase64Encoded"], false);
+    let c = &e["requestContext"];
+    assert_eq!(c["requestId"], rid.as_str());
+    assert_eq!(c["stage"], "dev");
+    assert_eq!(c["apiId"], api.as_str());
+    assert_eq!(c["resourcePath"], "/inspect/{first}/{second}");
+    assert_eq!(c["httpMethod"], "POST");
+    assert_eq!(c["path"], "/dev/inspect/x%20y/two");
+    assert_eq!(c["identity"]["sourceIp"], "127.0.0.1");
+    let epoch = c["requestTimeEpoch"].as_i64().unwrap();
+    assert!((epoch - now_ms()).abs() < 60_000, "{epoch}");
+    // No body, no query: null, as Lambda.
+    let r = client.get(url("/inspect/a/b")).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let e = r.json::<Value>().await.unwrap()["event"].clone();
+    assert_eq!(e["body"], Value::Null);
+    assert_eq!(e["queryStringParameters"], Value::Null);
+    assert_eq!(e["multiValueQueryStringParameters"], Value::Null);
+
+    // A binary body: base64 to the function and back.
+    let bin: Vec<u8> = (0..=255u8).chain([0xff, 0xfe, 0x00]).collect();
+    let r = client
+        .put(url("/inspect/bin/ary"))
+        .header("content-type", "application/octet-stream")
+        .body(bin.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-event-base64"], "true");
+    let back = r.bytes().await.unwrap();
+    let mut want = bin.clone();
+    want.reverse();
+    assert_eq!(back.as_ref(), want.as_slice());
+
+    // Replies that are not the proxy shape, failures, a timeout.
+    let expect = |p: &'static str, status: u16, code: &'static str| {
+        let (client, u) = (client.clone(), url(p));
+        async move {
+            let started = std::time::Instant::now();
+            let r = client.get(u).send().await.unwrap();
+            let took = started.elapsed();
+            let got = r.status().as_u16();
+            let h = r
+                .headers()
+                .get("x-apigw-error")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = r.text().await.unwrap();
+            assert_eq!((got, h.as_deref()), (status, Some(code)), "{p}: {body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert!(v["message"].is_string(), "{p}: {body}");
+            took
+        }
+    };
+    expect("/no-status", 502, "FunctionBadReply").await;
+    expect("/not-json", 502, "FunctionBadReply").await;
+    expect("/huge", 502, "FunctionBadReply").await;
+    let took = expect("/slow", 504, "FunctionTimeout").await;
+    assert!(took < std::time::Duration::from_millis(2500), "{took:?}");
+    expect("/fails", 502, "FunctionError").await;
+    expect("/down", 502, "FunctionError").await;
+    expect("/no-auth", 502, "FunctionError").await;
+
+    // A request body over 6 MiB (declared, or chunked): 413, the
+    // function is not called.
+    let head = |framing: &str| {
+        format!(
+            "POST /dev/inspect/a/b HTTP/1.1\r\nHost: {}\r\n{framing}\r\nConnection: close\r\n\r\n",
+            gw.host(&api)
+        )
+    };
+    let declared = head(&format!("Content-Length: {}", 6 * 1024 * 1024 + 1));
+    let mut chunked = head("Transfer-Encoding: chunked").into_bytes();
+    for _ in 0..7 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 1024 * 1024).as_bytes());
+        chunked.extend(std::iter::repeat_n(b'z', 1024 * 1024));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    for req in [declared.into_bytes(), chunked] {
+        let (r, raw) = raw_exchange(gw.data_addr, &req, std::time::Duration::from_secs(10)).await;
+        let r = r.unwrap_or_else(|| panic!("no answer: {}", String::from_utf8_lossy(&raw)));
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert_eq!(
+            r.header("x-apigw-error").as_deref(),
+            Some("PayloadTooLarge")
+        );
+    }
+
+    // Setting a function republishes the routes that use it.
+    admin
+        .put(
+            &format!("/v1/functions/{}", ids["down"]),
+            &json!({"name": "down", "url": host.url("hello"), "auth_header": auth}),
+        )
+        .await
+        .expect(200);
+    let r = client.get(url("/down")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["message"], "hello, world");
+
+    // The auth value never shows in the gateway's logs.
+    assert!(!gw.logs().contains("k3y-secret"));
+}
