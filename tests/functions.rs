@@ -526,3 +526,61 @@ async fn aws_handlers_answer_through_the_gateway_and_bad_replies_get_their_code(
     // The auth value never shows in the gateway's logs.
     assert!(!gw.logs().contains("k3y-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_file_functions_are_registered_at_start() {
+    let host = FunctionHost::start("x-fn-key=cfg-secret");
+    let entry = |url: &str| {
+        format!(
+            "[{{ id = \"cfg-hello\", account_id = \"{DEV_ACCOUNT_ID}\", name = \"cfg-hello\", url = \"{url}\", timeout_ms = 2000, auth_header = {{ name = \"x-fn-key\", value = \"cfg-secret\" }} }}]"
+        )
+    };
+    let mut gw = Gateway::start_with(&[("functions", &entry(&host.url("hello")))]);
+    let admin = gw.admin();
+    let listed = admin.get("/v1/functions").await;
+    assert!(!listed.text().contains("cfg-secret"));
+    let f = listed.expect(200)["functions"][0].clone();
+    assert_eq!(f["id"], "cfg-hello");
+    assert_eq!(f["name"], "cfg-hello");
+    assert_eq!(f["timeout_ms"], 2000);
+    // Another account does not see it.
+    assert_eq!(
+        second_account(&admin)
+            .get("/v1/functions")
+            .await
+            .expect(200)["count"],
+        0
+    );
+
+    let api = admin.create_api("cfg-fn").await;
+    let root = admin.root_id(&api).await;
+    let rid = admin.create_resource(&api, &root, "hello").await;
+    scf_method(&admin, &api, &rid, "GET", "cfg-hello")
+        .await
+        .expect(200);
+    admin.deploy(&api, "new", Some("dev")).await;
+    admin
+        .create_access_control(&api, "allow-local", &["127.0.0.1/32"], &["dev"])
+        .await;
+    let client = data_client();
+    let url = gw.invoke_url(&api, "/dev/hello");
+    wait_for_status(
+        &gw,
+        &client,
+        &url,
+        200,
+        std::time::Duration::from_secs(5),
+        "cfg",
+    )
+    .await;
+
+    // Restarted on the same store and config: the same function, served.
+    gw.restart();
+    let url = gw.invoke_url(&api, "/dev/hello");
+    let r = data_client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["message"], "hello, world");
+    let again = gw.admin().get("/v1/functions/cfg-hello").await;
+    assert_eq!(again.expect(200)["function"]["created_at"], f["created_at"]);
+    assert!(!gw.logs().contains("cfg-secret"));
+}

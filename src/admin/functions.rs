@@ -133,6 +133,91 @@ fn check(req: FunctionReq, max_timeout_ms: u64) -> Result<Checked, ApiError> {
     })
 }
 
+/// The `[[functions]]` of the config as store changes: each one created,
+/// or set back to its configured fields when they differ. An invalid entry
+/// or a name another function of the account holds stops the start.
+pub fn configured_changes(cfg: &crate::config::Config, st: &St) -> anyhow::Result<Vec<Change>> {
+    let mut out = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for c in &cfg.functions {
+        let what = format!("config: [[functions]] id {:?}", c.id);
+        if c.id.is_empty()
+            || c.id.len() > 64
+            || !c
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            anyhow::bail!("{what}: id must be 1 to 64 of a-z, 0-9 and '-'");
+        }
+        if c.account_id.is_empty() {
+            anyhow::bail!("{what}: account_id is required");
+        }
+        if seen.contains(&c.id.as_str()) {
+            anyhow::bail!("{what}: id given twice");
+        }
+        seen.push(&c.id);
+        let req = FunctionReq {
+            name: c.name.clone(),
+            url: c.url.clone(),
+            description: Some(c.description.clone()),
+            timeout_ms: c.timeout_ms,
+            auth_header: c.auth_header.as_ref().map(|h| {
+                Obj(AuthHeaderReq {
+                    name: h.name.clone(),
+                    value: h.value.clone(),
+                })
+            }),
+        };
+        let checked = check(req, cfg.upstream.timeout_ms)
+            .map_err(|e| anyhow::anyhow!("{what}: {}", e.detail))?;
+        let caller = Caller {
+            account_id: c.account_id.clone(),
+            access_key: String::new(),
+        };
+        name_taken(st, &caller, &checked.name, &c.id)
+            .map_err(|e| anyhow::anyhow!("{what}: {}", e.detail))?;
+        if cfg
+            .functions
+            .iter()
+            .any(|o| o.id != c.id && o.account_id == c.account_id && o.name == c.name)
+        {
+            anyhow::bail!("{what}: name {:?} is given twice for the account", c.name);
+        }
+        let now = now_rfc3339();
+        let old = st.functions.get(&c.id);
+        if let Some(o) = old {
+            if o.account_id != c.account_id {
+                anyhow::bail!("{what}: the id is another account's function");
+            }
+        }
+        let f = Function {
+            id: c.id.clone(),
+            account_id: c.account_id.clone(),
+            name: checked.name,
+            url: checked.url,
+            description: checked.description,
+            timeout_ms: checked.timeout_ms,
+            auth_header: checked.auth_header,
+            created_at: old.map_or(now.clone(), |o| o.created_at.clone()),
+            modified_at: now,
+        };
+        let same = old.is_some_and(|o| {
+            Function {
+                modified_at: String::new(),
+                ..o.clone()
+            } == Function {
+                modified_at: String::new(),
+                ..f.clone()
+            }
+        });
+        if !same {
+            out.push(Change::Put(Entity::Function(f)));
+        }
+    }
+    Ok(out)
+}
+
 fn name_taken(st: &St, caller: &Caller, name: &str, except: &str) -> Result<(), ApiError> {
     if st
         .functions
