@@ -320,7 +320,7 @@ const API_PLAIN: &str = "0000000000000000000000000000b1a1";
 const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// An API with one method `GET /items/{id}` on stage `stage`, whose
-/// integration is `endpoint` (HTTP) or, when None, a Cloud Function (501
+/// integration is `endpoint` (HTTP) or, when None, a PrivateLink (501
 /// once every filter passed: the filters without any I/O). `full`: every
 /// filter on (access control, JWT, API key with a large quota, a resource
 /// policy that allows, CORS for any origin), as load.py's `full` stage.
@@ -333,11 +333,11 @@ fn pipeline_api(id: &str, stage: &str, endpoint: Option<String>, full: bool) -> 
         integration_type: if endpoint.is_some() {
             IntegrationType::HTTP
         } else {
-            IntegrationType::SCF
+            IntegrationType::PRIVATELINK
         },
         endpoint_url: endpoint,
-        function_id: Some("fn-1".into()),
-        privatelink_endpoint_id: None,
+        function_id: None,
+        privatelink_endpoint_id: Some("pl-1".into()),
         api_key_required: full,
         query_strings: Default::default(),
         request_headers: Default::default(),

@@ -18,7 +18,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store.url, feed)?);
     let loader = store.clone();
     let loaded = tokio::task::spawn_blocking(move || loader.load()).await??;
-    let state = State::from_entities(loaded.entities);
+    let mut state = State::from_entities(loaded.entities);
+    let mut loaded_version = loaded.version;
+    // `[[functions]]`: registered (or set back) before anything is served.
+    let seeds = admin::functions::configured_changes(&cfg, &state)?;
+    if !seeds.is_empty() {
+        let n = seeds.len();
+        let seeds: Arc<[store::model::Change]> = seeds.into();
+        let writer = store.clone();
+        let batch = seeds.clone();
+        loaded_version = tokio::task::spawn_blocking(move || writer.apply(batch)).await??;
+        state.apply(&seeds);
+        tracing::info!(functions = n, "functions of the config registered");
+    }
     let clock = crate::clock::from_test_file(Some(std::path::Path::new(&cfg.test_clock_file)));
     let stats = crate::telemetry::reports::Stats::with_clock(
         Some(crate::store::sqlite_stats::open(&cfg.store.url)?),
@@ -32,7 +44,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let served = crate::snapshot::publisher::spawn(
         published.clone(),
         state.clone(),
-        loaded.version,
+        loaded_version,
         feed_rx,
     );
 

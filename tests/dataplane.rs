@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(3);
 /// API `fwd-api`:
 ///   /users            GET, POST  -> backend /backend/users
 ///   /users/{user-id}  GET        -> backend /backend/users/{user-id}/profile
-///   /scf              GET        -> SCF (501 for now)
+///   /scf              GET        -> SCF (a function whose endpoint is down)
 /// deployed to `dev`, access control allowing 127.0.0.1 connected.
 struct Fwd {
     gw: Gateway,
@@ -47,10 +47,13 @@ async fn fwd_setup(settings: &[(&str, &str)]) -> Fwd {
             &backend.url("/backend/users/{user-id}/profile"),
         )
         .await;
+    let function_id = admin
+        .register_function("fwd-fn", &format!("http://127.0.0.1:{}/", closed_port()))
+        .await;
     admin
         .post(
             &format!("/v1/apis/{api}/resources/{scf}/methods"),
-            &json!({"method_type": "GET", "integration_type": "SCF", "function_id": "0123456789abcdef0123456789abcdef"}),
+            &json!({"method_type": "GET", "integration_type": "SCF", "function_id": function_id}),
         )
         .await
         .expect(200);
@@ -541,10 +544,10 @@ async fn private_api_is_forbidden() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn scf_method_is_501() {
+async fn scf_method_with_its_endpoint_down_is_502_function_error() {
     let f = fwd_setup(&[]).await;
     let (s, h, b) = get_full(&f.client, &f.gw.invoke_url(&f.api, "/dev/scf")).await;
-    assert_gw_error(s, &h, &b, 501, "NotImplemented");
+    assert_gw_error(s, &h, &b, 502, "FunctionError");
 }
 
 #[tokio::test(flavor = "multi_thread")]

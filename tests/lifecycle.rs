@@ -238,9 +238,15 @@ async fn restart_keeps_every_committed_object() {
             "api_key_required": false, "query_strings": {"verbose": false}, "request_headers": {"x-trace": true}}))
         .await
         .expect(200);
+    let function_id = admin
+        .register_function("lifecycle-fn", "http://127.0.0.1:9/")
+        .await;
     admin
-        .post(&format!("/v1/apis/{a1}/resources/{user}/methods"), &json!({
-            "method_type": "DELETE", "integration_type": "SCF", "function_id": "0123456789abcdef0123456789abcdef"}))
+        .post(
+            &format!("/v1/apis/{a1}/resources/{user}/methods"),
+            &json!({
+            "method_type": "DELETE", "integration_type": "SCF", "function_id": function_id}),
+        )
         .await
         .expect(200);
     let d1 = admin.deploy(&a1, "new", Some("dev")).await;

@@ -858,7 +858,10 @@ async fn methods_crud_and_validation() {
         .expect(200);
 
     // SCF and PRIVATELINK are accepted and stored
-    let r = admin.post(&base, &json!({"method_type": "DELETE", "integration_type": "SCF", "function_id": "0123456789abcdef0123456789abcdef"})).await;
+    let function_id = admin
+        .register_function("methods-fn", "http://127.0.0.1:9/")
+        .await;
+    let r = admin.post(&base, &json!({"method_type": "DELETE", "integration_type": "SCF", "function_id": function_id})).await;
     assert_eq!(r.expect(200)["methods"][0]["integration_type"], "SCF");
     let r = admin.post(&base, &json!({"method_type": "PUT", "integration_type": "PRIVATELINK", "privatelink_endpoint_id": "0123456789abcdef0123456789abcdef"})).await;
     assert_eq!(

@@ -30,8 +30,8 @@ struct Setup {
     quota: u64,
     throttle: Option<Throttle>,
     cors_origins: Option<Vec<String>>,
-    /// The integration of `GET /items/{id}`: an HTTP endpoint, or a Cloud
-    /// Function (501) when None.
+    /// The integration of `GET /items/{id}`: an HTTP endpoint, or a
+    /// PrivateLink (501, no I/O) when None.
     endpoint: Option<String>,
 }
 
@@ -60,11 +60,11 @@ fn entities(s: &Setup) -> Vec<Entity> {
             integration_type: if s.endpoint.is_some() {
                 IntegrationType::HTTP
             } else {
-                IntegrationType::SCF
+                IntegrationType::PRIVATELINK
             },
             endpoint_url: s.endpoint.clone(),
-            function_id: Some("fn-1".into()),
-            privatelink_endpoint_id: None,
+            function_id: None,
+            privatelink_endpoint_id: Some("pl-1".into()),
             api_key_required: s.api_key,
             query_strings: Default::default(),
             request_headers: Default::default(),
@@ -283,7 +283,7 @@ async fn jwt_stage_without_token_is_401() {
     assert_eq!(r.status(), 401);
     assert_eq!(code(&r), "TokenMissing");
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
-    // A valid token passes the filter (the Cloud Function integration then
+    // A valid token passes the filter (the PrivateLink integration then
     // answers 501).
     let token =
         apigw::jwt::mint(SECRET, "auth-1", API, chrono::Utc::now().timestamp() + 60).unwrap();

@@ -115,6 +115,25 @@ fn check_integration(i: &Integration, resource: &Resource) -> Result<(), ApiErro
     }
 }
 
+/// An SCF method's function must be registered by the caller's account.
+fn check_function(
+    st: &crate::store::State,
+    caller: &Caller,
+    i: &Integration,
+) -> Result<(), ApiError> {
+    match (&i.integration_type, &i.function_id) {
+        (IntegrationType::SCF, Some(id)) => super::functions::function_of(st, caller, id)
+            .map(drop)
+            .map_err(|_| {
+                ApiError::field(
+                    "function_id",
+                    format!("function {id} is not registered (POST /v1/functions)"),
+                )
+            }),
+        _ => Ok(()),
+    }
+}
+
 fn check_params(qs: &BTreeMap<String, bool>, hs: &BTreeMap<String, bool>) -> Result<(), ApiError> {
     if qs.len() > 50 {
         return Err(ApiError::field("query_strings", "at most 50 entries"));
@@ -207,6 +226,7 @@ pub async fn create(
     let a = api_of(&st, &caller, &api_id)?;
     let r = resource_of(a, &resource_id)?;
     check_integration(&integ, r)?;
+    check_function(&st, &caller, &integ)?;
     if let Some(t) = types
         .iter()
         .find(|t| a.methods.contains_key(&(r.id.clone(), **t)))
@@ -239,7 +259,7 @@ pub async fn create(
     let out: Vec<Value> = match &api {
         Some(api) => methods
             .iter()
-            .map(|m| views::method(&app, api, m, &path, "*"))
+            .map(|m| views::method(&app, &st.functions, api, m, &path, "*"))
             .collect(),
         None => Vec::new(),
     };
@@ -266,7 +286,7 @@ pub async fn list(
     let out: Vec<Value> = match &api {
         Some(api) => a
             .methods_of(&r.id)
-            .map(|m| views::method(&app, api, m, &r.path, "*"))
+            .map(|m| views::method(&app, &st.functions, api, m, &r.path, "*"))
             .collect(),
         None => Vec::new(),
     };
@@ -293,7 +313,7 @@ pub async fn show(
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
     Ok(Json(
-        json!({ "method": views::method(&app, &api, m, &r.path, "*") }),
+        json!({ "method": views::method(&app, &st.functions, &api, m, &r.path, "*") }),
     ))
 }
 
@@ -316,6 +336,7 @@ pub async fn set(
     let r = resource_of(a, &resource_id)?;
     let old = find(a, r, &method_type)?;
     check_integration(&integ, r)?;
+    check_function(&st, &caller, &integ)?;
     let m = Method {
         integration_type: integ.integration_type,
         endpoint_url: integ.endpoint_url,
@@ -330,7 +351,7 @@ pub async fn set(
         .api()
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
-    let out = views::method(&app, &api, &m, &r.path, "*");
+    let out = views::method(&app, &st.functions, &api, &m, &r.path, "*");
     app.commit(&mut st, vec![Change::Put(Entity::Method(m))])
         .await?;
     Ok(Json(json!({ "method": out })))

@@ -18,6 +18,7 @@ pub mod auths;
 pub mod deployments;
 pub mod error;
 pub mod extract;
+pub mod functions;
 pub mod jwks;
 pub mod listener;
 pub mod methods;
@@ -183,6 +184,13 @@ pub fn connected_stages(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<
 
 pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
+        .route("/functions", get(functions::list).post(functions::create))
+        .route(
+            "/functions/{function_id}",
+            get(functions::show)
+                .put(functions::set)
+                .delete(functions::delete),
+        )
         .route("/apis", get(apis::list).post(apis::create))
         .route("/apis/{api_id}", get(apis::show).delete(apis::delete))
         .route("/apis/{api_id}/description", put(apis::set_description))

@@ -105,7 +105,7 @@ pub async fn list(
     let mut rs: Vec<&Resource> = a.resources.values().collect();
     rs.sort_by(|x, y| x.path.cmp(&y.path));
     Ok(Json(json!({
-        "resources": rs.into_iter().map(|r| views::resource(&app, a, r)).collect::<Vec<_>>(),
+        "resources": rs.into_iter().map(|r| views::resource(&app, &st.functions, a, r)).collect::<Vec<_>>(),
     })))
 }
 
@@ -120,7 +120,9 @@ pub async fn show(
         .resources
         .get(&resource_id)
         .ok_or_else(|| ApiError::not_found(format!("resource {resource_id} not found")))?;
-    Ok(Json(json!({ "resource": views::resource(&app, a, r) })))
+    Ok(Json(
+        json!({ "resource": views::resource(&app, &st.functions, a, r) }),
+    ))
 }
 
 /// Deletes the resource, its descendants and their methods.

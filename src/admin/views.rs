@@ -20,13 +20,27 @@ pub fn api(a: &Api) -> Value {
     })
 }
 
-pub fn method(app: &Inner, a: &Api, m: &Method, path: &str, stage: &str) -> Value {
+/// `functions`: the registered functions (to name an SCF method's).
+pub fn method(
+    app: &Inner,
+    functions: &crate::snapshot::Functions,
+    a: &Api,
+    m: &Method,
+    path: &str,
+    stage: &str,
+) -> Value {
+    let function_name = m
+        .function_id
+        .as_ref()
+        .and_then(|id| functions.get(id))
+        .filter(|f| f.account_id == a.account_id)
+        .map(|f| f.name.clone());
     let ctx = BuildContext::from_config(&app.cfg);
     json!({
         "api_key_required": m.api_key_required,
         "endpoint_url": m.endpoint_url,
         "function_id": m.function_id,
-        "function_name": Value::Null,
+        "function_name": function_name,
         "integration_type": m.integration_type.as_str(),
         "method_type": m.method_type.as_str(),
         "privatelink_endpoint_id": m.privatelink_endpoint_id,
@@ -37,12 +51,17 @@ pub fn method(app: &Inner, a: &Api, m: &Method, path: &str, stage: &str) -> Valu
     })
 }
 
-pub fn resource(app: &Inner, st: &ApiState, r: &Resource) -> Value {
+pub fn resource(
+    app: &Inner,
+    functions: &crate::snapshot::Functions,
+    st: &ApiState,
+    r: &Resource,
+) -> Value {
     let a = st.api().cloned();
     let methods: Vec<Value> = match &a {
         Some(a) => st
             .methods_of(&r.id)
-            .map(|m| method(app, a, m, &r.path, "*"))
+            .map(|m| method(app, functions, a, m, &r.path, "*"))
             .collect(),
         None => Vec::new(),
     };

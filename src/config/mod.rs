@@ -136,6 +136,40 @@ pub use srn::SrnConfig;
 pub use store::StoreConfig;
 pub use upstream::UpstreamConfig;
 
+/// A function of `[[functions]]` (see `Config::functions`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredFunction {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_header: Option<ConfiguredAuthHeader>,
+}
+
+/// The header a configured function's calls carry (the value is masked
+/// when the configuration is printed).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredAuthHeader {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for ConfiguredAuthHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfiguredAuthHeader")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
 settings! {
     /// The whole configuration.
     pub struct Config [""] {
@@ -145,6 +179,12 @@ settings! {
         /// the time is asked for, at most every 20 ms), to move time across
         /// quota windows and report days. Empty: the system clock.
         test_clock_file: String = String::new(), flat "test_clock_file";
+        /// Cloud Functions registered at start (`[[functions]]` tables of
+        /// `id`, `account_id`, `name`, `url` and optional `description`,
+        /// `timeout_ms`, `auth_header = { name = "..", value = ".." }`):
+        /// created, or set back to these fields, in the store before
+        /// serving; others stay as the management API left them.
+        functions: Vec<ConfiguredFunction> = Vec::new(), flat "functions";
     }
     sections {
         /// `[data]`: the data plane.
@@ -205,6 +245,11 @@ impl Config {
     pub fn masked(&self) -> Config {
         let mut c = self.clone();
         c.signature.mask_secrets();
+        for f in &mut c.functions {
+            if let Some(h) = &mut f.auth_header {
+                h.value = "***".into();
+            }
+        }
         c
     }
 

@@ -49,6 +49,14 @@ pub enum ErrorCode {
     IntegrationMisconfigured,
     /// 504: the integration did not answer in time.
     GatewayTimeout,
+    /// 502: the function's reply is not a Lambda proxy response (or is
+    /// over 6 MiB).
+    FunctionBadReply(BadReply),
+    /// 502: the function endpoint failed, could not be reached, or
+    /// answered a non-2xx status.
+    FunctionError,
+    /// 504: the function did not answer within its timeout.
+    FunctionTimeout,
     /// 501: an integration type that is not built yet.
     NotImplemented(Unbuilt),
     /// 403: `x-scp-apikey` is required and absent.
@@ -103,10 +111,18 @@ pub enum BadGateway {
     NoAnswer,
 }
 
+/// The reasons of a 502 `FunctionBadReply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadReply {
+    /// Not JSON, or not the proxy response shape.
+    Shape,
+    /// Over Lambda's 6 MiB limit.
+    TooLarge,
+}
+
 /// The integrations a 501 `NotImplemented` is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unbuilt {
-    Function,
     PrivateLink,
 }
 
@@ -232,10 +248,25 @@ impl ErrorCode {
                 "GatewayTimeout",
                 "The integration did not answer in time"
             ),
-            NotImplemented(Unbuilt::Function) => spec!(
-                NOT_IMPLEMENTED,
-                "NotImplemented",
-                "Cloud Function integration is not available yet"
+            FunctionBadReply(BadReply::Shape) => spec!(
+                BAD_GATEWAY,
+                "FunctionBadReply",
+                "The function's reply is not a valid proxy integration response"
+            ),
+            FunctionBadReply(BadReply::TooLarge) => spec!(
+                BAD_GATEWAY,
+                "FunctionBadReply",
+                "The function's reply is larger than 6 MiB"
+            ),
+            FunctionError => spec!(
+                BAD_GATEWAY,
+                "FunctionError",
+                "The function failed or could not be reached"
+            ),
+            FunctionTimeout => spec!(
+                GATEWAY_TIMEOUT,
+                "FunctionTimeout",
+                "The function did not answer within its timeout"
             ),
             NotImplemented(Unbuilt::PrivateLink) => spec!(
                 NOT_IMPLEMENTED,
@@ -404,7 +435,10 @@ mod tests {
             BadGateway(self::BadGateway::NoAnswer),
             IntegrationMisconfigured,
             GatewayTimeout,
-            NotImplemented(Unbuilt::Function),
+            FunctionBadReply(BadReply::Shape),
+            FunctionBadReply(BadReply::TooLarge),
+            FunctionError,
+            FunctionTimeout,
             NotImplemented(Unbuilt::PrivateLink),
             ApiKeyMissing,
             ApiKeyInvalid,

@@ -7,8 +7,8 @@
 //!   request carries through the phases; [`route`]: host → API, stage,
 //!   resource; [`error`]: [`error::ErrorCode`], the one error type of the
 //!   data plane.
-//! - [`upstream`]: the integrations (HTTP; Cloud Function and PrivateLink
-//!   slots).
+//! - [`upstream`]: the integrations (HTTP; Cloud Function: the Lambda
+//!   proxy event; the PrivateLink slot).
 //!
 //! May import: `snapshot`, `jwt`, `policy`, `telemetry`, `store::model`,
 //! `store::quota` (counters), `config`. Never `admin`, never the store's

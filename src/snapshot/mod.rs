@@ -179,13 +179,67 @@ pub enum Integration {
     Http(UrlTemplate),
     /// A stored integration the gateway refuses to use (answers 502).
     Misconfigured,
+    /// A Cloud Function; `None` when the function is not registered (or
+    /// its stored url is not usable): answered 502.
     Scf {
         function_id: String,
+        function: Option<Arc<FunctionTarget>>,
     },
     PrivateLink {
         endpoint_id: String,
     },
 }
+
+/// A registered function compiled for the hot path: where to POST the
+/// event, with what Host, timeout and auth header.
+pub struct FunctionTarget {
+    pub id: String,
+    pub target: Target,
+    pub host: HeaderValue,
+    /// None: the integration timeout (also the maximum).
+    pub timeout: Option<std::time::Duration>,
+    pub auth: Option<(http::HeaderName, HeaderValue)>,
+}
+
+/// Compile a registered function; `None` (logged) when its stored url or
+/// header cannot be used.
+pub fn compile_function(f: &Function) -> Option<FunctionTarget> {
+    let tpl = match UrlTemplate::parse(&f.url) {
+        Ok(t) if t.params().next().is_none() => t,
+        _ => {
+            tracing::error!(function = %f.id, "function url refused: its methods answer 502");
+            return None;
+        }
+    };
+    let target = tpl.target(|_| None, None)?;
+    let auth = match &f.auth_header {
+        None => None,
+        Some(h) => {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok();
+            let mut value = HeaderValue::from_str(&h.value).ok();
+            if let Some(v) = value.as_mut() {
+                v.set_sensitive(true);
+            }
+            match name.zip(value) {
+                Some(nv) => Some(nv),
+                None => {
+                    tracing::error!(function = %f.id, "function auth header refused: its methods answer 502");
+                    return None;
+                }
+            }
+        }
+    };
+    Some(FunctionTarget {
+        id: f.id.clone(),
+        host: tpl.host().clone(),
+        target,
+        timeout: f.timeout_ms.map(std::time::Duration::from_millis),
+        auth,
+    })
+}
+
+/// The functions registered, by id, as the snapshot builder reads them.
+pub type Functions = std::collections::BTreeMap<String, Function>;
 
 /// The allowed source networks of a stage's access control.
 #[derive(Clone, Debug, Default)]
@@ -227,7 +281,12 @@ pub fn method_srn(
     )
 }
 
-fn compile_method(m: &Method, path: &str, stats: Option<&StageStats>) -> RouteMethod {
+fn compile_method(
+    m: &Method,
+    path: &str,
+    stats: Option<&StageStats>,
+    functions: &Functions,
+) -> RouteMethod {
     let integration = match m.integration_type {
         IntegrationType::HTTP => {
             let url = m.endpoint_url.as_deref().unwrap_or("");
@@ -247,9 +306,21 @@ fn compile_method(m: &Method, path: &str, stats: Option<&StageStats>) -> RouteMe
                 }
             }
         }
-        IntegrationType::SCF => Integration::Scf {
-            function_id: m.function_id.clone().unwrap_or_default(),
-        },
+        IntegrationType::SCF => {
+            let function_id = m.function_id.clone().unwrap_or_default();
+            let function = functions
+                .get(&function_id)
+                .and_then(compile_function)
+                .map(Arc::new);
+            if function.is_none() {
+                tracing::warn!(resource = %path, method = %m.method_type.as_str(), function = %function_id,
+                    "function not registered: the method answers 502 IntegrationMisconfigured");
+            }
+            Integration::Scf {
+                function_id,
+                function,
+            }
+        }
         IntegrationType::PRIVATELINK => Integration::PrivateLink {
             endpoint_id: m.privatelink_endpoint_id.clone().unwrap_or_default(),
         },
@@ -267,13 +338,15 @@ fn compile_method(m: &Method, path: &str, stats: Option<&StageStats>) -> RouteMe
 pub fn compile_deployment(
     dep: &Deployment,
     stats: Option<&StageStats>,
+    functions: &Functions,
 ) -> matchit::Router<RouteNode> {
     let mut by_path: std::collections::BTreeMap<&str, [Option<Arc<RouteMethod>>; 7]> =
         Default::default();
     for dm in &dep.methods {
         let slot = by_path.entry(dm.path.as_str()).or_default();
-        slot[dm.method.method_type.index()] =
-            Some(Arc::new(compile_method(&dm.method, &dm.path, stats)));
+        slot[dm.method.method_type.index()] = Some(Arc::new(compile_method(
+            &dm.method, &dm.path, stats, functions,
+        )));
     }
     let mut router = matchit::Router::new();
     for (path, methods) in by_path {
@@ -341,7 +414,11 @@ fn compile_jwt(api: &ApiState, stage: &Stage) -> crate::jwt::StageJwt {
 }
 
 /// Compile one API; `None` when it has no API object.
-pub fn build_api(api: &ApiState, ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
+pub fn build_api(
+    api: &ApiState,
+    functions: &Functions,
+    ctx: &BuildContext,
+) -> Option<Arc<ApiRoutes>> {
     let meta = api.api()?;
     let private = meta.endpoint_type == EndpointType::Private;
     let policy = api.resource_policy.as_ref().map(|p| {
@@ -361,7 +438,7 @@ pub fn build_api(api: &ApiState, ctx: &BuildContext) -> Option<Arc<ApiRoutes>> {
             Arc::new(StageRoutes {
                 name: stage.name.clone(),
                 deployment_id: dep.id.clone(),
-                router: compile_deployment(dep, stats.as_deref()),
+                router: compile_deployment(dep, stats.as_deref(), functions),
                 stats,
                 acl: compile_acl(api, stage),
                 cors: StageCors::compile(&stage.cors),
@@ -426,7 +503,7 @@ impl Published {
     pub fn new(state: &State, ctx: BuildContext) -> Self {
         let mut snap = Snapshot::default();
         for (id, a) in &state.apis {
-            if let Some(r) = build_api(a, &ctx) {
+            if let Some(r) = build_api(a, &state.functions, &ctx) {
                 snap.apis.insert(id.clone(), r);
             }
         }
@@ -451,7 +528,10 @@ impl Published {
         let old = self.current.load();
         let mut apis = old.apis.clone();
         for id in api_ids {
-            match state.api(id).and_then(|a| build_api(a, &self.ctx)) {
+            match state
+                .api(id)
+                .and_then(|a| build_api(a, &state.functions, &self.ctx))
+            {
                 Some(r) => {
                     apis.insert(id.clone(), r);
                 }

@@ -99,11 +99,12 @@ async fn run(
             }
             next = feed.try_recv();
         }
-        if touched.is_empty() {
-            continue;
+        // A batch may touch no API (a function no method uses): nothing
+        // to rebuild, but its writer still waits on the version.
+        if !touched.is_empty() {
+            published.republish(&state, &touched);
+            touched.clear();
         }
-        published.republish(&state, &touched);
-        touched.clear();
         version.send_replace(at);
     }
     tracing::warn!(

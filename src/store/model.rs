@@ -364,6 +364,45 @@ pub struct ApiKey {
     pub created_at: String,
 }
 
+/// A header the gateway adds to every call of a function (its value is
+/// a secret: stored, never shown).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionAuthHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// The value is never printed (logs, panics).
+impl std::fmt::Debug for FunctionAuthHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionAuthHeader")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A Cloud Function registered with the gateway (an extension beside the
+/// SCP operations, standing in for the Cloud Functions service): the
+/// endpoint that receives the Lambda proxy event. Account-scoped, not
+/// under an API: stored with an empty `api_id`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Function {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    /// None: the integration timeout.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub auth_header: Option<FunctionAuthHeader>,
+    pub created_at: String,
+    pub modified_at: String,
+}
+
 /// Every stored object, tagged by kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entity {
@@ -377,6 +416,7 @@ pub enum Entity {
     ResourcePolicy(ResourcePolicy),
     UsagePlan(UsagePlan),
     ApiKey(ApiKey),
+    Function(Function),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -391,10 +431,12 @@ pub enum Kind {
     ResourcePolicy,
     UsagePlan,
     ApiKey,
+    Function,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
+        Kind::Function,
         Kind::UsagePlan,
         Kind::ApiKey,
         Kind::Api,
@@ -418,6 +460,7 @@ impl Kind {
             Kind::ResourcePolicy => "resource_policy",
             Kind::UsagePlan => "usage_plan",
             Kind::ApiKey => "api_key",
+            Kind::Function => "function",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -438,6 +481,7 @@ impl Entity {
             Entity::ResourcePolicy(_) => Kind::ResourcePolicy,
             Entity::UsagePlan(_) => Kind::UsagePlan,
             Entity::ApiKey(_) => Kind::ApiKey,
+            Entity::Function(_) => Kind::Function,
         }
     }
     /// Unique key within its kind.
@@ -453,6 +497,7 @@ impl Entity {
             Entity::ResourcePolicy(p) => p.api_id.clone(),
             Entity::UsagePlan(p) => p.id.clone(),
             Entity::ApiKey(k) => k.id.clone(),
+            Entity::Function(f) => f.id.clone(),
         }
     }
     pub fn api_id(&self) -> &str {
@@ -467,6 +512,8 @@ impl Entity {
             Entity::ResourcePolicy(p) => &p.api_id,
             Entity::UsagePlan(p) => &p.api_id,
             Entity::ApiKey(k) => &k.api_id,
+            // Not under an API.
+            Entity::Function(_) => "",
         }
     }
     pub fn to_json(&self) -> serde_json::Result<String> {
@@ -481,6 +528,7 @@ impl Entity {
             Entity::ResourcePolicy(x) => serde_json::to_string(x),
             Entity::UsagePlan(x) => serde_json::to_string(x),
             Entity::ApiKey(x) => serde_json::to_string(x),
+            Entity::Function(x) => serde_json::to_string(x),
         }
     }
     pub fn from_json(kind: Kind, body: &str) -> serde_json::Result<Entity> {
@@ -495,6 +543,7 @@ impl Entity {
             Kind::ResourcePolicy => Entity::ResourcePolicy(serde_json::from_str(body)?),
             Kind::UsagePlan => Entity::UsagePlan(serde_json::from_str(body)?),
             Kind::ApiKey => Entity::ApiKey(serde_json::from_str(body)?),
+            Kind::Function => Entity::Function(serde_json::from_str(body)?),
         })
     }
 }

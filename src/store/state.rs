@@ -86,9 +86,25 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// Whether a method of the API, or of a deployment a stage serves,
+    /// integrates the function.
+    pub fn uses_function(&self, function_id: &str) -> bool {
+        let is = |m: &Method| m.function_id.as_deref() == Some(function_id);
+        self.methods.values().any(is)
+            || self
+                .stages
+                .values()
+                .filter_map(|s| self.deployments.get(&s.deployment_id))
+                .any(|d| d.methods.iter().any(|dm| is(&dm.method)))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct State {
     pub apis: HashMap<String, ApiState>,
+    /// Registered functions by id (account-scoped, not under an API).
+    pub functions: BTreeMap<String, Function>,
 }
 
 impl State {
@@ -107,10 +123,37 @@ impl State {
         self.apis.get(id).filter(|a| a.api.is_some())
     }
 
-    /// Apply committed changes; returns the ids of the APIs touched.
+    /// Ids of the APIs that integrate the function (their routes hold
+    /// its compiled target).
+    pub fn apis_using_function(&self, function_id: &str) -> Vec<String> {
+        self.apis
+            .iter()
+            .filter(|(_, a)| a.uses_function(function_id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Apply committed changes; returns the ids of the APIs touched (a
+    /// function's change touches the APIs that use it).
     pub fn apply(&mut self, changes: &[Change]) -> Vec<String> {
         let mut touched: Vec<String> = Vec::new();
         for c in changes {
+            let function = match c {
+                Change::Put(Entity::Function(f)) => Some(f.id.as_str()),
+                Change::Delete {
+                    kind: Kind::Function,
+                    key,
+                    ..
+                } => Some(key.as_str()),
+                _ => None,
+            };
+            if let Some(fid) = function {
+                for id in self.apis_using_function(fid) {
+                    if !touched.contains(&id) {
+                        touched.push(id);
+                    }
+                }
+            }
             let id = c.api_id().to_string();
             match c {
                 Change::Put(e) => self.put(e.clone()),
@@ -119,7 +162,7 @@ impl State {
                     self.apis.remove(api_id);
                 }
             }
-            if !touched.contains(&id) {
+            if !id.is_empty() && !touched.contains(&id) {
                 touched.push(id);
             }
         }
@@ -127,6 +170,10 @@ impl State {
     }
 
     fn put(&mut self, e: Entity) {
+        if let Entity::Function(f) = e {
+            self.functions.insert(f.id.clone(), f);
+            return;
+        }
         let a = self.apis.entry(e.api_id().to_string()).or_default();
         match e {
             Entity::Api(x) => a.api = Some(x),
@@ -155,10 +202,15 @@ impl State {
             Entity::ApiKey(x) => {
                 a.api_keys.insert(x.id.clone(), x);
             }
+            Entity::Function(_) => {}
         }
     }
 
     fn delete(&mut self, kind: Kind, key: &str, api_id: &str) {
+        if kind == Kind::Function {
+            self.functions.remove(key);
+            return;
+        }
         let Some(a) = self.apis.get_mut(api_id) else {
             return;
         };
@@ -197,6 +249,7 @@ impl State {
             Kind::ApiKey => {
                 a.api_keys.remove(key);
             }
+            Kind::Function => {}
         }
     }
 }

@@ -734,6 +734,17 @@ impl Admin {
             .clone()
     }
 
+    /// POST /v1/functions (the gateway's function registry); returns its id.
+    pub async fn register_function(&self, name: &str, url: &str) -> String {
+        let r = self
+            .post("/v1/functions", &json!({"name": name, "url": url}))
+            .await;
+        r.expect(201)["function"]["id"]
+            .as_str()
+            .expect("function id")
+            .to_string()
+    }
+
     /// The access control named `name` of the API.
     pub async fn access_control_named(&self, api: &str, name: &str) -> Value {
         self.access_controls(api)

@@ -2,9 +2,10 @@
 //!
 //! The seam every integration plugs into: [`prepare`] turns the filtered
 //! request and its context into an [`Outbound`] (synchronously: target
-//! URL, header rewriting), [`send`] performs the exchange. [`http`] is the HTTP integration; [`function`] (Cloud
-//! Function) and [`privatelink`] (PrivateLink) answer 501 until their
-//! issue.
+//! URL, header rewriting), [`send`] performs the exchange. [`http`] is
+//! the HTTP integration; [`function`] the Cloud Function one (the Lambda
+//! proxy event, a boxed future: it reads the whole body first);
+//! [`privatelink`] (PrivateLink) answers 501 until its issue.
 
 pub mod function;
 pub mod http;
@@ -34,12 +35,18 @@ static X_FORWARDED_HOST: ::http::HeaderName = ::http::HeaderName::from_static("x
 
 /// A request made ready for its integration: what `send` needs and
 /// nothing else (the filters' state is not carried across the await).
+// The HTTP variant is the hot path and is built in place; the function
+// variant is boxed, so the size difference costs the HTTP path nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Outbound {
     Http {
         key: PoolKey,
         req: Request<UpstreamBody>,
         body: Option<Arc<BodyState>>,
     },
+    /// A Cloud Function call (boxed: the HTTP variant's size is the
+    /// enum's).
+    Function(Box<function::FunctionCall>),
 }
 
 /// Build the upstream request (synchronous: target URL, header rewriting)
@@ -70,14 +77,14 @@ where
             ))
         }
         Integration::Misconfigured => Err(ErrorCode::IntegrationMisconfigured),
-        Integration::Scf { function_id } => function::prepare(function_id),
+        Integration::Scf { function, .. } => function::prepare(ctx, parts, body, function.as_ref()),
         Integration::PrivateLink { endpoint_id } => privatelink::prepare(endpoint_id),
     }
 }
 
 /// The stage's `hide_credentials`: the API key, and the bearer token
 /// when the stage checked one, are not forwarded.
-fn hide_credentials(headers: &mut ::http::HeaderMap, jwt_checked: bool) {
+pub(super) fn hide_credentials(headers: &mut ::http::HeaderMap, jwt_checked: bool) {
     headers.remove(&super::filters::api_key::X_SCP_APIKEY);
     if jwt_checked {
         headers.remove(::http::header::AUTHORIZATION);
@@ -145,11 +152,25 @@ pub fn send(
     client_version: ::http::Version,
 ) -> impl Future<Output = Result<Response<RespBody>, ErrorCode>> + Send + 'static {
     use futures_util::future::Either as F;
-    let Outbound::Http { key, mut req, body } = out;
+    type Boxed = std::pin::Pin<
+        Box<dyn Future<Output = Result<Response<RespBody>, ErrorCode>> + Send + 'static>,
+    >;
+    let (key, mut req, body) = match out {
+        Outbound::Http { key, req, body } => (key, req, body),
+        Outbound::Function(call) => {
+            let boxed: Boxed = Box::pin(function::call(
+                gw.client.clone(),
+                gw.upstream_timeout,
+                *call,
+                client_version,
+            ));
+            return F::Right(boxed);
+        }
+    };
     if body.is_some() && req.body().needs_priming() {
         let client = gw.client.clone();
         let timeout = gw.upstream_timeout;
-        return F::Right(Box::pin(async move {
+        let boxed: Boxed = Box::pin(async move {
             match tokio::time::timeout(timeout, req.body_mut().prime()).await {
                 Err(_) => return Err(ErrorCode::RequestTimeout),
                 Ok(Err(_)) => {
@@ -162,7 +183,8 @@ pub fn send(
                 Ok(Ok(())) => {}
             }
             exchange(&client, timeout, key, req, body, client_version).await
-        }));
+        });
+        return F::Right(boxed);
     }
     F::Left(exchange(
         &gw.client,

@@ -1,0 +1,3 @@
+# Raises: the host answers 500 (502 FunctionError at the gateway).
+def handler(event, context):
+    raise RuntimeError("boom")
