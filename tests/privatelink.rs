@@ -496,3 +496,63 @@ async fn endpoint_requests_are_validated_naming_the_field() {
         .await
         .expect_error(404, "NotFound");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_survive_a_restart_and_end_in_error_when_the_service_api_is_deleted() {
+    let mut gw = Gateway::start();
+    let a = gw.admin();
+    let b = second_account(&a);
+    let (api, sid) = private_api(&a, "svc-api").await;
+    let r = b
+        .post(
+            "/v1/privatelink-endpoints",
+            &json!({"name": "durable", "privatelink_service_id": sid}),
+        )
+        .await;
+    let id = r.expect(200)["privatelink_endpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    act(
+        &a,
+        &id,
+        "approval",
+        json!({"api_id": api, "type": "APPROVE"}),
+    )
+    .await
+    .expect(200);
+
+    gw.restart();
+    let a = gw.admin();
+    let b = second_account(&a);
+    assert_eq!(status_of_ep(&b, &id).await, "Active");
+    assert_eq!(connected(&a, &api).await["count"], 1);
+
+    a.delete(&format!("/v1/apis/{api}")).await.expect(204);
+    assert_eq!(status_of_ep(&b, &id).await, "Error");
+    // Error: only Delete.
+    for t in ["CANCEL", "RE_REQUEST"] {
+        let r = act(&b, &id, "request", json!({"type": t})).await;
+        refused(&b, r, &id, "Error").await;
+    }
+    act(
+        &a,
+        &id,
+        "approval",
+        json!({"api_id": api, "type": "APPROVE"}),
+    )
+    .await
+    .expect_error(404, "NotFound");
+    // The service is gone: a new endpoint for it is refused.
+    b.post(
+        "/v1/privatelink-endpoints",
+        &json!({"name": "late", "privatelink_service_id": sid}),
+    )
+    .await
+    .expect_bad_field("privatelink_service_id");
+    b.delete(&ep_path(&id)).await.expect(204);
+    assert_eq!(
+        b.get("/v1/privatelink-endpoints").await.expect(200)["count"],
+        0
+    );
+}
