@@ -158,8 +158,23 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;
     api_of(&st, &caller, &api_id)?;
-    app.commit(&mut st, vec![Change::DeleteApi(api_id.clone())])
-        .await?;
+    let mut changes = vec![Change::DeleteApi(api_id.clone())];
+    // Its PrivateLink service is gone: the endpoints that target it (of
+    // any account) end in Error, which only Delete leaves.
+    let now = now_rfc3339();
+    changes.extend(
+        st.privatelink_endpoints
+            .values()
+            .filter(|e| e.service_api_id == api_id && e.status != PrivatelinkStatus::Error)
+            .map(|e| {
+                Change::Put(Entity::PrivatelinkEndpoint(PrivatelinkEndpoint {
+                    status: PrivatelinkStatus::Error,
+                    modified_at: now.clone(),
+                    ..e.clone()
+                }))
+            }),
+    );
+    app.commit(&mut st, changes).await?;
     app.stats.forget_api(&api_id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -22,6 +22,7 @@ pub mod functions;
 pub mod jwks;
 pub mod listener;
 pub mod methods;
+pub mod privatelink;
 pub mod replay;
 pub mod reports;
 pub mod resource_policies;
@@ -190,6 +191,32 @@ pub fn router(state: AdminState) -> Router {
             get(functions::show)
                 .put(functions::set)
                 .delete(functions::delete),
+        )
+        .route(
+            "/privatelink-endpoints",
+            get(privatelink::list).post(privatelink::create),
+        )
+        .route(
+            "/privatelink-endpoints/{privatelink_endpoint_id}",
+            get(privatelink::show)
+                .put(privatelink::set)
+                .delete(privatelink::delete),
+        )
+        .route(
+            "/privatelink-endpoints/{privatelink_endpoint_id}/request",
+            put(privatelink::request),
+        )
+        .route(
+            "/privatelink-endpoints/{privatelink_endpoint_id}/approval",
+            put(privatelink::approval),
+        )
+        .route(
+            "/privatelink-endpoints/{privatelink_endpoint_id}/connection",
+            put(privatelink::connection),
+        )
+        .route(
+            "/apis/{api_id}/connected-endpoints",
+            get(privatelink::list_connected),
         )
         .route("/apis", get(apis::list).post(apis::create))
         .route("/apis/{api_id}", get(apis::show).delete(apis::delete))

@@ -7,7 +7,7 @@ use crate::store::ApiState;
 use serde_json::{json, Value};
 
 pub fn api(a: &Api) -> Value {
-    json!({
+    let mut v = json!({
         "account_id": a.account_id,
         "created_at": a.created_at,
         "description": a.description,
@@ -17,7 +17,13 @@ pub fn api(a: &Api) -> Value {
         "name": a.name,
         "status": "Active",
         "tags": a.tags.iter().map(|t| json!({"key": t.key, "value": t.value})).collect::<Vec<_>>(),
-    })
+    });
+    // Extension: a PRIVATE API is a PrivateLink service; its id is what a
+    // consumer's Create PrivateLink Endpoint names.
+    if let (Some(id), Some(o)) = (a.privatelink_service_id(), v.as_object_mut()) {
+        o.insert("privatelink_service_id".into(), Value::String(id));
+    }
+    v
 }
 
 /// `functions`: the registered functions (to name an SCF method's).

@@ -403,6 +403,63 @@ pub struct Function {
     pub modified_at: String,
 }
 
+/// Status of a PrivateLink endpoint (the user guide's names; Creating and
+/// Deleting are instant here, so never stored).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum PrivatelinkStatus {
+    Requesting,
+    Active,
+    Rejected,
+    Canceled,
+    Disconnected,
+    Error,
+}
+
+impl PrivatelinkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivatelinkStatus::Requesting => "Requesting",
+            PrivatelinkStatus::Active => "Active",
+            PrivatelinkStatus::Rejected => "Rejected",
+            PrivatelinkStatus::Canceled => "Canceled",
+            PrivatelinkStatus::Disconnected => "Disconnected",
+            PrivatelinkStatus::Error => "Error",
+        }
+    }
+}
+
+/// A PrivateLink endpoint: the consumer account's entry point to a
+/// PrivateLink service (here, a PRIVATE API, possibly of another account).
+/// Account-scoped, not under an API: stored with an empty `api_id`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PrivatelinkEndpoint {
+    pub id: String,
+    /// The endpoint owner's account.
+    pub account_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub privatelink_service_id: String,
+    /// The PRIVATE API the service id named at creation.
+    pub service_api_id: String,
+    pub status: PrivatelinkStatus,
+    pub created_at: String,
+    pub modified_at: String,
+}
+
+impl Api {
+    /// The PrivateLink service id of a PRIVATE API: derived from its id
+    /// (32 hex characters), so nothing new is stored on the API.
+    pub fn privatelink_service_id(&self) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        if self.endpoint_type != EndpointType::Private {
+            return None;
+        }
+        let d = Sha256::digest(format!("privatelink-service:{}", self.id).as_bytes());
+        Some(d.iter().take(16).map(|b| format!("{b:02x}")).collect())
+    }
+}
+
 /// Every stored object, tagged by kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Entity {
@@ -417,6 +474,7 @@ pub enum Entity {
     UsagePlan(UsagePlan),
     ApiKey(ApiKey),
     Function(Function),
+    PrivatelinkEndpoint(PrivatelinkEndpoint),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -432,11 +490,13 @@ pub enum Kind {
     UsagePlan,
     ApiKey,
     Function,
+    PrivatelinkEndpoint,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Function,
+        Kind::PrivatelinkEndpoint,
         Kind::UsagePlan,
         Kind::ApiKey,
         Kind::Api,
@@ -461,6 +521,7 @@ impl Kind {
             Kind::UsagePlan => "usage_plan",
             Kind::ApiKey => "api_key",
             Kind::Function => "function",
+            Kind::PrivatelinkEndpoint => "privatelink_endpoint",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -482,6 +543,7 @@ impl Entity {
             Entity::UsagePlan(_) => Kind::UsagePlan,
             Entity::ApiKey(_) => Kind::ApiKey,
             Entity::Function(_) => Kind::Function,
+            Entity::PrivatelinkEndpoint(_) => Kind::PrivatelinkEndpoint,
         }
     }
     /// Unique key within its kind.
@@ -498,6 +560,7 @@ impl Entity {
             Entity::UsagePlan(p) => p.id.clone(),
             Entity::ApiKey(k) => k.id.clone(),
             Entity::Function(f) => f.id.clone(),
+            Entity::PrivatelinkEndpoint(e) => e.id.clone(),
         }
     }
     pub fn api_id(&self) -> &str {
@@ -513,7 +576,7 @@ impl Entity {
             Entity::UsagePlan(p) => &p.api_id,
             Entity::ApiKey(k) => &k.api_id,
             // Not under an API.
-            Entity::Function(_) => "",
+            Entity::Function(_) | Entity::PrivatelinkEndpoint(_) => "",
         }
     }
     pub fn to_json(&self) -> serde_json::Result<String> {
@@ -529,6 +592,7 @@ impl Entity {
             Entity::UsagePlan(x) => serde_json::to_string(x),
             Entity::ApiKey(x) => serde_json::to_string(x),
             Entity::Function(x) => serde_json::to_string(x),
+            Entity::PrivatelinkEndpoint(x) => serde_json::to_string(x),
         }
     }
     pub fn from_json(kind: Kind, body: &str) -> serde_json::Result<Entity> {
@@ -544,6 +608,7 @@ impl Entity {
             Kind::UsagePlan => Entity::UsagePlan(serde_json::from_str(body)?),
             Kind::ApiKey => Entity::ApiKey(serde_json::from_str(body)?),
             Kind::Function => Entity::Function(serde_json::from_str(body)?),
+            Kind::PrivatelinkEndpoint => Entity::PrivatelinkEndpoint(serde_json::from_str(body)?),
         })
     }
 }

@@ -105,6 +105,8 @@ pub struct State {
     pub apis: HashMap<String, ApiState>,
     /// Registered functions by id (account-scoped, not under an API).
     pub functions: BTreeMap<String, Function>,
+    /// PrivateLink endpoints by id (account-scoped, not under an API).
+    pub privatelink_endpoints: BTreeMap<String, PrivatelinkEndpoint>,
 }
 
 impl State {
@@ -129,6 +131,23 @@ impl State {
         self.apis
             .iter()
             .filter(|(_, a)| a.uses_function(function_id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Ids of the APIs whose methods (or a deployment a stage serves)
+    /// integrate the PrivateLink endpoint.
+    pub fn apis_using_privatelink_endpoint(&self, endpoint_id: &str) -> Vec<String> {
+        let is = |m: &Method| m.privatelink_endpoint_id.as_deref() == Some(endpoint_id);
+        self.apis
+            .iter()
+            .filter(|(_, a)| {
+                a.methods.values().any(is)
+                    || a.stages
+                        .values()
+                        .filter_map(|s| a.deployments.get(&s.deployment_id))
+                        .any(|d| d.methods.iter().any(|dm| is(&dm.method)))
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -174,6 +193,10 @@ impl State {
             self.functions.insert(f.id.clone(), f);
             return;
         }
+        if let Entity::PrivatelinkEndpoint(x) = e {
+            self.privatelink_endpoints.insert(x.id.clone(), x);
+            return;
+        }
         let a = self.apis.entry(e.api_id().to_string()).or_default();
         match e {
             Entity::Api(x) => a.api = Some(x),
@@ -202,13 +225,17 @@ impl State {
             Entity::ApiKey(x) => {
                 a.api_keys.insert(x.id.clone(), x);
             }
-            Entity::Function(_) => {}
+            Entity::Function(_) | Entity::PrivatelinkEndpoint(_) => {}
         }
     }
 
     fn delete(&mut self, kind: Kind, key: &str, api_id: &str) {
         if kind == Kind::Function {
             self.functions.remove(key);
+            return;
+        }
+        if kind == Kind::PrivatelinkEndpoint {
+            self.privatelink_endpoints.remove(key);
             return;
         }
         let Some(a) = self.apis.get_mut(api_id) else {
@@ -249,7 +276,7 @@ impl State {
             Kind::ApiKey => {
                 a.api_keys.remove(key);
             }
-            Kind::Function => {}
+            Kind::Function | Kind::PrivatelinkEndpoint => {}
         }
     }
 }

@@ -1,0 +1,379 @@
+//! PrivateLink endpoints (management side): a consumer account creates an
+//! endpoint naming a PrivateLink service — here every PRIVATE API is one,
+//! its id shown as `privatelink_service_id` — and the API's owner, possibly
+//! another account, approves, rejects, blocks or reconnects it.
+//!
+//! Who may do what: the endpoint owner creates, lists, shows, sets,
+//! cancels / re-requests and deletes; the service (API) owner lists the
+//! endpoints that target its API and approves / connects them. Anyone
+//! else gets 404. An action that the current status does not allow is a
+//! 409 naming that status, and changes nothing.
+
+use super::extract::JsonBody;
+use super::validate::{self, ListQuery};
+use super::{api_of, AdminState, ApiError, Caller};
+use crate::store::model::*;
+use crate::store::State as St;
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::LazyLock;
+
+use PrivatelinkStatus as S;
+
+/// Endpoints per account.
+pub const MAX_ENDPOINTS: usize = 100;
+
+static NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9]{3,20}$").expect("static regex"));
+
+#[derive(Deserialize)]
+pub struct CreateReq {
+    name: String,
+    description: Option<String>,
+    privatelink_service_id: String,
+}
+
+#[derive(Deserialize)]
+pub struct SetReq {
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RequestReq {
+    r#type: String,
+}
+
+#[derive(Deserialize)]
+pub struct OwnerActionReq {
+    api_id: String,
+    r#type: String,
+}
+
+pub fn detail(e: &PrivatelinkEndpoint) -> Value {
+    json!({
+        "created_at": e.created_at,
+        "description": e.description,
+        "id": e.id,
+        "name": e.name,
+        "privatelink_service_id": e.privatelink_service_id,
+        "status": e.status.as_str(),
+    })
+}
+
+fn listed(e: &PrivatelinkEndpoint) -> Value {
+    json!({
+        "created_at": e.created_at,
+        "id": e.id,
+        "name": e.name,
+        "privatelink_service_id": e.privatelink_service_id,
+        "status": e.status.as_str(),
+    })
+}
+
+fn summary(e: &PrivatelinkEndpoint) -> Value {
+    json!({
+        "created_at": e.created_at,
+        "id": e.id,
+        "status": e.status.as_str(),
+    })
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("privatelink endpoint {id} not found"))
+}
+
+/// The caller's endpoint, or 404 (also for another account's).
+fn endpoint_of<'a>(
+    st: &'a St,
+    caller: &Caller,
+    id: &str,
+) -> Result<&'a PrivatelinkEndpoint, ApiError> {
+    st.privatelink_endpoints
+        .get(id)
+        .filter(|e| e.account_id == caller.account_id)
+        .ok_or_else(|| not_found(id))
+}
+
+/// An endpoint that targets `api_id`, an API of the caller, or 404.
+fn endpoint_for_owner<'a>(
+    st: &'a St,
+    caller: &Caller,
+    id: &str,
+    api_id: &str,
+) -> Result<&'a PrivatelinkEndpoint, ApiError> {
+    api_of(st, caller, api_id)?;
+    st.privatelink_endpoints
+        .get(id)
+        .filter(|e| e.service_api_id == api_id)
+        .ok_or_else(|| not_found(id))
+}
+
+/// The PRIVATE API whose service id this is.
+fn service_api<'a>(st: &'a St, service_id: &str) -> Option<&'a Api> {
+    st.apis
+        .values()
+        .filter_map(|a| a.api())
+        .find(|a| a.privatelink_service_id().as_deref() == Some(service_id))
+}
+
+fn description(d: Option<String>) -> Result<String, ApiError> {
+    let d = d.unwrap_or_default();
+    validate::max_len("description", &d, 100)?;
+    Ok(d)
+}
+
+fn illegal(e: &PrivatelinkEndpoint, action: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "privatelink endpoint {} is {}: {action} is not allowed in that status",
+        e.id,
+        e.status.as_str()
+    ))
+}
+
+/// Store the endpoint with its new status, or 409 when `from` does not
+/// hold its current status.
+async fn transition(
+    app: &AdminState,
+    st: &mut tokio::sync::RwLockWriteGuard<'_, St>,
+    e: PrivatelinkEndpoint,
+    from: &[PrivatelinkStatus],
+    to: PrivatelinkStatus,
+    action: &str,
+) -> Result<PrivatelinkEndpoint, ApiError> {
+    if !from.contains(&e.status) {
+        return Err(illegal(&e, action));
+    }
+    let e = PrivatelinkEndpoint {
+        status: to,
+        modified_at: now_rfc3339(),
+        ..e
+    };
+    app.commit(
+        st,
+        vec![Change::Put(Entity::PrivatelinkEndpoint(e.clone()))],
+    )
+    .await?;
+    Ok(e)
+}
+
+pub async fn create(
+    State(app): State<AdminState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateReq>,
+) -> Result<Json<Value>, ApiError> {
+    if !NAME.is_match(&req.name) {
+        return Err(ApiError::field(
+            "name",
+            "must be 3 to 20 letters and digits (^[a-zA-Z0-9]*$)",
+        ));
+    }
+    let description = description(req.description)?;
+    let mut st = app.state.write().await;
+    let Some(api) = service_api(&st, &req.privatelink_service_id) else {
+        return Err(ApiError::field(
+            "privatelink_service_id",
+            format!(
+                "no PrivateLink service {:?} (the privatelink_service_id of a PRIVATE API)",
+                req.privatelink_service_id
+            ),
+        ));
+    };
+    let service_api_id = api.id.clone();
+    validate::room_for(
+        "privatelink endpoint",
+        &req.name,
+        st.privatelink_endpoints
+            .values()
+            .filter(|e| e.account_id == caller.account_id)
+            .map(|e| e.name.as_str()),
+        MAX_ENDPOINTS,
+    )?;
+    let now = now_rfc3339();
+    let e = PrivatelinkEndpoint {
+        id: new_id(),
+        account_id: caller.account_id.clone(),
+        name: req.name,
+        description,
+        privatelink_service_id: req.privatelink_service_id,
+        service_api_id,
+        status: S::Requesting,
+        created_at: now.clone(),
+        modified_at: now,
+    };
+    let out = detail(&e);
+    app.commit(&mut st, vec![Change::Put(Entity::PrivatelinkEndpoint(e))])
+        .await?;
+    Ok(Json(json!({ "privatelink_endpoint": out })))
+}
+
+pub async fn list(
+    State(app): State<AdminState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
+    let st = app.state.read().await;
+    let name = q.get("name");
+    let all: Vec<&PrivatelinkEndpoint> = st
+        .privatelink_endpoints
+        .values()
+        .filter(|e| e.account_id == caller.account_id)
+        .filter(|e| name.is_none_or(|n| e.name.contains(n)))
+        .collect();
+    let count = all.len();
+    let page = q.page_of(all, |e, f| {
+        let primary = if f == "name" { &e.name } else { &e.created_at };
+        (primary.clone(), e.id.clone())
+    });
+    Ok(Json(json!({
+        "count": count,
+        "privatelink_endpoints": page.into_iter().map(listed).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn show(
+    State(app): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.state.read().await;
+    let e = endpoint_of(&st, &caller, &id)?;
+    Ok(Json(json!({ "privatelink_endpoint": detail(e) })))
+}
+
+/// Set Description (the only settable field; absent or null clears it).
+pub async fn set(
+    State(app): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<SetReq>,
+) -> Result<Json<Value>, ApiError> {
+    let description = description(req.description)?;
+    let mut st = app.state.write().await;
+    let old = endpoint_of(&st, &caller, &id)?;
+    let e = PrivatelinkEndpoint {
+        description,
+        modified_at: now_rfc3339(),
+        ..old.clone()
+    };
+    let out = detail(&e);
+    app.commit(&mut st, vec![Change::Put(Entity::PrivatelinkEndpoint(e))])
+        .await?;
+    Ok(Json(json!({ "privatelink_endpoint": out })))
+}
+
+pub async fn delete(
+    State(app): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let mut st = app.state.write().await;
+    let e = endpoint_of(&st, &caller, &id)?;
+    if let Some(api) = st.apis_using_privatelink_endpoint(&e.id).first() {
+        return Err(ApiError::conflict(format!(
+            "privatelink endpoint {} is used by a method of api {api} (or a deployment a stage serves)",
+            e.id
+        )));
+    }
+    let change = Change::Delete {
+        kind: Kind::PrivatelinkEndpoint,
+        key: e.id.clone(),
+        api_id: String::new(),
+    };
+    app.commit(&mut st, vec![change]).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// The endpoint owner: CANCEL a pending request, or RE_REQUEST after a
+/// cancel or a rejection.
+pub async fn request(
+    State(app): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RequestReq>,
+) -> Result<Json<Value>, ApiError> {
+    let (from, to): (&[S], S) = match req.r#type.as_str() {
+        "CANCEL" => (&[S::Requesting], S::Canceled),
+        "RE_REQUEST" => (&[S::Canceled, S::Rejected], S::Requesting),
+        _ => return Err(ApiError::field("type", "must be CANCEL or RE_REQUEST")),
+    };
+    let mut st = app.state.write().await;
+    let e = endpoint_of(&st, &caller, &id)?.clone();
+    let e = transition(&app, &mut st, e, from, to, &req.r#type).await?;
+    Ok(Json(json!({ "privatelink_endpoint": detail(&e) })))
+}
+
+/// The service owner: APPROVE or REJECT a pending request.
+pub async fn approval(
+    State(app): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<OwnerActionReq>,
+) -> Result<Json<Value>, ApiError> {
+    let to = match req.r#type.as_str() {
+        "APPROVE" => S::Active,
+        "REJECT" => S::Rejected,
+        _ => return Err(ApiError::field("type", "must be APPROVE or REJECT")),
+    };
+    owner_action(app, caller, id, req, &[S::Requesting], to).await
+}
+
+/// The service owner: DISCONNECT (block) an active endpoint, or RECONNECT
+/// a disconnected one.
+pub async fn connection(
+    State(app): State<AdminState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<OwnerActionReq>,
+) -> Result<Json<Value>, ApiError> {
+    let (from, to) = match req.r#type.as_str() {
+        "DISCONNECT" => (S::Active, S::Disconnected),
+        "RECONNECT" => (S::Disconnected, S::Active),
+        _ => return Err(ApiError::field("type", "must be DISCONNECT or RECONNECT")),
+    };
+    owner_action(app, caller, id, req, &[from], to).await
+}
+
+async fn owner_action(
+    app: AdminState,
+    caller: Caller,
+    id: String,
+    req: OwnerActionReq,
+    from: &[S],
+    to: S,
+) -> Result<Json<Value>, ApiError> {
+    if req.api_id.is_empty() {
+        return Err(ApiError::field("api_id", "is required"));
+    }
+    let mut st = app.state.write().await;
+    let e = endpoint_for_owner(&st, &caller, &id, &req.api_id)?.clone();
+    let e = transition(&app, &mut st, e, from, to, &req.r#type).await?;
+    Ok(Json(json!({ "privatelink_endpoint": summary(&e) })))
+}
+
+/// The API owner's view of the endpoints that target its API (every
+/// status, so that rejected and blocked ones stay visible).
+pub async fn list_connected(
+    State(app): State<AdminState>,
+    caller: Caller,
+    Path(api_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(q.as_deref(), &["created_at"])?;
+    let st = app.state.read().await;
+    api_of(&st, &caller, &api_id)?;
+    let all: Vec<&PrivatelinkEndpoint> = st
+        .privatelink_endpoints
+        .values()
+        .filter(|e| e.service_api_id == api_id)
+        .collect();
+    let count = all.len();
+    let page = q.page_of(all, |e, _| (e.created_at.clone(), e.id.clone()));
+    Ok(Json(json!({
+        "connected_endpoints": page.into_iter().map(summary).collect::<Vec<_>>(),
+        "count": count,
+    })))
+}
