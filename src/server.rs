@@ -52,6 +52,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     quota.spawn_flusher(cfg.quota.flush_interval());
 
     let data_listeners = crate::dataplane::listener::bind_data(&cfg)?;
+    let private_listener = crate::dataplane::listener::bind_private(&cfg)?;
     let admin_listener = bind_admin(cfg.admin.addr()?)?;
     let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -87,9 +88,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             "no [[signature.credentials]] configured: every management request will get 401"
         );
     }
-    tracing::info!(%data_addr, %admin_addr, "apigw started");
-    println!("apigw listening data={data_addr} admin={admin_addr}");
+    let private_addr = match &private_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    tracing::info!(%data_addr, %admin_addr, ?private_addr, "apigw started");
+    match private_addr {
+        Some(p) => println!("apigw listening data={data_addr} admin={admin_addr} private={p}"),
+        None => println!("apigw listening data={data_addr} admin={admin_addr}"),
+    }
 
+    // The private listener serves forever or fails: never resolves
+    // when it is off.
+    let private = match private_listener {
+        Some(l) => crate::dataplane::listener::spawn_private(l, plane.clone(), &cfg)?,
+        None => tokio::spawn(std::future::pending()),
+    };
     let data = crate::dataplane::listener::spawn_data_workers(data_listeners, plane, &cfg)?;
     let admin = tokio::spawn(crate::admin::listener::serve_admin(
         admin_listener,
@@ -108,6 +122,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         r = data => { r??; }
         r = admin => { r??; }
+        r = private => { r??; }
     }
     Ok(())
 }

@@ -23,6 +23,10 @@ settings! {
         max_connections: usize = 100_000, flat "max_connections";
         /// Expect a PROXY protocol v1/v2 header on every connection.
         proxy_protocol: bool = false, flat "proxy_protocol";
+        /// Private (PrivateLink) listener, `host:port`; empty: none. It
+        /// serves only PRIVATE APIs, each connection starting with a PROXY
+        /// v2 header whose 0xEA TLV names the endpoint.
+        private_listen: String = String::new(), flat "private_listen";
         /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` names the client.
         trusted_proxies: Vec<String> = Vec::new(), flat "trusted_proxies";
         /// Largest request header block (bytes): 431 above; at least 1024.
@@ -50,6 +54,17 @@ impl DataConfig {
         self.listen
             .parse()
             .with_context(|| format!("config: data.listen {:?}", self.listen))
+    }
+
+    /// The private listener's address, `None` when it is off.
+    pub fn private_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.private_listen.is_empty() {
+            return Ok(None);
+        }
+        self.private_listen
+            .parse()
+            .map(Some)
+            .with_context(|| format!("config: data.private_listen {:?}", self.private_listen))
     }
 
     /// Data-plane workers: `worker_threads`, or the cores when 0.
@@ -102,6 +117,7 @@ impl DataConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.addr()?;
+        self.private_addr()?;
         if self.invoke_domain.is_empty() || self.invoke_domain.contains('/') {
             bail!("config: data.invoke_domain must be a host name");
         }

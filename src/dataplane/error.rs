@@ -31,6 +31,10 @@ pub enum ErrorCode {
     Forbidden,
     /// 403: a PRIVATE API reached on the public listener.
     PrivateApi,
+    /// 403: on the private listener, the connection's PrivateLink
+    /// endpoint (PROXY v2 TLV 0xEA) is missing, not Active, or not
+    /// connected to the API; or the API is not PRIVATE.
+    PrivateEndpointNotConnected,
     /// 413: the declared or streamed body is over the limit.
     PayloadTooLarge,
     /// 431: the header block is over the limit.
@@ -180,6 +184,11 @@ impl ErrorCode {
                 FORBIDDEN,
                 "PrivateApi",
                 "This API is PRIVATE: it is reachable only through an approved PrivateLink endpoint"
+            ),
+            PrivateEndpointNotConnected => spec!(
+                FORBIDDEN,
+                "PrivateEndpointNotConnected",
+                "The connection's PrivateLink endpoint is not an Active endpoint connected to this PRIVATE API"
             ),
             PayloadTooLarge => spec!(
                 PAYLOAD_TOO_LARGE,
@@ -421,6 +430,7 @@ mod tests {
             },
             Forbidden,
             PrivateApi,
+            PrivateEndpointNotConnected,
             PayloadTooLarge,
             HeadersTooLarge,
             BadRequest(self::BadRequest::DuplicateHost),

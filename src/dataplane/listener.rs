@@ -59,6 +59,47 @@ pub fn bind_data(cfg: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
     Ok(out)
 }
 
+/// Which listener a connection came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// `data.listen`: every API but PRIVATE ones; PROXY header when
+    /// `data.proxy_protocol`.
+    Public,
+    /// `data.private_listen`: PRIVATE APIs only, reached through a
+    /// PrivateLink endpoint named by the PROXY v2 header (always required).
+    Private,
+}
+
+/// The private listener, when `data.private_listen` is set.
+pub fn bind_private(cfg: &Config) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some(addr) = cfg.data.private_addr()? else {
+        return Ok(None);
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(Some(socket.listen(1024)?.into_std()?))
+}
+
+/// Serve the private listener on this runtime (its own connection cap of
+/// `max_connections`). Resolves (with an error) only if serving stops.
+pub fn spawn_private(
+    listener: std::net::TcpListener,
+    plane: Arc<DataPlane>,
+    cfg: &Config,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = TcpListener::from_std(listener)?;
+    let conns = ConnCap::new(cfg.data.max_connections);
+    let cfg = cfg.clone();
+    Ok(tokio::spawn(async move {
+        serve_data(listener, plane, cfg, conns, ListenerKind::Private).await
+    }))
+}
+
 /// Serve the data plane: on this runtime when there is one listener and
 /// the runtime is shared, else one thread with its own current-thread
 /// runtime per listener. Resolves (with an error) only if serving stops.
@@ -81,7 +122,7 @@ pub fn spawn_data_workers(
         let mut listeners = listeners;
         let listener = TcpListener::from_std(listeners.remove(0))?;
         let cfg = cfg.clone();
-        tokio::spawn(async move { report(serve_data(listener, plane, cfg, conns).await) });
+        tokio::spawn(async move { report(serve_data(listener, plane, cfg, conns, ListenerKind::Public).await) });
         return Ok(rx);
     }
     for (i, l) in listeners.into_iter().enumerate() {
@@ -98,7 +139,7 @@ pub fn spawn_data_workers(
                         .build()?;
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(l)?;
-                        serve_data(listener, plane, cfg, conns).await
+                        serve_data(listener, plane, cfg, conns, ListenerKind::Public).await
                     })
                 })();
                 report(r);
@@ -112,6 +153,7 @@ async fn serve_data(
     plane: Arc<DataPlane>,
     cfg: Config,
     conns: Arc<ConnCap>,
+    kind: ListenerKind,
 ) -> anyhow::Result<()> {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     // With parking on, the connection driver cuts slow header senders
@@ -161,19 +203,30 @@ async fn serve_data(
         let _ = stream.set_nodelay(true);
         let plane = plane.clone();
         let builders = builders.clone();
-        let proxy_protocol = cfg.data.proxy_protocol;
+        let private = kind == ListenerKind::Private;
+        let proxy_protocol = cfg.data.proxy_protocol || private;
         tokio::spawn(async move {
+            let mut endpoint_id = None;
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
                 {
-                    Ok(Some(src)) => peer = src,
-                    Ok(None) => {}
+                    Ok(info) => {
+                        if let Some(src) = info.source {
+                            peer = src;
+                        }
+                        endpoint_id = info.endpoint_id;
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "PROXY header rejected");
                         return;
                     }
                 }
             }
+            let conn_peer = if private {
+                super::Peer::private(peer, endpoint_id)
+            } else {
+                super::Peer::new(peer)
+            };
             let proto = match tokio::time::timeout(idle.header, sniff(&stream)).await {
                 Ok(Ok(Some(p))) => p,
                 Ok(Ok(None)) | Ok(Err(_)) => return,
@@ -182,25 +235,27 @@ async fn serve_data(
                     return;
                 }
             };
-            serve_conn(stream, proto, peer, plane, &builders, idle, slot).await;
+            serve_conn(stream, proto, conn_peer, plane, &builders, idle, slot).await;
         });
     }
 }
 
 /// Serve one client connection that speaks `proto` until it ends, on
 /// whatever stream carries it; `peer` is the client (the PROXY header's
-/// source when there was one), `slot` its place under `max_connections`.
+/// source when there was one) and the listener it came on, `slot` its
+/// place under `max_connections`.
 /// HTTP/1 is served in this task; HTTP/2 gets its own.
 async fn serve_conn<IO: WaitReadable>(
     stream: IO,
     proto: Proto,
-    peer: SocketAddr,
+    peer: super::Peer,
     plane: Arc<DataPlane>,
     builders: &Arc<Builders>,
     idle: crate::dataplane::conn::Idle,
     slot: ConnSlot,
 ) {
-    let conn_peer = Arc::new(super::Peer::new(peer));
+    let conn_peer = Arc::new(peer);
+    let peer: SocketAddr = conn_peer.addr;
     let activity = Arc::new(crate::dataplane::conn::Activity::default());
     let act = activity.clone();
     let make_svc = move || {

@@ -67,16 +67,37 @@ impl DataPlane {
 }
 
 /// The connection a request came on: its peer and that peer's address as
-/// a header value, made once per connection (X-Forwarded-For reuses it).
+/// a header value, made once per connection (X-Forwarded-For reuses it),
+/// and, on the private listener, the PrivateLink endpoint it came through.
 pub struct Peer {
     pub addr: SocketAddr,
     pub ip_value: HeaderValue,
+    /// Accepted on the private listener (`data.private_listen`).
+    pub private: bool,
+    /// The endpoint id of the PROXY v2 header's 0xEA TLV (private
+    /// listener only; `None` when the header had none).
+    pub endpoint_id: Option<Box<str>>,
 }
 
 impl Peer {
+    /// A connection of the public listener.
     pub fn new(addr: SocketAddr) -> Peer {
         let ip_value = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
-        Peer { addr, ip_value }
+        Peer {
+            addr,
+            ip_value,
+            private: false,
+            endpoint_id: None,
+        }
+    }
+
+    /// A connection of the private listener, through `endpoint_id`.
+    pub fn private(addr: SocketAddr, endpoint_id: Option<Box<str>>) -> Peer {
+        Peer {
+            private: true,
+            endpoint_id,
+            ..Peer::new(addr)
+        }
     }
 }

@@ -78,6 +78,10 @@ pub struct ApiRoutes {
     pub policy: Option<Arc<crate::policy::Policy>>,
     /// Every API key value of the API (to tell unknown from unconnected).
     pub all_keys: std::collections::HashSet<Box<str>, ahash::RandomState>,
+    /// PRIVATE APIs: ids of the PrivateLink endpoints that are Active and
+    /// target this API (the private listener serves only these); empty
+    /// for REGION APIs.
+    pub endpoints: std::collections::HashSet<Box<str>, ahash::RandomState>,
     pub stages: FastMap<String, Arc<StageRoutes>>,
 }
 
@@ -413,10 +417,14 @@ fn compile_jwt(api: &ApiState, stage: &Stage) -> crate::jwt::StageJwt {
     }
 }
 
+/// The PrivateLink endpoints, by id, as the snapshot builder reads them.
+pub type Endpoints = std::collections::BTreeMap<String, PrivatelinkEndpoint>;
+
 /// Compile one API; `None` when it has no API object.
 pub fn build_api(
     api: &ApiState,
     functions: &Functions,
+    endpoints: &Endpoints,
     ctx: &BuildContext,
 ) -> Option<Arc<ApiRoutes>> {
     let meta = api.api()?;
@@ -489,6 +497,15 @@ pub fn build_api(
             .values()
             .map(|k| k.key.clone().into_boxed_str())
             .collect(),
+        endpoints: if private {
+            endpoints
+                .values()
+                .filter(|e| e.service_api_id == meta.id && e.status == PrivatelinkStatus::Active)
+                .map(|e| e.id.clone().into_boxed_str())
+                .collect()
+        } else {
+            Default::default()
+        },
         stages,
     }))
 }
@@ -503,7 +520,7 @@ impl Published {
     pub fn new(state: &State, ctx: BuildContext) -> Self {
         let mut snap = Snapshot::default();
         for (id, a) in &state.apis {
-            if let Some(r) = build_api(a, &state.functions, &ctx) {
+            if let Some(r) = build_api(a, &state.functions, &state.privatelink_endpoints, &ctx) {
                 snap.apis.insert(id.clone(), r);
             }
         }
@@ -530,7 +547,12 @@ impl Published {
         for id in api_ids {
             match state
                 .api(id)
-                .and_then(|a| build_api(a, &state.functions, &self.ctx))
+                .and_then(|a| build_api(
+                    a,
+                    &state.functions,
+                    &state.privatelink_endpoints,
+                    &self.ctx,
+                ))
             {
                 Some(r) => {
                     apis.insert(id.clone(), r);

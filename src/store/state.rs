@@ -153,7 +153,9 @@ impl State {
     }
 
     /// Apply committed changes; returns the ids of the APIs touched (a
-    /// function's change touches the APIs that use it).
+    /// function's change touches the APIs that use it; a PrivateLink
+    /// endpoint's, the API it targets, before and after: its set of
+    /// Active endpoints is compiled into that API's routes).
     pub fn apply(&mut self, changes: &[Change]) -> Vec<String> {
         let mut touched: Vec<String> = Vec::new();
         for c in changes {
@@ -171,6 +173,30 @@ impl State {
                     if !touched.contains(&id) {
                         touched.push(id);
                     }
+                }
+            }
+            let endpoint_api = match c {
+                Change::Put(Entity::PrivatelinkEndpoint(e)) => Some(e.service_api_id.clone()),
+                Change::Delete {
+                    kind: Kind::PrivatelinkEndpoint,
+                    key,
+                    ..
+                } => self
+                    .privatelink_endpoints
+                    .get(key)
+                    .map(|e| e.service_api_id.clone()),
+                _ => None,
+            };
+            let endpoint_was = match c {
+                Change::Put(Entity::PrivatelinkEndpoint(e)) => self
+                    .privatelink_endpoints
+                    .get(&e.id)
+                    .map(|old| old.service_api_id.clone()),
+                _ => None,
+            };
+            for id in endpoint_api.into_iter().chain(endpoint_was) {
+                if !id.is_empty() && !touched.contains(&id) {
+                    touched.push(id);
                 }
             }
             let id = c.api_id().to_string();
