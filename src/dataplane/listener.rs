@@ -122,7 +122,9 @@ pub fn spawn_data_workers(
         let mut listeners = listeners;
         let listener = TcpListener::from_std(listeners.remove(0))?;
         let cfg = cfg.clone();
-        tokio::spawn(async move { report(serve_data(listener, plane, cfg, conns, ListenerKind::Public).await) });
+        tokio::spawn(async move {
+            report(serve_data(listener, plane, cfg, conns, ListenerKind::Public).await)
+        });
         return Ok(rx);
     }
     for (i, l) in listeners.into_iter().enumerate() {

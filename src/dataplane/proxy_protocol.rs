@@ -59,9 +59,7 @@ pub async fn read_header<S: Peek + AsyncRead + Unpin>(
         .map_err(|_| ProxyError::Timeout)?
 }
 
-async fn read_inner<S: Peek + AsyncRead + Unpin>(
-    stream: &mut S,
-) -> Result<ProxyInfo, ProxyError> {
+async fn read_inner<S: Peek + AsyncRead + Unpin>(stream: &mut S) -> Result<ProxyInfo, ProxyError> {
     let mut buf = vec![0u8; MAX_HEADER];
     loop {
         let n = stream.peek(&mut buf).await?;
@@ -236,7 +234,13 @@ mod tests {
 
     #[tokio::test]
     async fn v2_endpoint_tlv_with_other_subtype_or_bytes_is_ignored() {
-        for value in [&b"\x02vpce-1"[..], b"\x01", b"\x01bad id", b"\x01\xff\xfe", b""] {
+        for value in [
+            &b"\x02vpce-1"[..],
+            b"\x01",
+            b"\x01bad id",
+            b"\x01\xff\xfe",
+            b"",
+        ] {
             let (r, _) = roundtrip(&v2_with_tlv(value)).await;
             assert_eq!(r.unwrap().endpoint_id, None, "{value:?}");
         }

@@ -545,15 +545,9 @@ impl Published {
         let old = self.current.load();
         let mut apis = old.apis.clone();
         for id in api_ids {
-            match state
-                .api(id)
-                .and_then(|a| build_api(
-                    a,
-                    &state.functions,
-                    &state.privatelink_endpoints,
-                    &self.ctx,
-                ))
-            {
+            match state.api(id).and_then(|a| {
+                build_api(a, &state.functions, &state.privatelink_endpoints, &self.ctx)
+            }) {
                 Some(r) => {
                     apis.insert(id.clone(), r);
                 }

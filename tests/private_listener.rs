@@ -1,0 +1,241 @@
+//! The private listener (issue [7], item 3), against the real binary:
+//! account A's PRIVATE API is served on `private_listen` only to a
+//! connection whose PROXY v2 header names (TLV 0xEA, subtype 0x01) an
+//! Active PrivateLink endpoint connected to it — here account B's — and
+//! JWT still applies; on the public listener it stays 403 `PrivateApi`.
+//! A status change applies from the next request.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A free local port for the private listener (the gateway prints only
+/// the data and admin addresses it picked).
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A PROXY v2 header (PROXY, TCP over IPv4) from 10.1.2.3:40000 to
+/// 10.0.0.1:443, with the PrivateLink TLV when `tlv` is given (its
+/// subtype byte then the endpoint id).
+fn proxy_v2(tlv: Option<(u8, &str)>) -> Vec<u8> {
+    let mut rest = Vec::new();
+    rest.extend_from_slice(&[10, 1, 2, 3, 10, 0, 0, 1]);
+    rest.extend_from_slice(&40000u16.to_be_bytes());
+    rest.extend_from_slice(&443u16.to_be_bytes());
+    if let Some((subtype, id)) = tlv {
+        rest.push(0xEA);
+        rest.extend_from_slice(&((id.len() + 1) as u16).to_be_bytes());
+        rest.push(subtype);
+        rest.extend_from_slice(id.as_bytes());
+    }
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x21);
+    h.push(0x11);
+    h.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+    h.extend_from_slice(&rest);
+    h
+}
+
+/// One GET over a fresh connection to `addr`, after `header`:
+/// (status, x-apigw-error).
+async fn call(
+    addr: SocketAddr,
+    header: &[u8],
+    host: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    let mut req = header.to_vec();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    req.extend_from_slice(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let (resp, raw) = raw_exchange(addr, &req, Duration::from_secs(10)).await;
+    let resp = resp.unwrap_or_else(|| panic!("no answer: {}", String::from_utf8_lossy(&raw)));
+    (
+        resp.status,
+        resp.header("x-apigw-error").unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_api_is_served_to_its_active_endpoints_on_the_private_listener() {
+    let private = free_addr();
+    let gw = Gateway::start_with(&[("private_listen", &format!("\"{private}\""))]);
+    let a = gw.admin();
+    let b = a.with_opts(SignOpts {
+        access_key: "second-access-key".into(),
+        secret_key: "second-secret-key".into(),
+        account_id: Some("secondaccount000000000000000002".into()),
+        ..Default::default()
+    });
+    let backend = Backend::start("private");
+
+    // A: a PRIVATE API, GET /ping on stage dev, with a token for dev.
+    let r = a
+        .post(
+            "/v1/apis",
+            &json!({"name": "priv-api", "endpoint_type": "PRIVATE"}),
+        )
+        .await;
+    let api = r.expect(202)["id"].as_str().unwrap().to_string();
+    let sid = a.get(&format!("/v1/apis/{api}")).await.expect(200)["api"]["privatelink_service_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root = a.root_id(&api).await;
+    let rid = a.create_resource(&api, &root, "ping").await;
+    a.create_http_method(&api, &rid, "GET", &backend.url("/ping"))
+        .await;
+    a.deploy(&api, "new", Some("dev")).await;
+    let token = a
+        .post(
+            &format!("/v1/apis/{api}/auths"),
+            &json!({"name": "tok", "expiration_period": 90, "connected_stages": ["dev"]}),
+        )
+        .await
+        .expect(201)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A REGION API of A, to show the private listener refuses it.
+    let region = simple_api(&a, "region-api", "ping", &backend.url("/ping")).await;
+
+    // B: an endpoint for A's service, approved by A; another one left
+    // Requesting.
+    let create = |name: &'static str| {
+        let b = b.clone();
+        let sid = sid.clone();
+        async move {
+            b.post(
+                "/v1/privatelink-endpoints",
+                &json!({"name": name, "privatelink_service_id": sid}),
+            )
+            .await
+            .expect(200)["privatelink_endpoint"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let ep = create("ep1").await;
+    let pending = create("ep2").await;
+    let act = |what: &'static str, t: &'static str| {
+        let a = a.clone();
+        let api = api.clone();
+        let ep = ep.clone();
+        async move {
+            a.put(
+                &format!("/v1/privatelink-endpoints/{ep}/{what}"),
+                &json!({"api_id": api, "type": t}),
+            )
+            .await
+            .expect(200);
+        }
+    };
+
+    let host = gw.host(&api);
+    let through = proxy_v2(Some((0x01, &ep)));
+
+    // Requesting: not yet.
+    assert_eq!(
+        call(private, &through, &host, "/dev/ping", Some(&token)).await,
+        (403, "PrivateEndpointNotConnected".into())
+    );
+    act("approval", "APPROVE").await;
+
+    // Active: served with the JWT, 401 without.
+    assert_eq!(
+        call(private, &through, &host, "/dev/ping", Some(&token))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(backend.count(), 1);
+    let (s, _) = call(private, &through, &host, "/dev/ping", None).await;
+    assert_eq!(s, 401);
+
+    // Another endpoint, no TLV, another subtype, an unknown id: 403.
+    for header in [
+        proxy_v2(Some((0x01, &pending))),
+        proxy_v2(None),
+        proxy_v2(Some((0x02, &ep))),
+        proxy_v2(Some((0x01, "vpce-0000000000000000"))),
+    ] {
+        assert_eq!(
+            call(private, &header, &host, "/dev/ping", Some(&token)).await,
+            (403, "PrivateEndpointNotConnected".into())
+        );
+    }
+    // No PROXY header at all: the private listener does not answer.
+    let plain = format!("GET /dev/ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (resp, _) = raw_exchange(private, plain.as_bytes(), Duration::from_secs(5)).await;
+    assert!(resp.is_none(), "no answer without a PROXY header");
+
+    // A REGION API is not served on the private listener.
+    assert_eq!(
+        call(
+            private,
+            &through,
+            &gw.host(&region.api_id),
+            "/dev/ping",
+            None
+        )
+        .await,
+        (403, "PrivateEndpointNotConnected".into())
+    );
+    // ... and is on the public one.
+    assert_eq!(
+        status_of(&data_client(), &gw.invoke_url(&region.api_id, "/dev/ping")).await,
+        200
+    );
+
+    // The public listener: still PrivateApi, even with the token.
+    assert_eq!(
+        call(gw.data_addr, b"", &host, "/dev/ping", Some(&token)).await,
+        (403, "PrivateApi".into())
+    );
+
+    // DISCONNECT: the next request is refused; RECONNECT: served again.
+    act("connection", "DISCONNECT").await;
+    assert_eq!(
+        call(private, &through, &host, "/dev/ping", Some(&token)).await,
+        (403, "PrivateEndpointNotConnected".into())
+    );
+    act("connection", "RECONNECT").await;
+    assert_eq!(
+        call(private, &through, &host, "/dev/ping", Some(&token))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(backend.count(), 3);
+
+    // Deleting the endpoint closes it too.
+    b.delete(&format!("/v1/privatelink-endpoints/{ep}"))
+        .await
+        .expect(204);
+    assert_eq!(
+        call(private, &through, &host, "/dev/ping", Some(&token)).await,
+        (403, "PrivateEndpointNotConnected".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_private_listener_is_off_by_default() {
+    let gw = Gateway::start();
+    assert!(
+        !gw.logs().contains("private="),
+        "no private listener: {}",
+        gw.logs()
+    );
+}
