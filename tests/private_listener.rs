@@ -14,9 +14,13 @@ use std::time::Duration;
 
 /// A free local port for the private listener (the gateway prints only
 /// the data and admin addresses it picked).
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// The private listener's address, from the gateway's listening line
+/// (`private=ADDR`, printed when the listener is on).
+fn private_addr(gw: &Gateway) -> SocketAddr {
+    gw.logs()
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("private=")?.parse().ok())
+        .unwrap_or_else(|| panic!("no private= in the listening line:\n{}", gw.logs()))
 }
 
 /// A PROXY v2 header (PROXY, TCP over IPv4) from 10.1.2.3:40000 to
@@ -68,8 +72,8 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_api_is_served_to_its_active_endpoints_on_the_private_listener() {
-    let private = free_addr();
-    let gw = Gateway::start_with(&[("private_listen", &format!("\"{private}\""))]);
+    let gw = Gateway::start_with(&[("private_listen", "\"127.0.0.1:0\"")]);
+    let private = private_addr(&gw);
     let a = gw.admin();
     let b = a.with_opts(SignOpts {
         access_key: "second-access-key".into(),
