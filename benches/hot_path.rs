@@ -106,6 +106,7 @@ fn benches(c: &mut Criterion) {
         srn_offering: "scp".into(),
         limiters: Default::default(),
         stats: None,
+        private_addr: None,
     };
     let published = Published::new(&state, ctx);
     let snap = published.load();
@@ -502,6 +503,7 @@ fn pipeline(c: &mut Criterion) {
         srn_offering: "scp".into(),
         limiters: Default::default(),
         stats: Some(apigw::telemetry::reports::Stats::new(None)),
+        private_addr: None,
     };
     let cfg = apigw::config::Config::default();
     let gw = Arc::new(DataPlane {

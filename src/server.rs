@@ -39,6 +39,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     stats.spawn_flusher(std::time::Duration::from_secs(1));
     let mut ctx = BuildContext::from_config(&cfg);
     ctx.stats = Some(stats.clone());
+    // Bound before the first snapshot: PRIVATELINK methods to a PRIVATE
+    // API connect to its address.
+    let private_listener = crate::dataplane::listener::bind_private(&cfg)?;
+    ctx.private_addr = match &private_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let published = Arc::new(Published::new(&state, ctx));
     // From here on only the publisher changes the snapshot, from the feed.
     let served = crate::snapshot::publisher::spawn(
@@ -52,7 +59,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     quota.spawn_flusher(cfg.quota.flush_interval());
 
     let data_listeners = crate::dataplane::listener::bind_data(&cfg)?;
-    let private_listener = crate::dataplane::listener::bind_private(&cfg)?;
     let admin_listener = bind_admin(cfg.admin.addr()?)?;
     let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;

@@ -31,7 +31,7 @@ struct Setup {
     throttle: Option<Throttle>,
     cors_origins: Option<Vec<String>>,
     /// The integration of `GET /items/{id}`: an HTTP endpoint, or a
-    /// PrivateLink (501, no I/O) when None.
+    /// PrivateLink (503, no I/O: no endpoint) when None.
     endpoint: Option<String>,
 }
 
@@ -173,6 +173,7 @@ fn plane(setup: &Setup, quota: Arc<dyn QuotaCounters>) -> Arc<DataPlane> {
         srn_offering: "scp".into(),
         limiters: Default::default(),
         stats: None,
+        private_addr: None,
     };
     let cfg = apigw::config::Config::default();
     Arc::new(DataPlane {
@@ -284,7 +285,7 @@ async fn jwt_stage_without_token_is_401() {
     assert_eq!(code(&r), "TokenMissing");
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     // A valid token passes the filter (the PrivateLink integration then
-    // answers 501).
+    // answers 503: no endpoint).
     let token =
         apigw::jwt::mint(SECRET, "auth-1", API, chrono::Utc::now().timestamp() + 60).unwrap();
     let req = get("/dev/items/1")
@@ -292,7 +293,10 @@ async fn jwt_stage_without_token_is_401() {
         .body(Empty::<Bytes>::new())
         .unwrap();
     let r = send(&gw, req).await;
-    assert_eq!((r.status().as_u16(), code(&r)), (501, "NotImplemented"));
+    assert_eq!(
+        (r.status().as_u16(), code(&r)),
+        (503, "PrivateLinkUnavailable")
+    );
 }
 
 #[tokio::test]
@@ -318,7 +322,7 @@ async fn api_key_missing_is_403_and_quota_429() {
             .unwrap()
     };
     let r = send(&gw, keyed()).await;
-    assert_eq!(r.status(), 501, "the one call of the quota gets through");
+    assert_eq!(r.status(), 503, "the one call of the quota gets through");
     assert_eq!(r.headers()["x-ratelimit-limit"], "1");
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     let r = send(&gw, keyed()).await;
@@ -382,7 +386,7 @@ async fn quota_answered_later_defers_the_request() {
     let r = send(&gw, keyed()).await;
     // Counted after the wait, then the filters after it and the upstream
     // phase ran, and the response phase decorated the answer.
-    assert_eq!(r.status(), 501);
+    assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["x-ratelimit-remaining"], "1");
     assert_eq!(
         r.headers()["access-control-allow-origin"],
@@ -393,7 +397,7 @@ async fn quota_answered_later_defers_the_request() {
     // The stage's burst (2) lets a second call through; the third is
     // throttled before its key is counted (the throttle runs first).
     let r = send(&gw, keyed()).await;
-    assert_eq!(r.status(), 501);
+    assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     let r = send(&gw, keyed()).await;
     assert_eq!(code(&r), "Throttled");
@@ -418,7 +422,7 @@ async fn throttled_is_429_with_retry_after() {
         get("/dev/items/1").body(Empty::<Bytes>::new()).unwrap(),
     )
     .await;
-    assert_eq!(r.status(), 501, "the burst lets the first call through");
+    assert_eq!(r.status(), 503, "the burst lets the first call through");
     let r = send(
         &gw,
         get("/dev/items/1").body(Empty::<Bytes>::new()).unwrap(),

@@ -353,7 +353,7 @@ async fn an_endpoint_is_requested_approved_blocked_cancelled_and_deleted_across_
     let root = b.root_id(&own).await;
     b.post(
         &format!("/v1/apis/{own}/resources/{root}/methods"),
-        &json!({"method_type": "GET", "integration_type": "PRIVATELINK", "privatelink_endpoint_id": id}),
+        &json!({"method_type": "GET", "integration_type": "PRIVATELINK", "privatelink_endpoint_id": id, "endpoint_url": "http://a.internal/ping"}),
     )
     .await
     .expect(200);

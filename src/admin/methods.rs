@@ -110,12 +110,21 @@ fn check_integration(i: &Integration, resource: &Resource) -> Result<(), ApiErro
                 "privatelink_endpoint_id",
                 i.privatelink_endpoint_id.as_deref().unwrap_or(""),
                 64,
-            )
+            )?;
+            // The URL on the service side: its scheme, Host and path.
+            match &i.endpoint_url {
+                Some(u) if !u.is_empty() => check_endpoint_url(u, resource),
+                _ => Err(ApiError::field(
+                    "endpoint_url",
+                    "is required for PRIVATELINK integration",
+                )),
+            }
         }
     }
 }
 
-/// An SCF method's function must be registered by the caller's account.
+/// An SCF method's function must be registered by the caller's account;
+/// a PRIVATELINK method's endpoint must be one of the caller's.
 fn check_function(
     st: &crate::store::State,
     caller: &Caller,
@@ -130,6 +139,21 @@ fn check_function(
                     format!("function {id} is not registered (POST /v1/functions)"),
                 )
             }),
+        (IntegrationType::PRIVATELINK, _) => {
+            let id = i.privatelink_endpoint_id.as_deref().unwrap_or("");
+            let own = st
+                .privatelink_endpoints
+                .get(id)
+                .is_some_and(|e| e.account_id == caller.account_id);
+            if own {
+                Ok(())
+            } else {
+                Err(ApiError::field(
+                    "privatelink_endpoint_id",
+                    format!("privatelink endpoint {id} is not an endpoint of this account"),
+                ))
+            }
+        }
         _ => Ok(()),
     }
 }
@@ -166,12 +190,13 @@ fn check_params(qs: &BTreeMap<String, bool>, hs: &BTreeMap<String, bool>) -> Res
     Ok(())
 }
 
-/// Keep only the field that belongs to the integration type.
+/// Keep only the fields that belong to the integration type (PRIVATELINK
+/// keeps `endpoint_url`: the URL on the service side).
 fn normalized(i: Integration) -> Integration {
     let t = i.integration_type;
     Integration {
         integration_type: t,
-        endpoint_url: i.endpoint_url.filter(|_| t == IntegrationType::HTTP),
+        endpoint_url: i.endpoint_url.filter(|_| t != IntegrationType::SCF),
         function_id: i.function_id.filter(|_| t == IntegrationType::SCF),
         privatelink_endpoint_id: i
             .privatelink_endpoint_id

@@ -61,8 +61,10 @@ pub enum ErrorCode {
     FunctionError,
     /// 504: the function did not answer within its timeout.
     FunctionTimeout,
-    /// 501: an integration type that is not built yet.
-    NotImplemented(Unbuilt),
+    /// 503: the PRIVATELINK method's endpoint is not Active (or not of
+    /// the API's account), or its service cannot be reached (private
+    /// listener off).
+    PrivateLinkUnavailable,
     /// 403: `x-scp-apikey` is required and absent.
     ApiKeyMissing,
     /// 403: no API key of the API has this value.
@@ -122,12 +124,6 @@ pub enum BadReply {
     Shape,
     /// Over Lambda's 6 MiB limit.
     TooLarge,
-}
-
-/// The integrations a 501 `NotImplemented` is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unbuilt {
-    PrivateLink,
 }
 
 /// What an error code answers: status, code, message and the message as
@@ -277,10 +273,10 @@ impl ErrorCode {
                 "FunctionTimeout",
                 "The function did not answer within its timeout"
             ),
-            NotImplemented(Unbuilt::PrivateLink) => spec!(
-                NOT_IMPLEMENTED,
-                "NotImplemented",
-                "PrivateLink integration is not available yet"
+            PrivateLinkUnavailable => spec!(
+                SERVICE_UNAVAILABLE,
+                "PrivateLinkUnavailable",
+                "The PrivateLink endpoint of this method is not Active or its service is not reachable"
             ),
             ApiKeyMissing => spec!(
                 FORBIDDEN,
@@ -449,7 +445,7 @@ mod tests {
             FunctionBadReply(BadReply::TooLarge),
             FunctionError,
             FunctionTimeout,
-            NotImplemented(Unbuilt::PrivateLink),
+            PrivateLinkUnavailable,
             ApiKeyMissing,
             ApiKeyInvalid,
             ApiKeyNotConnected,

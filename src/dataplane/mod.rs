@@ -8,7 +8,7 @@
 //!   resource; [`error`]: [`error::ErrorCode`], the one error type of the
 //!   data plane.
 //! - [`upstream`]: the integrations (HTTP; Cloud Function: the Lambda
-//!   proxy event; the PrivateLink slot).
+//!   proxy event; the PrivateLink one).
 //!
 //! May import: `snapshot`, `jwt`, `policy`, `telemetry`, `store::model`,
 //! `store::quota` (counters), `config`. Never `admin`, never the store's

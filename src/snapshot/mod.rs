@@ -50,6 +50,9 @@ pub struct BuildContext {
     pub limiters: Arc<dashmap::DashMap<String, Arc<Limiter>>>,
     /// Report counters (None in benches/tests that do not count).
     pub stats: Option<Arc<crate::telemetry::reports::Stats>>,
+    /// The private listener's bound address (PRIVATELINK methods whose
+    /// endpoint targets a PRIVATE API connect there); None when it is off.
+    pub private_addr: Option<std::net::SocketAddr>,
 }
 
 impl BuildContext {
@@ -59,6 +62,7 @@ impl BuildContext {
             srn_offering: cfg.srn.offering.clone(),
             limiters: Default::default(),
             stats: None,
+            private_addr: None,
         }
     }
 }
@@ -189,9 +193,57 @@ pub enum Integration {
         function_id: String,
         function: Option<Arc<FunctionTarget>>,
     },
+    /// A PrivateLink endpoint; `target` is None (503
+    /// `PrivateLinkUnavailable`) unless the endpoint is Active, of the
+    /// method's account, and its service reachable.
     PrivateLink {
         endpoint_id: String,
+        target: Option<Arc<PrivateLinkTarget>>,
     },
+}
+
+/// Where a PRIVATELINK method's requests go: the URL template (scheme,
+/// Host, path) on the service side, and the address actually connected
+/// to, with the PROXY v2 header naming the endpoint.
+pub struct PrivateLinkTarget {
+    pub endpoint_id: String,
+    pub tpl: UrlTemplate,
+    pub connect: std::net::SocketAddr,
+}
+
+/// What PRIVATELINK methods compile against.
+pub struct Links<'a> {
+    pub endpoints: &'a Endpoints,
+    pub account_id: &'a str,
+    pub private_addr: Option<std::net::SocketAddr>,
+}
+
+fn compile_privatelink(m: &Method, path: &str, links: Option<&Links<'_>>) -> Integration {
+    let endpoint_id = m.privatelink_endpoint_id.clone().unwrap_or_default();
+    let target = links.and_then(|l| {
+        let e = l.endpoints.get(&endpoint_id)?;
+        if e.account_id != l.account_id || e.status != PrivatelinkStatus::Active {
+            return None;
+        }
+        let connect = l.private_addr?;
+        let url = m.endpoint_url.as_deref().unwrap_or("");
+        match UrlTemplate::parse(url) {
+            Ok(tpl) => Some(Arc::new(PrivateLinkTarget {
+                endpoint_id: endpoint_id.clone(),
+                tpl,
+                connect,
+            })),
+            Err(e) => {
+                tracing::error!(resource = %path, endpoint_url = %url, error = %e,
+                    "PRIVATELINK endpoint_url refused: the method answers 503");
+                None
+            }
+        }
+    });
+    Integration::PrivateLink {
+        endpoint_id,
+        target,
+    }
 }
 
 /// A registered function compiled for the hot path: where to POST the
@@ -290,6 +342,7 @@ fn compile_method(
     path: &str,
     stats: Option<&StageStats>,
     functions: &Functions,
+    links: Option<&Links<'_>>,
 ) -> RouteMethod {
     let integration = match m.integration_type {
         IntegrationType::HTTP => {
@@ -325,9 +378,7 @@ fn compile_method(
                 function,
             }
         }
-        IntegrationType::PRIVATELINK => Integration::PrivateLink {
-            endpoint_id: m.privatelink_endpoint_id.clone().unwrap_or_default(),
-        },
+        IntegrationType::PRIVATELINK => compile_privatelink(m, path, links),
     };
     RouteMethod {
         method_type: m.method_type,
@@ -343,13 +394,14 @@ pub fn compile_deployment(
     dep: &Deployment,
     stats: Option<&StageStats>,
     functions: &Functions,
+    links: Option<&Links<'_>>,
 ) -> matchit::Router<RouteNode> {
     let mut by_path: std::collections::BTreeMap<&str, [Option<Arc<RouteMethod>>; 7]> =
         Default::default();
     for dm in &dep.methods {
         let slot = by_path.entry(dm.path.as_str()).or_default();
         slot[dm.method.method_type.index()] = Some(Arc::new(compile_method(
-            &dm.method, &dm.path, stats, functions,
+            &dm.method, &dm.path, stats, functions, links,
         )));
     }
     let mut router = matchit::Router::new();
@@ -435,6 +487,11 @@ pub fn build_api(
             crate::policy::Policy::deny_all()
         })
     });
+    let links = Links {
+        endpoints,
+        account_id: &meta.account_id,
+        private_addr: ctx.private_addr,
+    };
     let mut stages = FastMap::with_capacity_and_hasher(api.stages.len(), Default::default());
     for stage in api.stages.values() {
         let Some(dep) = api.deployments.get(&stage.deployment_id) else {
@@ -446,7 +503,7 @@ pub fn build_api(
             Arc::new(StageRoutes {
                 name: stage.name.clone(),
                 deployment_id: dep.id.clone(),
-                router: compile_deployment(dep, stats.as_deref(), functions),
+                router: compile_deployment(dep, stats.as_deref(), functions, Some(&links)),
                 stats,
                 acl: compile_acl(api, stage),
                 cors: StageCors::compile(&stage.cors),

@@ -126,6 +126,7 @@ mod tests {
             srn_offering: "scp".into(),
             limiters: Default::default(),
             stats: None,
+            private_addr: None,
         }
     }
 

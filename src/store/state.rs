@@ -194,7 +194,23 @@ impl State {
                     .map(|old| old.service_api_id.clone()),
                 _ => None,
             };
-            for id in endpoint_api.into_iter().chain(endpoint_was) {
+            // ... and the APIs whose PRIVATELINK methods use it.
+            let endpoint_users = match c {
+                Change::Put(Entity::PrivatelinkEndpoint(e)) => {
+                    self.apis_using_privatelink_endpoint(&e.id)
+                }
+                Change::Delete {
+                    kind: Kind::PrivatelinkEndpoint,
+                    key,
+                    ..
+                } => self.apis_using_privatelink_endpoint(key),
+                _ => Vec::new(),
+            };
+            for id in endpoint_api
+                .into_iter()
+                .chain(endpoint_was)
+                .chain(endpoint_users)
+            {
                 if !id.is_empty() && !touched.contains(&id) {
                     touched.push(id);
                 }

@@ -5,7 +5,8 @@
 //! URL, header rewriting), [`send`] performs the exchange. [`http`] is
 //! the HTTP integration; [`function`] the Cloud Function one (the Lambda
 //! proxy event, a boxed future: it reads the whole body first);
-//! [`privatelink`] (PrivateLink) answers 501 until its issue.
+//! [`privatelink`] the PrivateLink one (its own connections, each
+//! opened with a PROXY v2 header naming the endpoint).
 
 pub mod function;
 pub mod http;
@@ -47,6 +48,8 @@ pub enum Outbound {
     /// A Cloud Function call (boxed: the HTTP variant's size is the
     /// enum's).
     Function(Box<function::FunctionCall>),
+    /// A PrivateLink call (boxed, like the function's).
+    PrivateLink(Box<privatelink::PrivateLinkCall>),
 }
 
 /// Build the upstream request (synchronous: target URL, header rewriting)
@@ -78,7 +81,35 @@ where
         }
         Integration::Misconfigured => Err(ErrorCode::IntegrationMisconfigured),
         Integration::Scf { function, .. } => function::prepare(ctx, parts, body, function.as_ref()),
-        Integration::PrivateLink { endpoint_id } => privatelink::prepare(endpoint_id),
+        Integration::PrivateLink { target, .. } => {
+            let target = target.as_ref().ok_or(ErrorCode::PrivateLinkUnavailable)?;
+            let upstream = target
+                .tpl
+                .target(|n| routed.param(n), parts.uri.query())
+                .ok_or(ErrorCode::BadGateway(BadGateway::EndpointUrl))?;
+            if routed.stage.hide_credentials {
+                hide_credentials(&mut parts.headers, routed.stage.jwt.is_some());
+            }
+            parts
+                .headers
+                .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+            match prepare_http(
+                ctx,
+                parts,
+                ClientBody::new(body),
+                upstream,
+                target.tpl.host(),
+            ) {
+                Outbound::Http { req, body, .. } => Ok(Outbound::PrivateLink(Box::new(
+                    privatelink::PrivateLinkCall {
+                        target: target.clone(),
+                        req,
+                        body,
+                    },
+                ))),
+                _ => Err(ErrorCode::IntegrationMisconfigured),
+            }
+        }
     }
 }
 
@@ -161,6 +192,15 @@ pub fn send(
             let boxed: Boxed = Box::pin(function::call(
                 gw.client.clone(),
                 gw.upstream_timeout,
+                *call,
+                client_version,
+            ));
+            return F::Right(boxed);
+        }
+        Outbound::PrivateLink(call) => {
+            let boxed: Boxed = Box::pin(privatelink::call(
+                gw.upstream_timeout,
+                gw.client.body_idle_timeout(),
                 *call,
                 client_version,
             ));

@@ -308,6 +308,26 @@ pub struct PooledBody {
     ticket: Option<Ticket>,
 }
 
+impl Pool {
+    /// How long a response body may send nothing.
+    pub fn body_idle_timeout(&self) -> Duration {
+        self.inner.body_idle_timeout
+    }
+}
+
+impl PooledBody {
+    /// The body of a response from a connection outside the pool (the
+    /// PrivateLink integration's): the same idle limit, nothing returned.
+    pub fn unpooled(inner: Incoming, idle: Duration) -> PooledBody {
+        PooledBody {
+            inner,
+            idle,
+            stall: None,
+            ticket: None,
+        }
+    }
+}
+
 impl Body for PooledBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
