@@ -107,6 +107,7 @@ fn benches(c: &mut Criterion) {
         limiters: Default::default(),
         stats: None,
         private_addr: None,
+        external_services: Default::default(),
     };
     let published = Published::new(&state, ctx);
     let snap = published.load();
@@ -504,6 +505,7 @@ fn pipeline(c: &mut Criterion) {
         limiters: Default::default(),
         stats: Some(apigw::telemetry::reports::Stats::new(None)),
         private_addr: None,
+        external_services: Default::default(),
     };
     let cfg = apigw::config::Config::default();
     let gw = Arc::new(DataPlane {

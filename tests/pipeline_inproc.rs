@@ -174,6 +174,7 @@ fn plane(setup: &Setup, quota: Arc<dyn QuotaCounters>) -> Arc<DataPlane> {
         limiters: Default::default(),
         stats: None,
         private_addr: None,
+        external_services: Default::default(),
     };
     let cfg = apigw::config::Config::default();
     Arc::new(DataPlane {

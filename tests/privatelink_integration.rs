@@ -220,3 +220,102 @@ async fn privatelink_method_is_503_without_the_private_listener() {
         (503, "PrivateLinkUnavailable".into())
     );
 }
+
+/// An external service of `[[privatelink_services]]`: with auto_approve
+/// the endpoint is Active at once and the method reaches the service's
+/// `target` (Host from `endpoint_url`); without, it waits for the
+/// service's account's approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privatelink_method_reaches_an_external_service() {
+    let backend = Backend::start("external");
+    let services = format!(
+        "[{{ id = \"ext-auto\", target = \"{0}\", auto_approve = true, account_id = \"devaccount0000000000000000000001\" }}, \
+          {{ id = \"ext-manual\", target = \"{0}\", account_id = \"devaccount0000000000000000000001\" }}]",
+        backend.addr
+    );
+    let gw = Gateway::start_with(&[("privatelink_services", &services)]);
+    let a = gw.admin();
+    let b = a.with_opts(SignOpts {
+        access_key: "second-access-key".into(),
+        secret_key: "second-secret-key".into(),
+        account_id: Some("secondaccount000000000000000002".into()),
+        ..Default::default()
+    });
+    let create = |sid: &'static str| {
+        let b = b.clone();
+        async move {
+            let r = b
+                .post(
+                    "/v1/privatelink-endpoints",
+                    &json!({"name": sid.replace('-', ""), "privatelink_service_id": sid}),
+                )
+                .await;
+            let e = r.expect(200)["privatelink_endpoint"].clone();
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (auto, s) = create("ext-auto").await;
+    assert_eq!(s, "Active");
+    let (manual, s) = create("ext-manual").await;
+    assert_eq!(s, "Requesting");
+
+    let api_b = b.create_api("consumer").await;
+    let root_b = b.root_id(&api_b).await;
+    for (path, ep) in [("auto", &auto), ("manual", &manual)] {
+        let rid = b.create_resource(&api_b, &root_b, path).await;
+        b.post(
+            &format!("/v1/apis/{api_b}/resources/{rid}/methods"),
+            &json!({"method_type": "GET", "integration_type": "PRIVATELINK",
+                    "privatelink_endpoint_id": ep, "endpoint_url": "http://svc.internal/v1/{}".replace("{}", path)}),
+        )
+        .await
+        .expect(200);
+    }
+    b.deploy(&api_b, "new", Some("dev")).await;
+    b.create_access_control(&api_b, "allow-local", &["127.0.0.1/32"], &["dev"])
+        .await;
+    let host_b = gw.host(&api_b);
+
+    assert_eq!(call(&gw, &host_b, "/dev/auto", "t").await.0, 200);
+    let seen = backend.last();
+    assert_eq!(seen.uri, "/v1/auto");
+    assert!(
+        seen.headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("host") && v == "svc.internal"),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(
+        call(&gw, &host_b, "/dev/manual", "t").await,
+        (503, "PrivateLinkUnavailable".into())
+    );
+    // Another account may not approve; the service's account does.
+    b.put(
+        &format!("/v1/privatelink-endpoints/{manual}/approval"),
+        &json!({"api_id": "ext-manual", "type": "APPROVE"}),
+    )
+    .await
+    .expect_error(404, "NotFound");
+    a.put(
+        &format!("/v1/privatelink-endpoints/{manual}/approval"),
+        &json!({"api_id": "ext-manual", "type": "APPROVE"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(call(&gw, &host_b, "/dev/manual", "t").await.0, 200);
+    assert_eq!(backend.last().uri, "/v1/manual");
+    a.put(
+        &format!("/v1/privatelink-endpoints/{manual}/connection"),
+        &json!({"api_id": "ext-manual", "type": "DISCONNECT"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        call(&gw, &host_b, "/dev/manual", "t").await,
+        (503, "PrivateLinkUnavailable".into())
+    );
+}

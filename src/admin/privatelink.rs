@@ -97,18 +97,37 @@ fn endpoint_of<'a>(
         .ok_or_else(|| not_found(id))
 }
 
-/// An endpoint that targets `api_id`, an API of the caller, or 404.
+/// An endpoint that targets `api_id`, an API of the caller (or the id
+/// of an external service of the caller's account), or 404.
 fn endpoint_for_owner<'a>(
     st: &'a St,
+    external: Option<&crate::config::ConfiguredPrivatelinkService>,
     caller: &Caller,
     id: &str,
     api_id: &str,
 ) -> Result<&'a PrivatelinkEndpoint, ApiError> {
+    // An external service's endpoint: its account owns it, and `api_id`
+    // names the service id.
+    if let Some(e) = st.privatelink_endpoints.get(id).filter(|e| {
+        e.service_api_id.is_empty()
+            && e.privatelink_service_id == api_id
+            && external.is_some_and(|x| x.id == api_id && x.account_id == caller.account_id)
+    }) {
+        return Ok(e);
+    }
     api_of(st, caller, api_id)?;
     st.privatelink_endpoints
         .get(id)
         .filter(|e| e.service_api_id == api_id)
         .ok_or_else(|| not_found(id))
+}
+
+/// The external service of `[[privatelink_services]]` with this id.
+fn external_service<'a>(
+    app: &'a AdminState,
+    id: &str,
+) -> Option<&'a crate::config::ConfiguredPrivatelinkService> {
+    app.cfg.privatelink_services.iter().find(|x| x.id == id)
 }
 
 /// The PRIVATE API whose service id this is.
@@ -172,16 +191,24 @@ pub async fn create(
     }
     let description = description(req.description)?;
     let mut st = app.state.write().await;
-    let Some(api) = service_api(&st, &req.privatelink_service_id) else {
-        return Err(ApiError::field(
-            "privatelink_service_id",
-            format!(
-                "no PrivateLink service {:?} (the privatelink_service_id of a PRIVATE API)",
-                req.privatelink_service_id
-            ),
-        ));
+    // A PRIVATE API's service, or an external one of the config (no API:
+    // `service_api_id` stays empty; auto_approve makes it Active at once).
+    let (service_api_id, status) = match service_api(&st, &req.privatelink_service_id) {
+        Some(api) => (api.id.clone(), S::Requesting),
+        None => match external_service(&app, &req.privatelink_service_id) {
+            Some(x) if x.auto_approve => (String::new(), S::Active),
+            Some(_) => (String::new(), S::Requesting),
+            None => {
+                return Err(ApiError::field(
+                    "privatelink_service_id",
+                    format!(
+                        "no PrivateLink service {:?} (the privatelink_service_id of a PRIVATE API, or an id of [[privatelink_services]])",
+                        req.privatelink_service_id
+                    ),
+                ))
+            }
+        },
     };
-    let service_api_id = api.id.clone();
     validate::room_for(
         "privatelink endpoint",
         &req.name,
@@ -199,7 +226,7 @@ pub async fn create(
         description,
         privatelink_service_id: req.privatelink_service_id,
         service_api_id,
-        status: S::Requesting,
+        status,
         created_at: now.clone(),
         modified_at: now,
     };
@@ -349,7 +376,8 @@ async fn owner_action(
         return Err(ApiError::field("api_id", "is required"));
     }
     let mut st = app.state.write().await;
-    let e = endpoint_for_owner(&st, &caller, &id, &req.api_id)?.clone();
+    let external = external_service(&app, &req.api_id);
+    let e = endpoint_for_owner(&st, external, &caller, &id, &req.api_id)?.clone();
     let e = transition(&app, &mut st, e, from, to, &req.r#type).await?;
     Ok(Json(json!({ "privatelink_endpoint": summary(&e) })))
 }

@@ -152,6 +152,22 @@ pub struct ConfiguredFunction {
     pub auth_header: Option<ConfiguredAuthHeader>,
 }
 
+/// A PrivateLink external service of `[[privatelink_services]]`: a
+/// consumer's endpoint naming `id` reaches `target` (`host:port`, plain
+/// TCP, no PROXY header).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredPrivatelinkService {
+    pub id: String,
+    pub target: String,
+    /// An endpoint created for it is Active at once; else Requesting until
+    /// the service's account approves it.
+    #[serde(default)]
+    pub auto_approve: bool,
+    /// The account that approves, rejects and disconnects its endpoints.
+    pub account_id: String,
+}
+
 /// The header a configured function's calls carry (the value is masked
 /// when the configuration is printed).
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,6 +201,12 @@ settings! {
         /// created, or set back to these fields, in the store before
         /// serving; others stay as the management API left them.
         functions: Vec<ConfiguredFunction> = Vec::new(), flat "functions";
+        /// PrivateLink external services (`[[privatelink_services]]` tables
+        /// of `id`, `target` = `host:port`, `account_id` and optional
+        /// `auto_approve`): endpoints may name their `id` as
+        /// `privatelink_service_id`; PRIVATELINK methods through such an
+        /// endpoint connect to `target`.
+        privatelink_services: Vec<ConfiguredPrivatelinkService> = Vec::new(), flat "privatelink_services";
     }
     sections {
         /// `[data]`: the data plane.
@@ -238,6 +260,22 @@ impl Config {
         self.admin.validate()?;
         self.signature.validate()?;
         self.store.validate()?;
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.privatelink_services {
+            if p.id.is_empty() || !seen.insert(p.id.as_str()) {
+                anyhow::bail!("privatelink_services: empty or duplicate id {:?}", p.id);
+            }
+            if p.target
+                .rsplit_once(':')
+                .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+            {
+                anyhow::bail!(
+                    "privatelink_services {}: target {:?} is not host:port",
+                    p.id,
+                    p.target
+                );
+            }
+        }
         Ok(())
     }
 

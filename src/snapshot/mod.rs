@@ -53,6 +53,9 @@ pub struct BuildContext {
     /// The private listener's bound address (PRIVATELINK methods whose
     /// endpoint targets a PRIVATE API connect there); None when it is off.
     pub private_addr: Option<std::net::SocketAddr>,
+    /// PrivateLink external services (`[[privatelink_services]]`): their
+    /// `target` by service id.
+    pub external_services: Arc<HashMap<String, String>>,
 }
 
 impl BuildContext {
@@ -63,6 +66,12 @@ impl BuildContext {
             limiters: Default::default(),
             stats: None,
             private_addr: None,
+            external_services: Arc::new(
+                cfg.privatelink_services
+                    .iter()
+                    .map(|p| (p.id.clone(), p.target.clone()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -208,7 +217,16 @@ pub enum Integration {
 pub struct PrivateLinkTarget {
     pub endpoint_id: String,
     pub tpl: UrlTemplate,
-    pub connect: std::net::SocketAddr,
+    pub connect: PrivateLinkConnect,
+}
+
+/// Where a PrivateLink connection goes.
+pub enum PrivateLinkConnect {
+    /// This gateway's private listener (the service is a PRIVATE API):
+    /// PROXY v2 header with the endpoint TLV first.
+    Listener(std::net::SocketAddr),
+    /// An external service's `target` (`host:port`), plain.
+    External(String),
 }
 
 /// What PRIVATELINK methods compile against.
@@ -216,6 +234,7 @@ pub struct Links<'a> {
     pub endpoints: &'a Endpoints,
     pub account_id: &'a str,
     pub private_addr: Option<std::net::SocketAddr>,
+    pub external_services: &'a HashMap<String, String>,
 }
 
 fn compile_privatelink(m: &Method, path: &str, links: Option<&Links<'_>>) -> Integration {
@@ -225,7 +244,13 @@ fn compile_privatelink(m: &Method, path: &str, links: Option<&Links<'_>>) -> Int
         if e.account_id != l.account_id || e.status != PrivatelinkStatus::Active {
             return None;
         }
-        let connect = l.private_addr?;
+        let connect = if e.service_api_id.is_empty() {
+            PrivateLinkConnect::External(
+                l.external_services.get(&e.privatelink_service_id)?.clone(),
+            )
+        } else {
+            PrivateLinkConnect::Listener(l.private_addr?)
+        };
         let url = m.endpoint_url.as_deref().unwrap_or("");
         match UrlTemplate::parse(url) {
             Ok(tpl) => Some(Arc::new(PrivateLinkTarget {
@@ -491,6 +516,7 @@ pub fn build_api(
         endpoints,
         account_id: &meta.account_id,
         private_addr: ctx.private_addr,
+        external_services: &ctx.external_services,
     };
     let mut stages = FastMap::with_capacity_and_hasher(api.stages.len(), Default::default());
     for stage in api.stages.values() {

@@ -127,6 +127,7 @@ mod tests {
             limiters: Default::default(),
             stats: None,
             private_addr: None,
+            external_services: Default::default(),
         }
     }
 

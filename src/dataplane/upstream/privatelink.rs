@@ -8,6 +8,9 @@
 //! 503 `PrivateLinkUnavailable`), so a status change applies from the
 //! next request.
 //!
+//! An external service (`[[privatelink_services]]`) is reached at its
+//! `target`, plain (no PROXY header).
+//!
 //! One connection per request (not pooled): the HTTP integration's pool
 //! is keyed by URL authority and knows nothing of PROXY headers.
 
@@ -15,7 +18,7 @@ use super::http::body::BodyState;
 use super::http::pool::{PooledBody, UpstreamBody};
 use crate::dataplane::error::{BadGateway, ErrorCode};
 use crate::dataplane::RespBody;
-use crate::snapshot::PrivateLinkTarget;
+use crate::snapshot::{PrivateLinkConnect, PrivateLinkTarget};
 use http::{Request, Response};
 use http_body_util::Either;
 use hyper_util::rt::TokioIo;
@@ -80,17 +83,28 @@ pub async fn call(
 ) -> Result<Response<RespBody>, ErrorCode> {
     let PrivateLinkCall { target, req, body } = call;
     let exchange = async move {
-        let mut tcp = tokio::net::TcpStream::connect(target.connect)
-            .await
-            .map_err(|_| ErrorCode::BadGateway(BadGateway::Unreachable))?;
-        let _ = tcp.set_nodelay(true);
-        let (src, dst) = match (tcp.local_addr(), tcp.peer_addr()) {
-            (Ok(s), Ok(d)) => (s, d),
-            _ => return Err(ErrorCode::BadGateway(BadGateway::Unreachable)),
+        let unreachable = |_| ErrorCode::BadGateway(BadGateway::Unreachable);
+        let tcp = match &target.connect {
+            PrivateLinkConnect::Listener(addr) => {
+                let mut tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(unreachable)?;
+                let (src, dst) = (
+                    tcp.local_addr().map_err(unreachable)?,
+                    tcp.peer_addr().map_err(unreachable)?,
+                );
+                tcp.write_all(&proxy_v2_header(src, dst, &target.endpoint_id))
+                    .await
+                    .map_err(unreachable)?;
+                tcp
+            }
+            PrivateLinkConnect::External(hostport) => {
+                tokio::net::TcpStream::connect(hostport.as_str())
+                    .await
+                    .map_err(unreachable)?
+            }
         };
-        tcp.write_all(&proxy_v2_header(src, dst, &target.endpoint_id))
-            .await
-            .map_err(|_| ErrorCode::BadGateway(BadGateway::Unreachable))?;
+        let _ = tcp.set_nodelay(true);
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|_| ErrorCode::BadGateway(BadGateway::Unreachable))?;
