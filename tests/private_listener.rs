@@ -10,7 +10,9 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A free local port for the private listener (the gateway prints only
 /// the data and admin addresses it picked).
@@ -70,8 +72,22 @@ async fn call(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn private_api_is_served_to_its_active_endpoints_on_the_private_listener() {
+/// Gateway with the private listener on, account A (the dev account) and
+/// account B, a backend, and A's PRIVATE API (GET /ping on stage dev)
+/// with a token for dev.
+struct PrivateSetup {
+    gw: Gateway,
+    private: SocketAddr,
+    a: Admin,
+    b: Admin,
+    backend: Backend,
+    api: String,
+    /// The API's PrivateLink service id.
+    sid: String,
+    token: String,
+}
+
+async fn private_setup() -> PrivateSetup {
     let gw = Gateway::start_with(&[("private_listen", "\"127.0.0.1:0\"")]);
     let private = private_addr(&gw);
     let a = gw.admin();
@@ -110,42 +126,62 @@ async fn private_api_is_served_to_its_active_endpoints_on_the_private_listener()
         .as_str()
         .unwrap()
         .to_string();
+    PrivateSetup {
+        gw,
+        private,
+        a,
+        b,
+        backend,
+        api,
+        sid,
+        token,
+    }
+}
+
+/// B's endpoint `name` for the service `sid` (Requesting).
+async fn create_endpoint(b: &Admin, name: &str, sid: &str) -> String {
+    b.post(
+        "/v1/privatelink-endpoints",
+        &json!({"name": name, "privatelink_service_id": sid}),
+    )
+    .await
+    .expect(200)["privatelink_endpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A acts on endpoint `ep` for `api`: `what` is `approval` or
+/// `connection`, `t` the action (APPROVE, DISCONNECT, RECONNECT, ...).
+async fn act_on(a: &Admin, api: &str, ep: &str, what: &str, t: &str) {
+    a.put(
+        &format!("/v1/privatelink-endpoints/{ep}/{what}"),
+        &json!({"api_id": api, "type": t}),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_api_is_served_to_its_active_endpoints_on_the_private_listener() {
+    let PrivateSetup {
+        gw,
+        private,
+        a,
+        b,
+        backend,
+        api,
+        sid,
+        token,
+    } = private_setup().await;
 
     // A REGION API of A, to show the private listener refuses it.
     let region = simple_api(&a, "region-api", "ping", &backend.url("/ping")).await;
 
     // B: an endpoint for A's service, approved by A; another one left
     // Requesting.
-    let create = |name: &'static str| {
-        let b = b.clone();
-        let sid = sid.clone();
-        async move {
-            b.post(
-                "/v1/privatelink-endpoints",
-                &json!({"name": name, "privatelink_service_id": sid}),
-            )
-            .await
-            .expect(200)["privatelink_endpoint"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let ep = create("ep1").await;
-    let pending = create("ep2").await;
-    let act = |what: &'static str, t: &'static str| {
-        let a = a.clone();
-        let api = api.clone();
-        let ep = ep.clone();
-        async move {
-            a.put(
-                &format!("/v1/privatelink-endpoints/{ep}/{what}"),
-                &json!({"api_id": api, "type": t}),
-            )
-            .await
-            .expect(200);
-        }
-    };
+    let ep = create_endpoint(&b, "ep1", &sid).await;
+    let pending = create_endpoint(&b, "ep2", &sid).await;
 
     let host = gw.host(&api);
     let through = proxy_v2(Some((0x01, &ep)));
@@ -155,7 +191,7 @@ async fn private_api_is_served_to_its_active_endpoints_on_the_private_listener()
         call(private, &through, &host, "/dev/ping", Some(&token)).await,
         (403, "PrivateEndpointNotConnected".into())
     );
-    act("approval", "APPROVE").await;
+    act_on(&a, &api, &ep, "approval", "APPROVE").await;
 
     // Active: served with the JWT, 401 without.
     assert_eq!(
@@ -210,12 +246,12 @@ async fn private_api_is_served_to_its_active_endpoints_on_the_private_listener()
     );
 
     // DISCONNECT: the next request is refused; RECONNECT: served again.
-    act("connection", "DISCONNECT").await;
+    act_on(&a, &api, &ep, "connection", "DISCONNECT").await;
     assert_eq!(
         call(private, &through, &host, "/dev/ping", Some(&token)).await,
         (403, "PrivateEndpointNotConnected".into())
     );
-    act("connection", "RECONNECT").await;
+    act_on(&a, &api, &ep, "connection", "RECONNECT").await;
     assert_eq!(
         call(private, &through, &host, "/dev/ping", Some(&token))
             .await
@@ -242,4 +278,128 @@ async fn the_private_listener_is_off_by_default() {
         "no private listener: {}",
         gw.logs()
     );
+}
+
+/// One request of the load test: when it was sent and answered (relative
+/// to the test's start), and its answer.
+struct Sample {
+    sent: Instant,
+    done: Instant,
+    answer: (u16, String),
+}
+
+/// Issue [7]: a DISCONNECT applies from the next request even under
+/// continuous load. Four clients send back to back over the private
+/// listener (each request on its own connection with B's endpoint TLV);
+/// every request sent after the DISCONNECT's 200 came back and answered
+/// before the RECONNECT was sent is 403, every request sent after the
+/// RECONNECT's 200 is 200, and nothing else (no other status, no dropped
+/// connection) happens at any time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_applies_from_the_next_request_under_load() {
+    let PrivateSetup {
+        gw,
+        private,
+        a,
+        b,
+        api,
+        sid,
+        token,
+        backend: _backend, // kept alive: `..` would drop it here
+        ..
+    } = private_setup().await;
+    let ep = create_endpoint(&b, "ep1", &sid).await;
+    act_on(&a, &api, &ep, "approval", "APPROVE").await;
+    let host = gw.host(&api);
+    let through = proxy_v2(Some((0x01, &ep)));
+    assert_eq!(
+        call(private, &through, &host, "/dev/ping", Some(&token))
+            .await
+            .0,
+        200
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, through, host, token) =
+                (stop.clone(), through.clone(), host.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    // `call` panics on a refused or unanswered connection,
+                    // which fails the test through the join below.
+                    let answer = call(private, &through, &host, "/dev/ping", Some(&token)).await;
+                    samples.push(Sample {
+                        sent,
+                        done: Instant::now(),
+                        answer,
+                    });
+                }
+                samples
+            })
+        })
+        .collect();
+
+    let phase = Duration::from_millis(500);
+    tokio::time::sleep(phase).await;
+    act_on(&a, &api, &ep, "connection", "DISCONNECT").await;
+    let disconnected = Instant::now();
+    tokio::time::sleep(phase).await;
+    let reconnect_sent = Instant::now();
+    act_on(&a, &api, &ep, "connection", "RECONNECT").await;
+    let reconnected = Instant::now();
+    tokio::time::sleep(phase).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut samples = Vec::new();
+    for c in clients {
+        samples.extend(c.await.expect("a client failed (connection error?)"));
+    }
+    let ok = (200, String::new());
+    let refused = (403, "PrivateEndpointNotConnected".to_string());
+    let (mut ok_before, mut refused_after, mut ok_after_reconnect) = (0, 0, 0);
+    for s in &samples {
+        let at = |t: Instant| {
+            format!(
+                "sent {:?} after the DISCONNECT's 200, answered {:?} after it: {:?}",
+                s.sent.saturating_duration_since(t),
+                s.done.saturating_duration_since(t),
+                s.answer
+            )
+        };
+        assert!(
+            s.answer == ok || s.answer == refused,
+            "neither 200 nor 403 PrivateEndpointNotConnected: {}",
+            at(disconnected)
+        );
+        if s.sent >= reconnected {
+            assert_eq!(
+                s.answer,
+                ok,
+                "after the RECONNECT's 200: {}",
+                at(reconnected)
+            );
+            ok_after_reconnect += 1;
+        } else if s.sent >= disconnected && s.done <= reconnect_sent {
+            assert_eq!(
+                s.answer,
+                refused,
+                "after the DISCONNECT's 200: {}",
+                at(disconnected)
+            );
+            refused_after += 1;
+        } else if s.sent < disconnected && s.answer == ok {
+            ok_before += 1;
+        }
+    }
+    eprintln!(
+        "load: {} requests; 200 before DISCONNECT: {ok_before}; 403 after it: {refused_after}; \
+         200 after RECONNECT: {ok_after_reconnect}",
+        samples.len()
+    );
+    assert!(ok_before > 0, "no 200 before the DISCONNECT");
+    assert!(refused_after > 0, "no 403 after the DISCONNECT");
+    assert!(ok_after_reconnect > 0, "no 200 after the RECONNECT");
 }
