@@ -91,41 +91,13 @@ async fn private_setup() -> PrivateSetup {
     let gw = Gateway::start_with(&[("private_listen", "\"127.0.0.1:0\"")]);
     let private = private_addr(&gw);
     let a = gw.admin();
-    let b = a.with_opts(SignOpts {
-        access_key: "second-access-key".into(),
-        secret_key: "second-secret-key".into(),
-        account_id: Some("secondaccount000000000000000002".into()),
-        ..Default::default()
-    });
+    let b = a.second_account();
     let backend = Backend::start("private");
 
     // A: a PRIVATE API, GET /ping on stage dev, with a token for dev.
-    let r = a
-        .post(
-            "/v1/apis",
-            &json!({"name": "priv-api", "endpoint_type": "PRIVATE"}),
-        )
+    let (api, sid, token) = a
+        .private_api_with_token("ping", &backend.url("/ping"))
         .await;
-    let api = r.expect(202)["id"].as_str().unwrap().to_string();
-    let sid = a.get(&format!("/v1/apis/{api}")).await.expect(200)["api"]["privatelink_service_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let root = a.root_id(&api).await;
-    let rid = a.create_resource(&api, &root, "ping").await;
-    a.create_http_method(&api, &rid, "GET", &backend.url("/ping"))
-        .await;
-    a.deploy(&api, "new", Some("dev")).await;
-    let token = a
-        .post(
-            &format!("/v1/apis/{api}/auths"),
-            &json!({"name": "tok", "expiration_period": 90, "connected_stages": ["dev"]}),
-        )
-        .await
-        .expect(201)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
     PrivateSetup {
         gw,
         private,

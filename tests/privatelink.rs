@@ -9,12 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn second_account(admin: &Admin) -> Admin {
-    admin.with_opts(SignOpts {
-        access_key: "second-access-key".into(),
-        secret_key: "second-secret-key".into(),
-        account_id: Some("secondaccount000000000000000002".into()),
-        ..Default::default()
-    })
+    admin.second_account()
 }
 
 /// A PRIVATE API of the caller: (api id, its privatelink_service_id).

@@ -30,42 +30,13 @@ async fn call(gw: &Gateway, host: &str, path: &str, bearer: &str) -> (u16, Strin
 async fn privatelink_method_reaches_another_accounts_private_api() {
     let gw = Gateway::start_with(&[("private_listen", "\"127.0.0.1:0\"")]);
     let a = gw.admin();
-    let b = a.with_opts(SignOpts {
-        access_key: "second-access-key".into(),
-        secret_key: "second-secret-key".into(),
-        account_id: Some("secondaccount000000000000000002".into()),
-        ..Default::default()
-    });
+    let b = a.second_account();
     let backend = Backend::start("private");
 
     // A: a PRIVATE API, GET /data on stage dev, with a token for dev.
-    let r = a
-        .post(
-            "/v1/apis",
-            &json!({"name": "priv-api", "endpoint_type": "PRIVATE"}),
-        )
+    let (api_a, sid, token) = a
+        .private_api_with_token("data", &backend.url("/data"))
         .await;
-    let api_a = r.expect(202)["id"].as_str().unwrap().to_string();
-    let sid = a.get(&format!("/v1/apis/{api_a}")).await.expect(200)["api"]
-        ["privatelink_service_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let root = a.root_id(&api_a).await;
-    let rid = a.create_resource(&api_a, &root, "data").await;
-    a.create_http_method(&api_a, &rid, "GET", &backend.url("/data"))
-        .await;
-    a.deploy(&api_a, "new", Some("dev")).await;
-    let token = a
-        .post(
-            &format!("/v1/apis/{api_a}/auths"),
-            &json!({"name": "tok", "expiration_period": 90, "connected_stages": ["dev"]}),
-        )
-        .await
-        .expect(201)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
 
     // B: an endpoint to A's service, approved by A.
     let ep = b
@@ -168,24 +139,8 @@ async fn privatelink_method_reaches_another_accounts_private_api() {
 async fn privatelink_method_is_503_without_the_private_listener() {
     let gw = Gateway::start();
     let a = gw.admin();
-    let b = a.with_opts(SignOpts {
-        access_key: "second-access-key".into(),
-        secret_key: "second-secret-key".into(),
-        account_id: Some("secondaccount000000000000000002".into()),
-        ..Default::default()
-    });
-    let r = a
-        .post(
-            "/v1/apis",
-            &json!({"name": "priv-api", "endpoint_type": "PRIVATE"}),
-        )
-        .await;
-    let api_a = r.expect(202)["id"].as_str().unwrap().to_string();
-    let sid = a.get(&format!("/v1/apis/{api_a}")).await.expect(200)["api"]
-        ["privatelink_service_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let b = a.second_account();
+    let (api_a, sid) = a.create_private_api("priv-api").await;
     let ep = b
         .post(
             "/v1/privatelink-endpoints",
@@ -235,12 +190,7 @@ async fn privatelink_method_reaches_an_external_service() {
     );
     let gw = Gateway::start_with(&[("privatelink_services", &services)]);
     let a = gw.admin();
-    let b = a.with_opts(SignOpts {
-        access_key: "second-access-key".into(),
-        secret_key: "second-secret-key".into(),
-        account_id: Some("secondaccount000000000000000002".into()),
-        ..Default::default()
-    });
+    let b = a.second_account();
     let create = |sid: &'static str| {
         let b = b.clone();
         async move {

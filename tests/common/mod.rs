@@ -606,6 +606,55 @@ impl Admin {
 
     // ---- builders used by many tests --------------------------------------
 
+    /// The same client signing as the second configured account
+    /// (`second-access-key`, account `secondaccount000000000000000002`).
+    pub fn second_account(&self) -> Admin {
+        self.with_opts(SignOpts {
+            access_key: "second-access-key".into(),
+            secret_key: "second-secret-key".into(),
+            account_id: Some("secondaccount000000000000000002".into()),
+            ..Default::default()
+        })
+    }
+
+    /// A PRIVATE API named `name`: its id and its PrivateLink service id.
+    pub async fn create_private_api(&self, name: &str) -> (String, String) {
+        let r = self
+            .post(
+                "/v1/apis",
+                &json!({"name": name, "endpoint_type": "PRIVATE"}),
+            )
+            .await;
+        let api = r.expect(202)["id"].as_str().expect("id").to_string();
+        let sid = self.get(&format!("/v1/apis/{api}")).await.expect(200)["api"]
+            ["privatelink_service_id"]
+            .as_str()
+            .expect("privatelink_service_id")
+            .to_string();
+        (api, sid)
+    }
+
+    /// A PRIVATE API `priv-api` with GET /{part} to `url` deployed on stage
+    /// dev and a token for dev: (api id, service id, token).
+    pub async fn private_api_with_token(&self, part: &str, url: &str) -> (String, String, String) {
+        let (api, sid) = self.create_private_api("priv-api").await;
+        let root = self.root_id(&api).await;
+        let rid = self.create_resource(&api, &root, part).await;
+        self.create_http_method(&api, &rid, "GET", url).await;
+        self.deploy(&api, "new", Some("dev")).await;
+        let token = self
+            .post(
+                &format!("/v1/apis/{api}/auths"),
+                &json!({"name": "tok", "expiration_period": 90, "connected_stages": ["dev"]}),
+            )
+            .await
+            .expect(201)["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string();
+        (api, sid, token)
+    }
+
     pub async fn create_api(&self, name: &str) -> String {
         let r = self
             .post(
