@@ -62,15 +62,7 @@ where
     let routed = ctx.routed()?;
     match &routed.method()?.integration {
         Integration::Http(tpl) => {
-            let target = tpl
-                .target(|n| routed.param(n), parts.uri.query())
-                .ok_or(ErrorCode::BadGateway(BadGateway::EndpointUrl))?;
-            if routed.stage.hide_credentials {
-                hide_credentials(&mut parts.headers, routed.stage.jwt.is_some());
-            }
-            parts
-                .headers
-                .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+            let target = outgoing(ctx, tpl, &mut parts)?;
             Ok(prepare_http(
                 ctx,
                 parts,
@@ -83,16 +75,7 @@ where
         Integration::Scf { function, .. } => function::prepare(ctx, parts, body, function.as_ref()),
         Integration::PrivateLink { target, .. } => {
             let target = target.as_ref().ok_or(ErrorCode::PrivateLinkUnavailable)?;
-            let upstream = target
-                .tpl
-                .target(|n| routed.param(n), parts.uri.query())
-                .ok_or(ErrorCode::BadGateway(BadGateway::EndpointUrl))?;
-            if routed.stage.hide_credentials {
-                hide_credentials(&mut parts.headers, routed.stage.jwt.is_some());
-            }
-            parts
-                .headers
-                .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+            let upstream = outgoing(ctx, &target.tpl, &mut parts)?;
             match prepare_http(
                 ctx,
                 parts,
@@ -111,6 +94,27 @@ where
             }
         }
     }
+}
+
+/// What every integration that sends an HTTP request does first: the
+/// target from the method's template and the matched parameters, the
+/// stage's `hide_credentials`, the request id.
+fn outgoing(
+    ctx: &RequestCtx<'_>,
+    tpl: &crate::snapshot::UrlTemplate,
+    parts: &mut Parts,
+) -> Result<Target, ErrorCode> {
+    let routed = ctx.routed()?;
+    let target = tpl
+        .target(|n| routed.param(n), parts.uri.query())
+        .ok_or(ErrorCode::BadGateway(BadGateway::EndpointUrl))?;
+    if routed.stage.hide_credentials {
+        hide_credentials(&mut parts.headers, routed.stage.jwt.is_some());
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    Ok(target)
 }
 
 /// The stage's `hide_credentials`: the API key, and the bearer token
