@@ -138,14 +138,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 /// queued connections cost the process no file descriptor, so the queue
 /// is where a flood waits instead of std's 128.
 fn bind_admin(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    crate::net::bind(addr, 1024)
 }
 
 async fn shutdown_signal() {

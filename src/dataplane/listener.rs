@@ -75,14 +75,7 @@ pub fn bind_private(cfg: &Config) -> anyhow::Result<Option<std::net::TcpListener
     let Some(addr) = cfg.data.private_addr()? else {
         return Ok(None);
     };
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    Ok(Some(socket.listen(1024)?.into_std()?))
+    Ok(Some(crate::net::bind(addr, 1024)?.into_std()?))
 }
 
 /// Serve the private listener on this runtime (its own connection cap of
