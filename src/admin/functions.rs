@@ -20,18 +20,12 @@ use serde_json::{json, Value};
 pub const MAX_FUNCTIONS: usize = 100;
 
 #[derive(Deserialize)]
-pub struct AuthHeaderReq {
-    name: String,
-    value: String,
-}
-
-#[derive(Deserialize)]
 pub struct FunctionReq {
     name: String,
     url: String,
     description: Option<String>,
     timeout_ms: Option<u64>,
-    auth_header: Option<Obj<AuthHeaderReq>>,
+    auth_header: Option<Obj<FunctionAuthHeader>>,
 }
 
 pub fn view(f: &Function) -> Value {
@@ -163,7 +157,7 @@ pub fn configured_changes(cfg: &crate::config::Config, st: &St) -> anyhow::Resul
             description: Some(c.description.clone()),
             timeout_ms: c.timeout_ms,
             auth_header: c.auth_header.as_ref().map(|h| {
-                Obj(AuthHeaderReq {
+                Obj(FunctionAuthHeader {
                     name: h.name.clone(),
                     value: h.value.clone(),
                 })
