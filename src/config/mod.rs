@@ -124,6 +124,7 @@ mod render;
 mod signature;
 mod srn;
 mod store;
+mod tls;
 mod upstream;
 
 pub use admin::AdminConfig;
@@ -134,6 +135,7 @@ pub use render::settings_help;
 pub use signature::{Credential, SignatureConfig};
 pub use srn::SrnConfig;
 pub use store::StoreConfig;
+pub use tls::TlsConfig;
 pub use upstream::UpstreamConfig;
 
 /// A function of `[[functions]]` (see `Config::functions`).
@@ -225,6 +227,8 @@ settings! {
         jwks: JwksConfig;
         /// `[srn]`: names in SRNs.
         srn: SrnConfig;
+        /// `[tls]`: the TLS data-plane listener and certificates.
+        tls: TlsConfig;
     }
 }
 
@@ -260,6 +264,7 @@ impl Config {
         self.admin.validate()?;
         self.signature.validate()?;
         self.store.validate()?;
+        self.tls.validate()?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.privatelink_services {
             if p.id.is_empty() || !seen.insert(p.id.as_str()) {
