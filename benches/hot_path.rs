@@ -90,6 +90,8 @@ fn api_entities(i: usize, n: usize) -> Vec<Entity> {
         throttle: None,
         method_throttles: vec![],
         hide_credentials: false,
+        canary: None,
+        variables: Default::default(),
     }));
     out.push(Entity::Deployment(dep));
     out.push(Entity::AccessControl(ac));
@@ -113,6 +115,7 @@ fn benches(c: &mut Criterion) {
     let snap = published.load();
     let host = format!("{:032x}.apigw.localhost:8080", apis / 2);
     let get = http::Method::GET;
+    let headers = http::HeaderMap::new();
     let last = if resources > 1 {
         (resources - 1) & !1
     } else {
@@ -128,6 +131,7 @@ fn benches(c: &mut Criterion) {
                 "apigw.localhost",
                 &get,
                 black_box(&path),
+                &headers,
             )
             .is_ok()
         })
@@ -141,6 +145,7 @@ fn benches(c: &mut Criterion) {
                 "apigw.localhost",
                 &get,
                 black_box(&path),
+                &headers,
             )
             .is_ok()
         })
@@ -153,6 +158,7 @@ fn benches(c: &mut Criterion) {
                 "apigw.localhost",
                 &get,
                 black_box("/prod/nope"),
+                &headers,
             )
             .map(|r| r.method().is_err())
         })
@@ -394,6 +400,8 @@ fn pipeline_api(id: &str, stage: &str, endpoint: Option<String>, full: bool) -> 
             throttle: None,
             method_throttles: vec![],
             hide_credentials: false,
+            canary: None,
+            variables: Default::default(),
         }),
     ];
     if full {

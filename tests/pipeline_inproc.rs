@@ -122,6 +122,8 @@ fn entities(s: &Setup) -> Vec<Entity> {
             throttle: s.throttle,
             method_throttles: vec![],
             hide_credentials: false,
+            canary: None,
+            variables: Default::default(),
         }),
     ];
     if s.jwt {

@@ -23,7 +23,9 @@ pub struct CreateReq {
     function_id: Option<String>,
     privatelink_endpoint_id: Option<String>,
     api_key_required: Option<bool>,
+    #[serde(default, deserialize_with = "param_map_opt")]
     query_strings: Option<BTreeMap<String, bool>>,
+    #[serde(default, deserialize_with = "param_map_opt")]
     request_headers: Option<BTreeMap<String, bool>>,
 }
 
@@ -34,8 +36,90 @@ pub struct SetReq {
     endpoint_url: Option<String>,
     function_id: Option<String>,
     privatelink_endpoint_id: Option<String>,
+    #[serde(deserialize_with = "param_map")]
     query_strings: BTreeMap<String, bool>,
+    #[serde(deserialize_with = "param_map")]
     request_headers: BTreeMap<String, bool>,
+}
+
+/// `query_strings` / `request_headers`: `{name: required}` as a JSON
+/// object of booleans, or as the reference's examples write it, a string
+/// holding a Python-style dict: `"{'test1' : True}"` (single or double
+/// quotes, `True`/`False`/`true`/`false`; a quoted value such as the
+/// reference's `'value1'` declares the parameter, not required).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ParamMap {
+    Object(BTreeMap<String, bool>),
+    Text(String),
+}
+
+fn param_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, bool>, D::Error> {
+    use serde::de::Error;
+    match ParamMap::deserialize(d) {
+        Ok(ParamMap::Object(m)) => Ok(m),
+        Ok(ParamMap::Text(s)) => parse_param_dict(&s).map_err(D::Error::custom),
+        Err(_) => Err(D::Error::custom(
+            "must be a JSON object of booleans ({\"name\": true}) or a string like \"{'name': True}\"",
+        )),
+    }
+}
+
+fn param_map_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, bool>>, D::Error> {
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "param_map")] BTreeMap<String, bool>);
+    Option::<W>::deserialize(d).map(|o| o.map(|w| w.0))
+}
+
+/// Parse `{'a': True, "b": false, 'c': 'x'}`; "" is no parameters.
+pub fn parse_param_dict(s: &str) -> Result<BTreeMap<String, bool>, String> {
+    let bad = |what: &str| format!("{what} in {s:?}: expected a dict like \"{{'name': True}}\"");
+    let mut out = BTreeMap::new();
+    let t = s.trim();
+    if t.is_empty() {
+        return Ok(out);
+    }
+    let inner = t
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .ok_or_else(|| bad("not a dict"))?;
+    let mut rest = inner.trim_start();
+    // One quoted string at the start of `rest`: (content, what follows).
+    fn quoted(r: &str) -> Option<(&str, &str)> {
+        let q = r.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+        let body = &r[1..];
+        let end = body.find(q)?;
+        Some((&body[..end], &body[end + 1..]))
+    }
+    while !rest.is_empty() {
+        let (key, after) = quoted(rest).ok_or_else(|| bad("a name must be quoted"))?;
+        let after = after
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or_else(|| bad("':' expected"))?
+            .trim_start();
+        let (required, after) = if let Some((_, a)) = quoted(after) {
+            (false, a)
+        } else {
+            let end = after.find([',', ' ']).unwrap_or(after.len());
+            let v = match &after[..end] {
+                "True" | "true" => true,
+                "False" | "false" => false,
+                _ => return Err(bad("a value must be True, False or a quoted string")),
+            };
+            (v, &after[end..])
+        };
+        out.insert(key.to_string(), required);
+        let after = after.trim_start();
+        rest = match after.strip_prefix(',') {
+            Some(r) => r.trim_start(),
+            None if after.is_empty() => after,
+            None => return Err(bad("',' expected")),
+        };
+    }
+    Ok(out)
 }
 
 /// Integration fields, checked together.
@@ -398,4 +482,32 @@ pub async fn delete(
     };
     app.commit(&mut st, vec![change]).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_param_dict;
+
+    #[test]
+    fn reference_dict_strings() {
+        let m = parse_param_dict("{'test1' : True}").unwrap();
+        assert_eq!(m.get("test1"), Some(&true));
+        let m = parse_param_dict("{'param1': 'value1', 'param2': 'value2'}").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.get("param1"), Some(&false));
+        let m = parse_param_dict(r#"{"a": false, 'b':true,}"#).unwrap();
+        assert_eq!((m["a"], m["b"]), (false, true));
+        assert!(parse_param_dict("").unwrap().is_empty());
+        assert!(parse_param_dict("{}").unwrap().is_empty());
+        for bad in [
+            "q=1",
+            "{'a': yes}",
+            "{a: True}",
+            "{'a' True}",
+            "{'a': True 'b': True}",
+            "{'a",
+        ] {
+            assert!(parse_param_dict(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 pub const MAX_STAGES: usize = 10;
 
@@ -44,6 +45,8 @@ pub fn new_stage(
         throttle: None,
         method_throttles: Vec::new(),
         hide_credentials: false,
+        canary: None,
+        variables: Default::default(),
     })
 }
 
@@ -182,6 +185,14 @@ pub async fn set_deployment(
             req.deployment_id
         )));
     }
+    // Naming the canary's deployment promotes it: the canary is done.
+    // Naming another keeps the canary (as AWS keeps canarySettings).
+    if s.canary
+        .as_ref()
+        .is_some_and(|c| c.deployment_id == req.deployment_id)
+    {
+        s.canary = None;
+    }
     s.deployment_id = req.deployment_id;
     s.activated_at = now_rfc3339();
     app.commit(&mut st, vec![Change::Put(Entity::Stage(s))])
@@ -213,6 +224,110 @@ pub struct SetConfigReq {
     method_throttles: Option<Option<Vec<validate::Obj<MethodThrottle>>>>,
     /// Extension: absent leaves the setting as it is.
     hide_credentials: Option<bool>,
+    /// Extension: absent leaves the canary as it is; null removes it.
+    #[serde(default, deserialize_with = "present")]
+    canary: Option<Option<validate::Obj<CanaryReq>>>,
+    /// Extension: absent leaves the stage variables as they are; null
+    /// removes them all; an object replaces them.
+    #[serde(default, deserialize_with = "present")]
+    variables: Option<Option<BTreeMap<String, String>>>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryReq {
+    deployment_id: String,
+    percent: f64,
+    #[serde(default)]
+    sticky_header: Option<String>,
+}
+
+pub const MAX_STAGE_VARIABLES: usize = 100;
+pub const MAX_STAGE_VARIABLE_VALUE: usize = 512;
+
+/// Names `[A-Za-z0-9_]{1,64}`; values AWS's charset
+/// `[A-Za-z0-9-._~:/?#&=,]{1,512}`, and never a dot segment.
+fn check_variables(vars: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if vars.len() > MAX_STAGE_VARIABLES {
+        return Err(ApiError::field(
+            "variables",
+            format!("at most {MAX_STAGE_VARIABLES} stage variables"),
+        ));
+    }
+    for (k, v) in vars {
+        let name_ok = !k.is_empty()
+            && k.len() <= 64
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !name_ok {
+            return Err(ApiError::field(
+                "variables",
+                format!("name {k:?} must be 1 to 64 of letters, digits and '_'"),
+            ));
+        }
+        let f = format!("variables.{k}");
+        if v.is_empty() || v.len() > MAX_STAGE_VARIABLE_VALUE {
+            return Err(ApiError::field(
+                &f,
+                format!("must be 1 to {MAX_STAGE_VARIABLE_VALUE} characters"),
+            ));
+        }
+        if let Some(bad) = v
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-._~:/?#&=,".contains(*c)))
+        {
+            return Err(ApiError::field(
+                &f,
+                format!("character {bad:?} is not allowed (letters, digits and -._~:/?#&=,)"),
+            ));
+        }
+        if v == "." || v == ".." {
+            return Err(ApiError::field(&f, "must not be a dot segment"));
+        }
+    }
+    Ok(())
+}
+
+/// The canary, checked against the API: another deployment of it (not
+/// the stage's active one), a percentage, a header name.
+fn check_canary(a: &ApiState, s: &Stage, c: &CanaryReq) -> Result<Canary, ApiError> {
+    if !c.percent.is_finite() || !(0.0..=100.0).contains(&c.percent) {
+        return Err(ApiError::field(
+            "canary.percent",
+            "must be a number from 0.0 to 100.0",
+        ));
+    }
+    let sticky_header = match c.sticky_header.as_deref() {
+        None | Some("") => None,
+        Some(h) => {
+            if h.len() > 100 || http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ApiError::field(
+                    "canary.sticky_header",
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+            Some(h.to_ascii_lowercase())
+        }
+    };
+    if c.deployment_id.is_empty() {
+        return Err(ApiError::field("canary.deployment_id", "is required"));
+    }
+    if !a.deployments.contains_key(&c.deployment_id) {
+        return Err(ApiError::not_found(format!(
+            "canary.deployment_id: deployment {} not found",
+            c.deployment_id
+        )));
+    }
+    if c.deployment_id == s.deployment_id {
+        return Err(ApiError::field(
+            "canary.deployment_id",
+            "must not be the stage's active deployment",
+        ));
+    }
+    Ok(Canary {
+        deployment_id: c.deployment_id.clone(),
+        percent: c.percent,
+        sticky_header,
+    })
 }
 
 /// Distinguishes an absent field (None) from an explicit null (Some(None)).
@@ -297,6 +412,9 @@ pub async fn set_config(
     }
     if let Some(d) = &req.description {
         validate::max_len("description", d, 100)?;
+    }
+    if let Some(Some(v)) = &req.variables {
+        check_variables(v)?;
     }
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
@@ -384,6 +502,14 @@ pub async fn set_config(
     }
     if let Some(h) = req.hide_credentials {
         s.hide_credentials = h;
+    }
+    match &req.canary {
+        None => {}
+        Some(None) => s.canary = None,
+        Some(Some(c)) => s.canary = Some(check_canary(a, &s, c)?),
+    }
+    if let Some(v) = req.variables {
+        s.variables = v.unwrap_or_default();
     }
     app.commit(&mut st, vec![Change::Put(Entity::Stage(s))])
         .await?;

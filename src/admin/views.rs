@@ -100,11 +100,17 @@ pub fn deployment(st: &ApiState, d: &Deployment, stage_filter: Option<&str>) -> 
         Some(name) => st.stages.get(name).is_some_and(|s| s.deployment_id == d.id),
         None => st.stages_on_deployment(&d.id).next().is_some(),
     };
+    // Extension: the canary deployment of a stage (of the named one).
+    let canary = |s: &Stage| s.canary.as_ref().is_some_and(|c| c.deployment_id == d.id);
+    let canary = match stage_filter {
+        Some(name) => st.stages.get(name).is_some_and(canary),
+        None => st.stages.values().any(canary),
+    };
     json!({
         "deployment_date": d.created_at,
         "deployment_id": d.id,
         "description": d.description,
-        "status": if active { "Active" } else { "Inactive" },
+        "status": if active { "Active" } else if canary { "Canary" } else { "Inactive" },
     })
 }
 
@@ -143,6 +149,8 @@ pub fn stage(app: &Inner, st: &ApiState, s: &Stage, with_summary: bool) -> Value
         "throttle": s.throttle,
         "method_throttles": s.method_throttles,
         "hide_credentials": s.hide_credentials,
+        "canary": s.canary,
+        "variables": s.variables,
     });
     if with_summary {
         let mut summary: Vec<Value> = Vec::new();

@@ -43,6 +43,12 @@ pub enum ErrorCode {
     BadRequest(BadRequest),
     /// 400: a path parameter is a dot segment or holds an encoded separator.
     InvalidPathParameter,
+    /// 400: a query string or header the method marks required is
+    /// missing or empty (AWS request validation); the message names it.
+    MissingRequiredParameter {
+        kind: ParamKind,
+        name: std::sync::Arc<str>,
+    },
     /// 400 + `Connection: close`: the request body's framing broke.
     BadRequestBody,
     /// 408 + `Connection: close`: the request body did not arrive in time.
@@ -104,6 +110,22 @@ pub enum BadRequest {
     MissingHost,
     ContentLength,
     MissingOrigin,
+}
+
+/// Where a required request parameter goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    QueryString,
+    Header,
+}
+
+impl ParamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamKind::QueryString => "query string",
+            ParamKind::Header => "header",
+        }
+    }
 }
 
 /// The reasons of a 502 `BadGateway`.
@@ -217,6 +239,11 @@ impl ErrorCode {
                 "InvalidPathParameter",
                 "A path parameter is a dot segment or holds an encoded '/', '\\' or NUL",
                 "A path parameter is a dot segment or holds an encoded '/', '\\\\' or NUL"
+            ),
+            MissingRequiredParameter { .. } => spec!(
+                BAD_REQUEST,
+                "MissingRequiredParameter",
+                "A required request parameter is missing"
             ),
             BadRequestBody => spec!(
                 BAD_REQUEST,
@@ -385,7 +412,20 @@ impl ErrorCode {
     /// The gateway's answer for this code.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let spec = self.spec();
-        let mut resp = Response::new(Full::new(Bytes::from_static(spec.body.as_bytes())));
+        let body = match &self {
+            // The one message that names something of the request.
+            ErrorCode::MissingRequiredParameter { kind, name } => Bytes::from(
+                serde_json::json!({
+                    "message": format!(
+                        "Missing required request parameter: {} '{name}'",
+                        kind.as_str()
+                    )
+                })
+                .to_string(),
+            ),
+            _ => Bytes::from_static(spec.body.as_bytes()),
+        };
+        let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = spec.status;
         let h = resp.headers_mut();
         h.insert(
@@ -434,6 +474,10 @@ mod tests {
             BadRequest(self::BadRequest::ContentLength),
             BadRequest(self::BadRequest::MissingOrigin),
             InvalidPathParameter,
+            MissingRequiredParameter {
+                kind: ParamKind::Header,
+                name: "x-trace".into(),
+            },
             BadRequestBody,
             RequestTimeout,
             BadGateway(self::BadGateway::EndpointUrl),
@@ -491,6 +535,13 @@ mod tests {
         }
         .into_response();
         assert_eq!(r.headers()["allow"], "GET");
+        let r = ErrorCode::MissingRequiredParameter {
+            kind: ParamKind::QueryString,
+            name: "page_no".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.headers()["x-apigw-error"], "MissingRequiredParameter");
         let r = ErrorCode::BadRequestBody.into_response();
         assert_eq!(r.headers()["connection"], "close");
         assert!(!ErrorCode::ApiNotFound

@@ -5,13 +5,14 @@
 //!    `F::request_filter(&mut ctx, &parts)`, in this order:
 //!    limits → client address → route → IP access control → CORS
 //!    preflight → method (404/405) → resource policy → JWT → stage
-//!    throttle → API key / quota.
+//!    throttle → API key / quota → required parameters.
 //!    A filter answers: go on, an answer of its own (the CORS preflight), an
 //!    [`ErrorCode`], or a deferred step (I/O to wait for: see below).
 //! 2. **Upstream**: the request is made ready for the method's integration
 //!    (`upstream::prepare`) and sent (`upstream::send`).
 //! 3. **Response filters**, on every answer (the integration's, the
-//!    gateway's own, errors): rate-limit headers → CORS → request id.
+//!    gateway's own, errors): rate-limit headers → CORS → deployment id →
+//!    request id.
 //! 4. **Logging**, once the response is built: report counters (metrics
 //!    and access logs next).
 //!
@@ -33,12 +34,14 @@ use super::error::ErrorCode;
 use super::filters::api_key::ApiKey;
 use super::filters::client_ip::ClientIp;
 use super::filters::cors::Cors;
+use super::filters::deployment::Deployment;
 use super::filters::ip_acl::IpAcl;
 use super::filters::jwt::Jwt;
 use super::filters::limits::Limits;
 use super::filters::method::Method;
 use super::filters::report::Report;
 use super::filters::request_id::RequestId;
+use super::filters::required_params::RequiredParams;
 use super::filters::resource_policy::ResourcePolicy;
 use super::filters::route::Route;
 use super::filters::throttle::Throttle;
@@ -140,6 +143,7 @@ where
         resp.headers_mut().reserve(10);
         ApiKey::response_filter(&mut ctx, &mut resp);
         Cors::response_filter(&mut ctx, &mut resp);
+        Deployment::response_filter(&mut ctx, &mut resp);
         RequestId::response_filter(&mut ctx, &mut resp);
         Report::logging(&ctx, &resp);
         resp
@@ -166,7 +170,8 @@ where
         request_filter::<ResourcePolicy>(6, from, &mut ctx, &parts)?;
         request_filter::<Jwt>(7, from, &mut ctx, &parts)?;
         request_filter::<Throttle>(8, from, &mut ctx, &parts)?;
-        request_filter::<ApiKey>(9, from, &mut ctx, &parts)
+        request_filter::<ApiKey>(9, from, &mut ctx, &parts)?;
+        request_filter::<RequiredParams>(10, from, &mut ctx, &parts)
     })();
     match filtered {
         ControlFlow::Continue(()) => {}

@@ -139,6 +139,7 @@ pub fn route(
     invoke_domain: &str,
     method: &http::Method,
     path: &str,
+    headers: &http::HeaderMap,
 ) -> Result<Routed, ErrorCode> {
     let api_id = api_id_from_host(host, invoke_domain).ok_or(ErrorCode::ApiNotFound)?;
     let api = snap
@@ -151,6 +152,8 @@ pub fn route(
         None => (rest, "/"),
     };
     let stage = api.stages.get(stage_name).ok_or(ErrorCode::StageNotFound)?;
+    // The canary's share of the stage is served by its deployment.
+    let stage = stage.serving(headers);
     // A trailing slash is not significant.
     let sub = if sub.len() > 1 {
         sub.strip_suffix('/').unwrap_or(sub)

@@ -101,6 +101,14 @@ pub struct ApiRoutes {
 pub struct StageRoutes {
     pub name: String,
     pub deployment_id: String,
+    /// `deployment_id` as the `x-apigw-deployment` answer header.
+    pub deployment_header: HeaderValue,
+    /// The canary release of the stage, if any: the same stage served by
+    /// another deployment (its own router and report counters).
+    pub canary: Option<CanaryRoutes>,
+    /// The stage variables as the function event's `stageVariables`
+    /// (null when there are none).
+    pub stage_variables: serde_json::Value,
     pub router: matchit::Router<RouteNode>,
     pub acl: IpAcl,
     pub cors: StageCors,
@@ -117,6 +125,134 @@ pub struct StageRoutes {
     pub hide_credentials: bool,
     /// (resource path, verb, limiter).
     pub method_throttles: Vec<(String, MethodType, Arc<Limiter>)>,
+}
+
+/// Where a share of a stage's requests goes.
+pub struct CanaryRoutes {
+    pub routes: Arc<StageRoutes>,
+    /// Served by the canary when the draw (or the sticky hash), a u32, is
+    /// below this (percent of 2^32; 2^32 at 100 %).
+    pub threshold: u64,
+    /// The header whose value's hash decides, instead of a random draw.
+    pub sticky: Option<http::HeaderName>,
+}
+
+impl StageRoutes {
+    /// The routes that serve this request: the canary's for its share,
+    /// else these. One random draw, or one hash of the sticky header's
+    /// value (a request without it draws at random); no allocation.
+    #[inline]
+    pub fn serving<'a>(self: &'a Arc<Self>, headers: &http::HeaderMap) -> &'a Arc<StageRoutes> {
+        let Some(c) = &self.canary else { return self };
+        let draw = match c.sticky.as_ref().and_then(|h| headers.get(h)) {
+            Some(v) => sticky_hash(v.as_bytes()),
+            None => rand::random::<u32>(),
+        };
+        if u64::from(draw) < c.threshold {
+            &c.routes
+        } else {
+            self
+        }
+    }
+}
+
+/// A stable 32-bit hash of a sticky header's value (FNV-1a, then the
+/// splitmix64 finalizer so every bit depends on every byte): the same
+/// caller lands on the same side across snapshots and restarts.
+pub fn sticky_hash(bytes: &[u8]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 32) as u32
+}
+
+/// `percent` (0–100) of the u32 draws: the canary threshold.
+pub fn canary_threshold(percent: f64) -> u64 {
+    let p = if percent.is_finite() {
+        percent.clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    ((p / 100.0) * 4_294_967_296.0).round() as u64
+}
+
+/// The stage compiled again on its canary deployment: the stage's
+/// settings, the canary's routes and report counters.
+#[allow(clippy::too_many_arguments)]
+fn with_canary(
+    api: &ApiState,
+    api_id: &str,
+    stage: &Stage,
+    mut primary: StageRoutes,
+    functions: &Functions,
+    links: &Links<'_>,
+    ctx: &BuildContext,
+) -> Arc<StageRoutes> {
+    let Some(c) = &stage.canary else {
+        return Arc::new(primary);
+    };
+    let Some(dep) = api.deployments.get(&c.deployment_id) else {
+        tracing::warn!(stage = %stage.name, deployment = %c.deployment_id,
+            "canary deployment not found: the stage serves its active deployment only");
+        return Arc::new(primary);
+    };
+    let stats = ctx.stats.as_ref().map(|s| {
+        s.stage(
+            api_id,
+            &crate::telemetry::reports::canary_stage(&stage.name),
+        )
+    });
+    let canary = StageRoutes {
+        name: primary.name.clone(),
+        deployment_id: dep.id.clone(),
+        deployment_header: deployment_header(&dep.id),
+        canary: None,
+        stage_variables: primary.stage_variables.clone(),
+        router: compile_deployment(
+            dep,
+            stats.as_deref(),
+            functions,
+            Some(links),
+            &stage.variables,
+        ),
+        stats,
+        acl: primary.acl.clone(),
+        cors: primary.cors.clone(),
+        jwt: primary.jwt.clone(),
+        keys: compile_keys(api, stage),
+        hide_credentials: primary.hide_credentials,
+        throttle: primary.throttle.clone(),
+        method_throttles: primary.method_throttles.clone(),
+        srn_prefix: primary.srn_prefix.clone(),
+    };
+    primary.canary = Some(CanaryRoutes {
+        routes: Arc::new(canary),
+        threshold: canary_threshold(c.percent),
+        sticky: c
+            .sticky_header
+            .as_deref()
+            .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+    });
+    Arc::new(primary)
+}
+
+fn deployment_header(id: &str) -> HeaderValue {
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static(""))
+}
+
+fn stage_variables_value(stage: &Stage) -> serde_json::Value {
+    if stage.variables.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(stage.variables)
+    }
 }
 
 /// A key connected to a stage, with its plan's quota.
@@ -183,6 +319,10 @@ pub struct RouteMethod {
     pub method_type: MethodType,
     pub resource_path: String,
     pub api_key_required: bool,
+    /// Query string names marked required (AWS request validation).
+    pub required_query: Box<[Arc<str>]>,
+    /// Header names marked required, and their names as configured.
+    pub required_headers: Box<[(http::HeaderName, Arc<str>)]>,
     pub integration: Integration,
     /// Index of (path, verb) in the stage's report counters.
     pub route_ix: Option<u32>,
@@ -368,12 +508,18 @@ fn compile_method(
     stats: Option<&StageStats>,
     functions: &Functions,
     links: Option<&Links<'_>>,
+    vars: &std::collections::BTreeMap<String, String>,
 ) -> RouteMethod {
     let integration = match m.integration_type {
         IntegrationType::HTTP => {
             let url = m.endpoint_url.as_deref().unwrap_or("");
-            match UrlTemplate::parse(url) {
-                Ok(t) => Integration::Http(t),
+            match UrlTemplate::parse(url).map(|t| t.with_stage_variables(vars)) {
+                Ok(Some(t)) => Integration::Http(t),
+                Ok(None) => {
+                    tracing::error!(resource = %path, method = %m.method_type.as_str(), endpoint_url = %url,
+                        "endpoint_url not valid with the stage's variables: the method answers 502 IntegrationMisconfigured");
+                    Integration::Misconfigured
+                }
                 Err(e) => {
                     // Stored before endpoint URLs were checked this way
                     // (an older database): never forwarded.
@@ -409,6 +555,23 @@ fn compile_method(
         method_type: m.method_type,
         resource_path: path.to_string(),
         api_key_required: m.api_key_required,
+        required_query: m
+            .query_strings
+            .iter()
+            .filter(|(_, req)| **req)
+            .map(|(n, _)| Arc::from(n.as_str()))
+            .collect(),
+        required_headers: m
+            .request_headers
+            .iter()
+            .filter(|(_, req)| **req)
+            .filter_map(|(n, _)| {
+                Some((
+                    http::HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    Arc::from(n.as_str()),
+                ))
+            })
+            .collect(),
         integration,
         route_ix: stats.map(|s| s.route_index(path, m.method_type.as_str())),
     }
@@ -420,13 +583,14 @@ pub fn compile_deployment(
     stats: Option<&StageStats>,
     functions: &Functions,
     links: Option<&Links<'_>>,
+    vars: &std::collections::BTreeMap<String, String>,
 ) -> matchit::Router<RouteNode> {
     let mut by_path: std::collections::BTreeMap<&str, [Option<Arc<RouteMethod>>; 7]> =
         Default::default();
     for dm in &dep.methods {
         let slot = by_path.entry(dm.path.as_str()).or_default();
         slot[dm.method.method_type.index()] = Some(Arc::new(compile_method(
-            &dm.method, &dm.path, stats, functions, links,
+            &dm.method, &dm.path, stats, functions, links, vars,
         )));
     }
     let mut router = matchit::Router::new();
@@ -526,44 +690,61 @@ pub fn build_api(
         let stats = ctx.stats.as_ref().map(|s| s.stage(&meta.id, &stage.name));
         stages.insert(
             stage.name.clone(),
-            Arc::new(StageRoutes {
-                name: stage.name.clone(),
-                deployment_id: dep.id.clone(),
-                router: compile_deployment(dep, stats.as_deref(), functions, Some(&links)),
-                stats,
-                acl: compile_acl(api, stage),
-                cors: StageCors::compile(&stage.cors),
-                jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),
-                keys: compile_keys(api, stage),
-                hide_credentials: stage.hide_credentials,
-                throttle: stage.throttle.map(|t| {
-                    limiter(
-                        ctx,
-                        format!("{}/{}/{}/{}", meta.id, stage.name, t.rate, t.burst),
-                        t,
-                    )
-                }),
-                method_throttles: stage
-                    .method_throttles
-                    .iter()
-                    .filter_map(|m| {
-                        let verb = MethodType::parse(&m.method)?;
-                        let t = Throttle {
-                            rate: m.rate,
-                            burst: m.burst,
-                        };
-                        let id = format!(
-                            "{}/{}/{}/{}/{}/{}",
-                            meta.id, stage.name, m.method, m.path, m.rate, m.burst
-                        );
-                        Some((m.path.clone(), verb, limiter(ctx, id, t)))
-                    })
-                    .collect(),
-                srn_prefix: format!(
-                    "srn:{}::{}:{}::apigateway:method/{}/{}/",
-                    ctx.srn_offering, meta.account_id, ctx.region, meta.id, stage.name
-                ),
-            }),
+            with_canary(
+                api,
+                &meta.id,
+                stage,
+                StageRoutes {
+                    name: stage.name.clone(),
+                    deployment_id: dep.id.clone(),
+                    deployment_header: deployment_header(&dep.id),
+                    canary: None,
+                    stage_variables: stage_variables_value(stage),
+                    router: compile_deployment(
+                        dep,
+                        stats.as_deref(),
+                        functions,
+                        Some(&links),
+                        &stage.variables,
+                    ),
+                    stats,
+                    acl: compile_acl(api, stage),
+                    cors: StageCors::compile(&stage.cors),
+                    jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),
+                    keys: compile_keys(api, stage),
+                    hide_credentials: stage.hide_credentials,
+                    throttle: stage.throttle.map(|t| {
+                        limiter(
+                            ctx,
+                            format!("{}/{}/{}/{}", meta.id, stage.name, t.rate, t.burst),
+                            t,
+                        )
+                    }),
+                    method_throttles: stage
+                        .method_throttles
+                        .iter()
+                        .filter_map(|m| {
+                            let verb = MethodType::parse(&m.method)?;
+                            let t = Throttle {
+                                rate: m.rate,
+                                burst: m.burst,
+                            };
+                            let id = format!(
+                                "{}/{}/{}/{}/{}/{}",
+                                meta.id, stage.name, m.method, m.path, m.rate, m.burst
+                            );
+                            Some((m.path.clone(), verb, limiter(ctx, id, t)))
+                        })
+                        .collect(),
+                    srn_prefix: format!(
+                        "srn:{}::{}:{}::apigateway:method/{}/{}/",
+                        ctx.srn_offering, meta.account_id, ctx.region, meta.id, stage.name
+                    ),
+                },
+                functions,
+                &links,
+                ctx,
+            ),
         );
     }
     Some(Arc::new(ApiRoutes {

@@ -183,6 +183,8 @@ mod tests {
                 throttle: None,
                 method_throttles: vec![],
                 hide_credentials: false,
+                canary: None,
+                variables: Default::default(),
             })),
         ]
     }

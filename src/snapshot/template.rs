@@ -109,7 +109,13 @@ pub struct UrlTemplate {
 enum UrlPart {
     Lit(String),
     Param(String),
+    /// `${stageVariables.NAME}`: filled per stage at snapshot build
+    /// ([`UrlTemplate::with_stage_variables`]).
+    StageVar(String),
 }
+
+/// The `${stageVariables.NAME}` placeholder's prefix inside the braces.
+const STAGE_VAR: &str = "stageVariables.";
 
 /// Why an endpoint URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,11 +156,23 @@ fn split_placeholders(s: &str) -> (Vec<UrlPart>, usize) {
             break;
         };
         let close = open + close_rel;
-        if open > 0 {
-            literal_len += open;
-            parts.push(UrlPart::Lit(rest[..open].to_string()));
+        let inner = &rest[open + 1..close];
+        let stage_var = inner.strip_prefix(STAGE_VAR).filter(|n| {
+            open > 0
+                && rest.as_bytes()[open - 1] == b'$'
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        // The literal before it (without the `$` of a stage variable).
+        let lit_end = if stage_var.is_some() { open - 1 } else { open };
+        if lit_end > 0 {
+            literal_len += lit_end;
+            parts.push(UrlPart::Lit(rest[..lit_end].to_string()));
         }
-        parts.push(UrlPart::Param(rest[open + 1..close].to_string()));
+        parts.push(match stage_var {
+            Some(n) => UrlPart::StageVar(n.to_string()),
+            None => UrlPart::Param(inner.to_string()),
+        });
         rest = &rest[close + 1..];
     }
     if !rest.is_empty() {
@@ -204,13 +222,70 @@ impl UrlTemplate {
             literal_len,
             fixed: None,
         };
-        if tpl.params().next().is_none() {
+        if tpl.parts.iter().all(|p| matches!(p, UrlPart::Lit(_))) {
             tpl.fixed = Some(tpl.target_of(&path).ok_or(TemplateError::Path)?);
         }
         // The path must parse once placeholders are filled.
         tpl.target_of(&tpl.render_path(|_| Some("x"), None))
             .ok_or(TemplateError::Path)?;
         Ok(tpl)
+    }
+
+    /// The template with its `${stageVariables.NAME}` placeholders filled
+    /// from a stage's variables: each value percent-encoded (all but
+    /// letters, digits, `-._~`), so it stays inside its path segment or
+    /// query value; an undefined variable is empty (as AWS). `None` when
+    /// the filled-in URL does not parse.
+    pub fn with_stage_variables(
+        &self,
+        vars: &std::collections::BTreeMap<String, String>,
+    ) -> Option<UrlTemplate> {
+        if !self.parts.iter().any(|p| matches!(p, UrlPart::StageVar(_))) {
+            return Some(self.clone());
+        }
+        let mut parts: Vec<UrlPart> = Vec::with_capacity(self.parts.len());
+        for p in &self.parts {
+            let (lit, param) = match p {
+                UrlPart::Lit(s) => (Some(s.clone()), None),
+                UrlPart::StageVar(n) => (
+                    Some(encode_stage_variable(
+                        vars.get(n).map(String::as_str).unwrap_or(""),
+                    )),
+                    None,
+                ),
+                UrlPart::Param(n) => (None, Some(n.clone())),
+            };
+            match (lit, parts.last_mut()) {
+                (Some(l), Some(UrlPart::Lit(prev))) => prev.push_str(&l),
+                (Some(l), _) => parts.push(UrlPart::Lit(l)),
+                (None, _) => parts.extend(param.map(UrlPart::Param)),
+            }
+        }
+        let literal_len = parts
+            .iter()
+            .map(|p| match p {
+                UrlPart::Lit(s) => s.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut tpl = UrlTemplate {
+            key: self.key.clone(),
+            host: self.host.clone(),
+            parts,
+            has_query: self.has_query,
+            literal_len,
+            fixed: None,
+        };
+        if tpl.params().next().is_none() {
+            tpl.fixed = Some(tpl.target_of(&tpl.render_path(|_| None, None))?);
+        }
+        tpl.target_of(&tpl.render_path(|_| Some("x"), None))?;
+        Some(tpl)
+    }
+
+    /// Whether the template names stage variables.
+    pub fn has_stage_variables(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, UrlPart::StageVar(_)))
     }
 
     /// The `Host` header for the upstream.
@@ -243,7 +318,7 @@ impl UrlTemplate {
     pub fn params(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             UrlPart::Param(n) => Some(n.as_str()),
-            UrlPart::Lit(_) => None,
+            UrlPart::Lit(_) | UrlPart::StageVar(_) => None,
         })
     }
 
@@ -264,6 +339,8 @@ impl UrlTemplate {
                         out.push_str(v)
                     }
                 }
+                // Not filled for a stage: empty.
+                UrlPart::StageVar(_) => {}
             }
         }
         if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -286,6 +363,23 @@ impl UrlTemplate {
             self.render_path(params, query)
         )
     }
+}
+
+/// A stage variable's value as it goes into a URL: everything but
+/// letters, digits and `-._~` percent-encoded (`/`, `?`, `#`, `&`, `=`
+/// cannot end the segment or value it is in), and a dot segment's dots
+/// too.
+fn encode_stage_variable(v: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    if v == "." || v == ".." {
+        return "%2E".repeat(v.len());
+    }
+    utf8_percent_encode(v, KEEP).to_string()
 }
 
 /// Where a request goes: the connection pool's key (scheme and authority)
@@ -311,6 +405,41 @@ mod tests {
         let target = t.target(|_| None, Some("a=1")).unwrap();
         assert_eq!(target.uri, "/q?k=v&a=1");
         assert_eq!(target.key.authority().as_str(), "b");
+    }
+
+    #[test]
+    fn stage_variables_fill_path_and_query_encoded() {
+        let vars: std::collections::BTreeMap<String, String> = [
+            ("ver".to_string(), "v2".to_string()),
+            ("evil".to_string(), "../x/y?z#w".to_string()),
+            ("dots".to_string(), "..".to_string()),
+        ]
+        .into();
+        let t =
+            UrlTemplate::parse("http://b:1/${stageVariables.ver}/u/{id}?k=${stageVariables.evil}")
+                .unwrap();
+        assert!(t.has_stage_variables());
+        assert_eq!(t.params().collect::<Vec<_>>(), ["id"]);
+        let f = t.with_stage_variables(&vars).unwrap();
+        assert_eq!(
+            f.render(|_| Some("7"), None),
+            "http://b:1/v2/u/7?k=..%2Fx%2Fy%3Fz%23w"
+        );
+        let t = UrlTemplate::parse(
+            "http://b/a/${stageVariables.evil}/${stageVariables.dots}/${stageVariables.none}/z",
+        )
+        .unwrap();
+        let f = t.with_stage_variables(&vars).unwrap();
+        let target = f.target(|_| None, None).unwrap();
+        assert_eq!(target.uri, "/a/..%2Fx%2Fy%3Fz%23w/%2E%2E//z");
+        assert_eq!(
+            UrlTemplate::parse("http://${stageVariables.host}/x"),
+            Err(TemplateError::PlaceholderInAuthority)
+        );
+        assert_eq!(
+            UrlTemplate::parse("http://b:${stageVariables.port}/x"),
+            Err(TemplateError::PlaceholderInAuthority)
+        );
     }
 
     #[test]

@@ -216,6 +216,26 @@ pub struct Stage {
     /// Kong's `hide_credentials`. Default false: forwarded, as AWS does.
     #[serde(default)]
     pub hide_credentials: bool,
+    /// Extension (AWS canarySettings): a share of the stage's requests
+    /// goes to another deployment of the API.
+    #[serde(default)]
+    pub canary: Option<Canary>,
+    /// Extension (AWS stage variables): `${stageVariables.NAME}` in an
+    /// HTTP endpoint URL's path and query, and the function event's
+    /// `stageVariables`.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// A canary release on a stage: `percent` (0.0–100.0) of the requests
+/// are served by `deployment_id`; with `sticky_header`, a hash of that
+/// header's value decides, so one caller stays on one side.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Canary {
+    pub deployment_id: String,
+    pub percent: f64,
+    #[serde(default)]
+    pub sticky_header: Option<String>,
 }
 
 /// Token bucket: `rate` requests per second refilled, `burst` at most at once.

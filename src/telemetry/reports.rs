@@ -40,6 +40,12 @@ pub const OTHER_ROUTE: u32 = u32::MAX;
 pub const MAX_RANGE_DAYS: i64 = 31;
 /// Days kept in memory (and loaded at start); older days are not reported.
 pub const RETENTION_DAYS: i64 = 400;
+/// The report counters' stage name of a stage's canary (stage names are
+/// `[a-z0-9-]`, so it never collides with a stage's).
+pub fn canary_stage(stage: &str) -> String {
+    format!("{stage}#canary")
+}
+
 /// Identifies the histogram layout in persisted rows.
 pub const HIST_SCHEME: u32 = 1;
 
@@ -713,16 +719,26 @@ impl Stats {
 
     /// The List Reports answer for `[start, end]` (inclusive): one entry per
     /// day with calls, and the 5 routes with the most 2xx calls in the range.
+    /// The answers of the stage's canary are counted apart: their own
+    /// entries, `"canary": true`, after the stage's entry of the same day
+    /// (top resources count both).
     pub fn report(&self, api_id: &str, stage: &str, start: NaiveDate, end: NaiveDate) -> Value {
-        let key = (api_id.to_string(), stage.to_string());
-        let st = lock(&self.stages).get(&key).cloned();
-        if let Some(st) = st {
-            self.fold(&st, self.today());
+        let canary = canary_stage(stage);
+        for name in [stage, canary.as_str()] {
+            let key = (api_id.to_string(), name.to_string());
+            let st = lock(&self.stages).get(&key).cloned();
+            if let Some(st) = st {
+                self.fold(&st, self.today());
+            }
         }
         let days = lock(&self.days);
-        let mut reports = Vec::new();
+        let mut reports: Vec<(NaiveDate, bool, Value)> = Vec::new();
         let mut top: HashMap<&(String, String), u64> = HashMap::new();
-        if let Some(m) = days.get(&key).filter(|_| start <= end) {
+        for (name, is_canary) in [(stage, false), (canary.as_str(), true)] {
+            let key = (api_id.to_string(), name.to_string());
+            let Some(m) = days.get(&key).filter(|_| start <= end) else {
+                continue;
+            };
             for (date, d) in m.range(start..=end) {
                 if d.total() == 0 {
                     continue;
@@ -734,7 +750,7 @@ impl Stats {
                         ms(sum as f64 / n as f64)
                     }
                 };
-                reports.push(json!({
+                let mut row = json!({
                     "date": date.to_string(),
                     "call_count": d.status[0],
                     "error_4xx_count": d.status[1],
@@ -744,12 +760,18 @@ impl Stats {
                     "latency_p95": p95_ms(&d.lat_hist, d.lat_n),
                     "integration_latency": avg(d.int_sum, d.int_n),
                     "integration_latency_p95": p95_ms(&d.int_hist, d.int_n),
-                }));
+                });
+                if is_canary {
+                    row["canary"] = Value::Bool(true);
+                }
+                reports.push((*date, is_canary, row));
                 for (label, c) in &d.routes {
                     *top.entry(label).or_default() += c;
                 }
             }
         }
+        reports.sort_by_key(|(date, is_canary, _)| (*date, *is_canary));
+        let reports: Vec<Value> = reports.into_iter().map(|(_, _, r)| r).collect();
         let mut top: Vec<_> = top.into_iter().filter(|(_, c)| *c > 0).collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         let top: Vec<Value> = top
@@ -772,10 +794,12 @@ impl Stats {
 
     /// Drop one stage's statistics (stage deleted).
     pub fn forget_stage(&self, api_id: &str, stage: &str) {
-        let key = (api_id.to_string(), stage.to_string());
-        lock(&self.stages).remove(&key);
-        lock(&self.days).remove(&key);
-        lock(&self.deletes).push((api_id.to_string(), Some(stage.to_string())));
+        for name in [stage.to_string(), canary_stage(stage)] {
+            let key = (api_id.to_string(), name.clone());
+            lock(&self.stages).remove(&key);
+            lock(&self.days).remove(&key);
+            lock(&self.deletes).push((api_id.to_string(), Some(name)));
+        }
     }
 }
 

@@ -18,12 +18,14 @@
 pub mod api_key;
 pub mod client_ip;
 pub mod cors;
+pub mod deployment;
 pub mod ip_acl;
 pub mod jwt;
 pub mod limits;
 pub mod method;
 pub mod report;
 pub mod request_id;
+pub mod required_params;
 pub mod resource_policy;
 pub mod route;
 pub mod throttle;

@@ -24,7 +24,14 @@ impl RequestFilter for Route {
         // published meanwhile.
         let snap = ctx.gw.snapshot().load_full();
         let host_str = host.to_str().map_err(|_| ErrorCode::ApiNotFound)?;
-        let routed = route(&snap, host_str, &ctx.gw.invoke_domain, &req.method, &path)?;
+        let routed = route(
+            &snap,
+            host_str,
+            &ctx.gw.invoke_domain,
+            &req.method,
+            &path,
+            &req.headers,
+        )?;
         if let Cow::Owned(p) = path {
             ctx.normalized_path = Some(p);
         }

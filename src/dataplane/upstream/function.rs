@@ -142,7 +142,7 @@ where
         "queryStringParameters": query,
         "multiValueQueryStringParameters": multi_query,
         "pathParameters": path_params,
-        "stageVariables": Value::Null,
+        "stageVariables": routed.stage.stage_variables.clone(),
         "requestContext": {
             "accountId": routed.api.account_id,
             "apiId": routed.api.api_id,
