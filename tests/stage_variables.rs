@@ -45,7 +45,7 @@ async fn stage_variables_fill_the_endpoint_path_per_stage() {
     // Not in the host, port or user: 400 naming endpoint_url.
     for url in [
         "http://${stageVariables.host}/x".to_string(),
-        format!("http://127.0.0.1:${{stageVariables.port}}/x"),
+        "http://127.0.0.1:${stageVariables.port}/x".to_string(),
         "http://${stageVariables.user}@127.0.0.1/x".to_string(),
     ] {
         let r = admin
