@@ -235,7 +235,7 @@ async fn restart_keeps_every_committed_object() {
     admin
         .post(&format!("/v1/apis/{a1}/resources/{user}/methods"), &json!({
             "method_type": "GET", "integration_type": "HTTP", "endpoint_url": backend.url("/user/{user-id}"),
-            "api_key_required": false, "query_strings": {"verbose": false}, "request_headers": {"x-trace": true}}))
+            "api_key_required": false, "query_strings": {"verbose": true}, "request_headers": {"x-trace": false}}))
         .await
         .expect(200);
     let function_id = admin
@@ -290,9 +290,9 @@ async fn restart_keeps_every_committed_object() {
     admin.delete(&format!("/v1/apis/{a3}")).await;
 
     let c = data_client();
-    let dev_url = |gw: &Gateway| gw.invoke_url(&a1, "/dev/users/9");
+    let dev_url = |gw: &Gateway| gw.invoke_url(&a1, "/dev/users/9?verbose=1");
     let prod_url = |gw: &Gateway| gw.invoke_url(&a1, "/prod/users");
-    assert!(wait_uri(&c, &dev_url(&gw), "/user/9").await);
+    assert!(wait_uri(&c, &dev_url(&gw), "/user/9?verbose=1").await);
     assert!(wait_uri(&c, &prod_url(&gw), "/list-v2").await);
 
     let old_port = gw.data_port();
@@ -313,7 +313,7 @@ async fn restart_keeps_every_committed_object() {
 
     // the data plane serves the same deployments
     assert!(
-        wait_uri(&c, &dev_url(&gw), "/user/9").await,
+        wait_uri(&c, &dev_url(&gw), "/user/9?verbose=1").await,
         "dev not served after restart; logs:\n{}",
         gw.logs()
     );
@@ -339,7 +339,7 @@ async fn restart_keeps_every_committed_object() {
     let admin = gw.admin();
     let again = dump(&admin).await;
     assert_eq!(again["apis"]["apis"].as_array().unwrap().len(), 3);
-    assert!(wait_uri(&c, &dev_url(&gw), "/user/9").await);
+    assert!(wait_uri(&c, &dev_url(&gw), "/user/9?verbose=1").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
