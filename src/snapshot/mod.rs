@@ -186,22 +186,22 @@ pub fn canary_threshold(percent: f64) -> u64 {
 /// The stage compiled again on its canary deployment: the stage's
 /// settings, the canary's routes and report counters.
 #[allow(clippy::too_many_arguments)]
-fn with_canary(
+fn add_canary(
     api: &ApiState,
     api_id: &str,
     stage: &Stage,
-    mut primary: StageRoutes,
+    primary: &mut StageRoutes,
     functions: &Functions,
     links: &Links<'_>,
     ctx: &BuildContext,
-) -> Arc<StageRoutes> {
+) {
     let Some(c) = &stage.canary else {
-        return Arc::new(primary);
+        return;
     };
     let Some(dep) = api.deployments.get(&c.deployment_id) else {
         tracing::warn!(stage = %stage.name, deployment = %c.deployment_id,
             "canary deployment not found: the stage serves its active deployment only");
-        return Arc::new(primary);
+        return;
     };
     let stats = ctx.stats.as_ref().map(|s| {
         s.stage(
@@ -240,7 +240,6 @@ fn with_canary(
             .as_deref()
             .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
     });
-    Arc::new(primary)
 }
 
 fn deployment_header(id: &str) -> HeaderValue {
@@ -690,62 +689,58 @@ pub fn build_api(
         let stats = ctx.stats.as_ref().map(|s| s.stage(&meta.id, &stage.name));
         stages.insert(
             stage.name.clone(),
-            with_canary(
-                api,
-                &meta.id,
-                stage,
-                StageRoutes {
-                    name: stage.name.clone(),
-                    deployment_id: dep.id.clone(),
-                    deployment_header: deployment_header(&dep.id),
-                    canary: None,
-                    stage_variables: stage_variables_value(stage),
-                    router: compile_deployment(
-                        dep,
-                        stats.as_deref(),
-                        functions,
-                        Some(&links),
-                        &stage.variables,
-                    ),
-                    stats,
-                    acl: compile_acl(api, stage),
-                    cors: StageCors::compile(&stage.cors),
-                    jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),
-                    keys: compile_keys(api, stage),
-                    hide_credentials: stage.hide_credentials,
-                    throttle: stage.throttle.map(|t| {
-                        limiter(
-                            ctx,
-                            format!("{}/{}/{}/{}", meta.id, stage.name, t.rate, t.burst),
-                            t,
-                        )
-                    }),
-                    method_throttles: stage
-                        .method_throttles
-                        .iter()
-                        .filter_map(|m| {
-                            let verb = MethodType::parse(&m.method)?;
-                            let t = Throttle {
-                                rate: m.rate,
-                                burst: m.burst,
-                            };
-                            let id = format!(
-                                "{}/{}/{}/{}/{}/{}",
-                                meta.id, stage.name, m.method, m.path, m.rate, m.burst
-                            );
-                            Some((m.path.clone(), verb, limiter(ctx, id, t)))
-                        })
-                        .collect(),
-                    srn_prefix: format!(
-                        "srn:{}::{}:{}::apigateway:method/{}/{}/",
-                        ctx.srn_offering, meta.account_id, ctx.region, meta.id, stage.name
-                    ),
-                },
-                functions,
-                &links,
-                ctx,
-            ),
+            Arc::new(StageRoutes {
+                name: stage.name.clone(),
+                deployment_id: dep.id.clone(),
+                deployment_header: deployment_header(&dep.id),
+                canary: None,
+                stage_variables: stage_variables_value(stage),
+                router: compile_deployment(
+                    dep,
+                    stats.as_deref(),
+                    functions,
+                    Some(&links),
+                    &stage.variables,
+                ),
+                stats,
+                acl: compile_acl(api, stage),
+                cors: StageCors::compile(&stage.cors),
+                jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),
+                keys: compile_keys(api, stage),
+                hide_credentials: stage.hide_credentials,
+                throttle: stage.throttle.map(|t| {
+                    limiter(
+                        ctx,
+                        format!("{}/{}/{}/{}", meta.id, stage.name, t.rate, t.burst),
+                        t,
+                    )
+                }),
+                method_throttles: stage
+                    .method_throttles
+                    .iter()
+                    .filter_map(|m| {
+                        let verb = MethodType::parse(&m.method)?;
+                        let t = Throttle {
+                            rate: m.rate,
+                            burst: m.burst,
+                        };
+                        let id = format!(
+                            "{}/{}/{}/{}/{}/{}",
+                            meta.id, stage.name, m.method, m.path, m.rate, m.burst
+                        );
+                        Some((m.path.clone(), verb, limiter(ctx, id, t)))
+                    })
+                    .collect(),
+                srn_prefix: format!(
+                    "srn:{}::{}:{}::apigateway:method/{}/{}/",
+                    ctx.srn_offering, meta.account_id, ctx.region, meta.id, stage.name
+                ),
+            }),
         );
+        // The canary: the stage compiled again on its deployment.
+        if let Some(primary) = stages.get_mut(&stage.name).and_then(Arc::get_mut) {
+            add_canary(api, &meta.id, stage, primary, functions, &links, ctx);
+        }
     }
     Some(Arc::new(ApiRoutes {
         api_id: meta.id.clone(),
