@@ -734,4 +734,25 @@ mod tests {
         assert!(!acl.allows("10.0.0.1".parse().unwrap()));
         assert!(!IpAcl::default().allows("127.0.0.1".parse().unwrap()));
     }
+
+    #[test]
+    fn a_domain_picks_the_mapping_by_whole_first_segment() {
+        let t = |api: &str| DomainTarget {
+            api_id: api.into(),
+            stage_name: "dev".into(),
+        };
+        let mut d = DomainRoutes::default();
+        d.paths.insert("v1".into(), t("a"));
+        let pick =
+            |d: &DomainRoutes, p: &'static str| d.select(p).map(|(t, r)| (t.api_id.clone(), r));
+        assert_eq!(pick(&d, "/v1/users/7"), Some(("a".into(), "/users/7")));
+        assert_eq!(pick(&d, "/v1"), Some(("a".into(), "/")));
+        assert_eq!(pick(&d, "/v1/"), Some(("a".into(), "/")));
+        assert_eq!(pick(&d, "/v1x/users"), None);
+        assert_eq!(pick(&d, "/"), None);
+        d.root = Some(t("root"));
+        assert_eq!(pick(&d, "/v1x/users"), Some(("root".into(), "/v1x/users")));
+        assert_eq!(pick(&d, "/"), Some(("root".into(), "/")));
+        assert_eq!(pick(&d, "/v1/users"), Some(("a".into(), "/users")));
+    }
 }
