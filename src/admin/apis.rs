@@ -158,6 +158,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let mut st = app.state.write().await;
     api_of(&st, &caller, &api_id)?;
+    super::domains::refuse_if_mapped(&st, &api_id, None)?;
     let mut changes = vec![Change::DeleteApi(api_id.clone())];
     // Its PrivateLink service is gone: the endpoints that target it (of
     // any account) end in Error, which only Delete leaves.

@@ -37,10 +37,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Component, Path};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 /// Shortest time between two fetches of one auth's key set.
@@ -223,58 +221,13 @@ pub async fn read_file(cfg: &JwksConfig, name: &str) -> Result<Value, String> {
     if cfg.dir.is_empty() {
         return Err("reading JWKS files is off on this gateway (jwks_dir is not set)".into());
     }
-    let rel = Path::new(name);
-    let plain = !name.is_empty()
-        && name.len() <= 1024
-        && !name.contains('\0')
-        && rel.components().all(|c| matches!(c, Component::Normal(_)));
-    if !plain {
-        return Err("must be a file name relative to jwks_dir, without \"..\"".into());
-    }
-    let base = tokio::fs::canonicalize(&cfg.dir).await.map_err(|e| {
-        tracing::warn!(error = %e, "jwks_dir cannot be resolved");
-        "jwks_dir is not usable on this gateway".to_string()
-    })?;
-    let full = tokio::fs::canonicalize(base.join(rel))
-        .await
-        .map_err(|e| io_reason(&e))?;
-    if !full.starts_with(&base) || full == base {
-        return Err("must stay inside jwks_dir (no symlinks out of it)".into());
-    }
-    // Checked before opening too: opening a FIFO would wait for a writer.
-    let meta = tokio::fs::metadata(&full)
-        .await
-        .map_err(|e| io_reason(&e))?;
-    if !meta.is_file() {
-        return Err("is not a regular file".into());
-    }
-    let mut file = tokio::fs::File::open(&full)
-        .await
-        .map_err(|e| io_reason(&e))?;
-    let meta = file.metadata().await.map_err(|e| io_reason(&e))?;
-    if !meta.is_file() {
-        return Err("is not a regular file".into());
-    }
-    let max = cfg.max_bytes.max(1);
-    let mut buf = Vec::new();
-    (&mut file)
-        .take(max as u64 + 1)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| io_reason(&e))?;
-    if buf.len() > max {
-        return Err(format!("is larger than {max} bytes (jwks_max_bytes)"));
-    }
-    parse_json(&buf)
-}
-
-/// An I/O failure without the OS path.
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file in jwks_dir".into(),
-        std::io::ErrorKind::PermissionDenied => "cannot be read (permission denied)".into(),
-        _ => "cannot be read".into(),
-    }
+    let dir = crate::net::confined::Confined {
+        dir: std::path::Path::new(&cfg.dir),
+        setting: "jwks_dir",
+        max_bytes: cfg.max_bytes,
+        max_setting: "jwks_max_bytes",
+    };
+    parse_json(&dir.read(name).await?)
 }
 
 /// Whether a stored `jwks_source` is a URL the refresher fetches.

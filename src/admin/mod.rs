@@ -16,6 +16,7 @@ pub mod apis;
 pub mod auth;
 pub mod auths;
 pub mod deployments;
+pub mod domains;
 pub mod error;
 pub mod extract;
 pub mod functions;
@@ -217,6 +218,19 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/apis/{api_id}/connected-endpoints",
             get(privatelink::list_connected),
+        )
+        .route("/domain-names", get(domains::list).post(domains::create))
+        .route(
+            "/domain-names/{domain_name}",
+            get(domains::show).delete(domains::delete),
+        )
+        .route(
+            "/domain-names/{domain_name}/base-path-mappings",
+            get(domains::list_mappings).post(domains::create_mapping),
+        )
+        .route(
+            "/domain-names/{domain_name}/base-path-mappings/{base_path}",
+            get(domains::show_mapping).delete(domains::delete_mapping),
         )
         .route("/apis", get(apis::list).post(apis::create))
         .route("/apis/{api_id}", get(apis::show).delete(apis::delete))

@@ -145,6 +145,7 @@ pub async fn delete(
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let s = stage_of(a, &stage_name)?;
+    super::domains::refuse_if_mapped(&st, &api_id, Some(&stage_name))?;
     let mut changes = vec![Change::Delete {
         kind: Kind::Stage,
         key: Stage::key(&s.api_id, &s.name),

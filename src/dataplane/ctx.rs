@@ -75,7 +75,8 @@ impl<'a> RequestCtx<'a> {
     }
 
     /// The path the request is routed (and its policy checked) by: the
-    /// request's own, without dot segments.
+    /// request's own, without dot segments (on a custom domain, with its
+    /// base path replaced by the mapped stage: `/{stage}/...`).
     pub fn path<'r>(&'r self, req: &'r Parts) -> &'r str {
         self.normalized_path
             .as_deref()

@@ -25,6 +25,9 @@ pub enum ErrorCode {
     StageNotFound,
     /// 404: no resource of the deployment matches the path.
     ResourceNotFound,
+    /// 404: the host is a custom domain, but none of its base path
+    /// mappings takes the path.
+    BasePathNotFound,
     /// 405, with `Allow` listing the resource's methods.
     MethodNotAllowed { allow: HeaderValue },
     /// 403: the stage's access control does not allow the client address.
@@ -187,6 +190,11 @@ impl ErrorCode {
                 NOT_FOUND,
                 "ResourceNotFound",
                 "No resource matches this path"
+            ),
+            BasePathNotFound => spec!(
+                NOT_FOUND,
+                "BasePathNotFound",
+                "No base path mapping of this domain matches this path"
             ),
             MethodNotAllowed { .. } => spec!(
                 METHOD_NOT_ALLOWED,
@@ -461,6 +469,7 @@ mod tests {
             ApiNotFound,
             StageNotFound,
             ResourceNotFound,
+            BasePathNotFound,
             MethodNotAllowed {
                 allow: HeaderValue::from_static("GET, POST"),
             },

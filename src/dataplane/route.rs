@@ -79,6 +79,48 @@ pub fn api_id_from_host<'a>(host: &'a str, invoke_domain: &str) -> Option<Cow<'a
     })
 }
 
+/// Route a request whose Host is not an invoke host: a custom domain's
+/// base path mapping names the API and stage, and the rest of the path is
+/// routed in that stage as if it had come as `/{stage}{rest}` to the
+/// API's invoke host. Returns that stage-form path too: the filters after
+/// routing (resource policy SRN, function event) read the path as one
+/// that starts with the stage. 404 `ApiNotFound` for a host that is no
+/// custom domain, `BasePathNotFound` for a path no mapping takes.
+pub fn route_domain(
+    snap: &Snapshot,
+    host: &str,
+    invoke_domain: &str,
+    method: &http::Method,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<(Routed, String), ErrorCode> {
+    if snap.domains.is_empty() {
+        return Err(ErrorCode::ApiNotFound);
+    }
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let domain = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        snap.domains.get(&host.to_ascii_lowercase())
+    } else {
+        snap.domains.get(host)
+    }
+    .ok_or(ErrorCode::ApiNotFound)?;
+    let (target, rest) = domain.select(path).ok_or(ErrorCode::BasePathNotFound)?;
+    let stage_path = if rest == "/" {
+        format!("/{}", target.stage_name)
+    } else {
+        format!("/{}{rest}", target.stage_name)
+    };
+    let api_host = format!("{}.{invoke_domain}", target.api_id);
+    // The mapped API or stage may be gone (a hand-edited store): 404
+    // ApiNotFound / StageNotFound as on the invoke host.
+    let routed = route(snap, &api_host, invoke_domain, method, &stage_path, headers)?;
+    Ok((routed, stage_path))
+}
+
 /// RFC 3986 §5.2.4 dot-segment removal on a request path: `.` segments go,
 /// `..` removes the segment before it (never above the root). Borrowed
 /// when the path has none (the common case costs one scan for "/.").

@@ -12,6 +12,8 @@
 //!
 //! May import: nothing of the gateway (std, tokio, bytes, libc).
 
+pub mod confined;
+
 use bytes::BytesMut;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -79,6 +79,71 @@ impl BuildContext {
 #[derive(Default)]
 pub struct Snapshot {
     pub apis: FastMap<String, Arc<ApiRoutes>>,
+    /// Custom domain names (lower case, no trailing dot) and their base
+    /// path mappings; looked up only for hosts not under the invoke domain.
+    pub domains: FastMap<String, Arc<DomainRoutes>>,
+}
+
+/// The base path mappings of one custom domain. Targets are named, not
+/// compiled: a request resolves the API and stage in [`Snapshot::apis`],
+/// so rebuilding an API never touches the domain map (and a mapping whose
+/// API or stage is gone is simply not routable).
+#[derive(Debug, Default)]
+pub struct DomainRoutes {
+    /// By base path (one segment).
+    pub paths: FastMap<Box<str>, DomainTarget>,
+    /// The "" mapping: every request no other base path takes.
+    pub root: Option<DomainTarget>,
+}
+
+/// An API stage a base path is mapped to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainTarget {
+    pub api_id: String,
+    pub stage_name: String,
+}
+
+impl DomainRoutes {
+    /// The mapping for a request path (as routed: starting with `/`), and
+    /// the path left after its base path (`/` when nothing is left).
+    pub fn select<'p>(&self, path: &'p str) -> Option<(&DomainTarget, &'p str)> {
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let (first, sub) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if !first.is_empty() {
+            if let Some(t) = self.paths.get(first) {
+                return Some((t, sub));
+            }
+        }
+        self.root.as_ref().map(|t| (t, path))
+    }
+}
+
+/// The domain map of the snapshot, from the stored domains and mappings.
+pub fn build_domains(state: &State) -> FastMap<String, Arc<DomainRoutes>> {
+    let mut out: FastMap<String, DomainRoutes> = FastMap::default();
+    for d in state.domain_names.keys() {
+        out.insert(d.clone(), DomainRoutes::default());
+    }
+    for m in state.base_path_mappings.values() {
+        let Some(routes) = out.get_mut(&m.domain_name) else {
+            continue;
+        };
+        let target = DomainTarget {
+            api_id: m.api_id.clone(),
+            stage_name: m.stage_name.clone(),
+        };
+        if m.base_path.is_empty() {
+            routes.root = Some(target);
+        } else {
+            routes
+                .paths
+                .insert(m.base_path.clone().into_boxed_str(), target);
+        }
+    }
+    out.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()
 }
 
 pub struct ApiRoutes {
@@ -777,7 +842,10 @@ pub struct Published {
 
 impl Published {
     pub fn new(state: &State, ctx: BuildContext) -> Self {
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            domains: build_domains(state),
+            ..Default::default()
+        };
         for (id, a) in &state.apis {
             if let Some(r) = build_api(a, &state.functions, &state.privatelink_endpoints, &ctx) {
                 snap.apis.insert(id.clone(), r);
@@ -801,6 +869,12 @@ impl Published {
     /// other API's routes with the current one. One writer at a time: the
     /// publisher task ([`publisher`]) is the only caller once serving.
     pub fn republish(&self, state: &State, api_ids: &[String]) {
+        self.republish_with_domains(state, api_ids, false)
+    }
+
+    /// [`Self::republish`], and the domain map rebuilt when `domains`
+    /// (else shared with the current snapshot).
+    pub fn republish_with_domains(&self, state: &State, api_ids: &[String], domains: bool) {
         let old = self.current.load();
         let mut apis = old.apis.clone();
         for id in api_ids {
@@ -815,7 +889,12 @@ impl Published {
                 }
             }
         }
-        self.current.store(Arc::new(Snapshot { apis }));
+        let domains = if domains {
+            build_domains(state)
+        } else {
+            old.domains.clone()
+        };
+        self.current.store(Arc::new(Snapshot { apis, domains }));
     }
 }
 
@@ -830,5 +909,26 @@ mod tests {
         assert!(acl.allows("::ffff:127.0.0.2".parse().unwrap()));
         assert!(!acl.allows("10.0.0.1".parse().unwrap()));
         assert!(!IpAcl::default().allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_domain_picks_the_mapping_by_whole_first_segment() {
+        let t = |api: &str| DomainTarget {
+            api_id: api.into(),
+            stage_name: "dev".into(),
+        };
+        let mut d = DomainRoutes::default();
+        d.paths.insert("v1".into(), t("a"));
+        let pick =
+            |d: &DomainRoutes, p: &'static str| d.select(p).map(|(t, r)| (t.api_id.clone(), r));
+        assert_eq!(pick(&d, "/v1/users/7"), Some(("a".into(), "/users/7")));
+        assert_eq!(pick(&d, "/v1"), Some(("a".into(), "/")));
+        assert_eq!(pick(&d, "/v1/"), Some(("a".into(), "/")));
+        assert_eq!(pick(&d, "/v1x/users"), None);
+        assert_eq!(pick(&d, "/"), None);
+        d.root = Some(t("root"));
+        assert_eq!(pick(&d, "/v1x/users"), Some(("root".into(), "/v1x/users")));
+        assert_eq!(pick(&d, "/"), Some(("root".into(), "/")));
+        assert_eq!(pick(&d, "/v1/users"), Some(("a".into(), "/users")));
     }
 }

@@ -79,11 +79,13 @@ async fn run(
 ) {
     let mut at = *version.borrow();
     let mut touched: Vec<String> = Vec::new();
+    let mut domains = false;
     while let Some(first) = feed.recv().await {
         // Batches that queued meanwhile go out in the same snapshot.
         let mut next = Some(first);
         while let Some(batch) = next {
             if batch.version > at {
+                domains |= batch.changes.iter().any(|c| c.touches_domains());
                 for id in state.apply(&batch.changes) {
                     if !touched.contains(&id) {
                         touched.push(id);
@@ -101,9 +103,10 @@ async fn run(
         }
         // A batch may touch no API (a function no method uses): nothing
         // to rebuild, but its writer still waits on the version.
-        if !touched.is_empty() {
-            published.republish(&state, &touched);
+        if !touched.is_empty() || domains {
+            published.republish_with_domains(&state, &touched, domains);
             touched.clear();
+            domains = false;
         }
         version.send_replace(at);
     }

@@ -467,6 +467,44 @@ pub struct PrivatelinkEndpoint {
     pub modified_at: String,
 }
 
+/// A custom domain name (an extension beside the SCP operations, after
+/// AWS's domain names): requests whose Host is this name are routed by
+/// its base path mappings. Account-scoped, not under an API: stored with
+/// an empty `api_id`; the name itself is the key (unique across accounts).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DomainName {
+    /// Lower case, no trailing dot.
+    pub domain_name: String,
+    pub account_id: String,
+    /// Certificate chain (PEM), a name under `tls.cert_dir`.
+    #[serde(default)]
+    pub certificate_file: Option<String>,
+    /// Its private key (PEM), a name under `tls.cert_dir`.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    pub created_at: String,
+}
+
+/// A base path of a custom domain mapped to a stage of an API.
+/// Account-scoped (its domain's): stored with an empty `api_id`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BasePathMapping {
+    pub domain_name: String,
+    /// One path segment, or "" for the requests no other mapping takes.
+    pub base_path: String,
+    pub account_id: String,
+    pub api_id: String,
+    pub stage_name: String,
+    pub created_at: String,
+}
+
+impl BasePathMapping {
+    /// `{domain}/{base path}` (a domain name holds no `/`).
+    pub fn key(domain_name: &str, base_path: &str) -> String {
+        format!("{domain_name}/{base_path}")
+    }
+}
+
 impl Api {
     /// The PrivateLink service id of a PRIVATE API: derived from its id
     /// (32 hex characters), so nothing new is stored on the API.
@@ -495,6 +533,8 @@ pub enum Entity {
     ApiKey(ApiKey),
     Function(Function),
     PrivatelinkEndpoint(PrivatelinkEndpoint),
+    DomainName(DomainName),
+    BasePathMapping(BasePathMapping),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -511,10 +551,12 @@ pub enum Kind {
     ApiKey,
     Function,
     PrivatelinkEndpoint,
+    DomainName,
+    BasePathMapping,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Function,
         Kind::PrivatelinkEndpoint,
         Kind::UsagePlan,
@@ -527,6 +569,8 @@ impl Kind {
         Kind::AccessControl,
         Kind::Auth,
         Kind::ResourcePolicy,
+        Kind::DomainName,
+        Kind::BasePathMapping,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -542,6 +586,8 @@ impl Kind {
             Kind::ApiKey => "api_key",
             Kind::Function => "function",
             Kind::PrivatelinkEndpoint => "privatelink_endpoint",
+            Kind::DomainName => "domain_name",
+            Kind::BasePathMapping => "base_path_mapping",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -564,6 +610,8 @@ impl Entity {
             Entity::ApiKey(_) => Kind::ApiKey,
             Entity::Function(_) => Kind::Function,
             Entity::PrivatelinkEndpoint(_) => Kind::PrivatelinkEndpoint,
+            Entity::DomainName(_) => Kind::DomainName,
+            Entity::BasePathMapping(_) => Kind::BasePathMapping,
         }
     }
     /// Unique key within its kind.
@@ -581,6 +629,8 @@ impl Entity {
             Entity::ApiKey(k) => k.id.clone(),
             Entity::Function(f) => f.id.clone(),
             Entity::PrivatelinkEndpoint(e) => e.id.clone(),
+            Entity::DomainName(d) => d.domain_name.clone(),
+            Entity::BasePathMapping(m) => BasePathMapping::key(&m.domain_name, &m.base_path),
         }
     }
     pub fn api_id(&self) -> &str {
@@ -597,6 +647,7 @@ impl Entity {
             Entity::ApiKey(k) => &k.api_id,
             // Not under an API.
             Entity::Function(_) | Entity::PrivatelinkEndpoint(_) => "",
+            Entity::DomainName(_) | Entity::BasePathMapping(_) => "",
         }
     }
     pub fn to_json(&self) -> serde_json::Result<String> {
@@ -613,6 +664,8 @@ impl Entity {
             Entity::ApiKey(x) => serde_json::to_string(x),
             Entity::Function(x) => serde_json::to_string(x),
             Entity::PrivatelinkEndpoint(x) => serde_json::to_string(x),
+            Entity::DomainName(x) => serde_json::to_string(x),
+            Entity::BasePathMapping(x) => serde_json::to_string(x),
         }
     }
     pub fn from_json(kind: Kind, body: &str) -> serde_json::Result<Entity> {
@@ -629,6 +682,8 @@ impl Entity {
             Kind::ApiKey => Entity::ApiKey(serde_json::from_str(body)?),
             Kind::Function => Entity::Function(serde_json::from_str(body)?),
             Kind::PrivatelinkEndpoint => Entity::PrivatelinkEndpoint(serde_json::from_str(body)?),
+            Kind::DomainName => Entity::DomainName(serde_json::from_str(body)?),
+            Kind::BasePathMapping => Entity::BasePathMapping(serde_json::from_str(body)?),
         })
     }
 }
@@ -648,6 +703,17 @@ pub enum Change {
 }
 
 impl Change {
+    /// Whether the change is to a custom domain or a base path mapping
+    /// (the snapshot's domain map is rebuilt after it).
+    pub fn touches_domains(&self) -> bool {
+        match self {
+            Change::Put(e) => matches!(e.kind(), Kind::DomainName | Kind::BasePathMapping),
+            Change::Delete { kind, .. } => {
+                matches!(kind, Kind::DomainName | Kind::BasePathMapping)
+            }
+            Change::DeleteApi(_) => false,
+        }
+    }
     pub fn api_id(&self) -> &str {
         match self {
             Change::Put(e) => e.api_id(),

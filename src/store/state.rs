@@ -107,6 +107,11 @@ pub struct State {
     pub functions: BTreeMap<String, Function>,
     /// PrivateLink endpoints by id (account-scoped, not under an API).
     pub privatelink_endpoints: BTreeMap<String, PrivatelinkEndpoint>,
+    /// Custom domain names by name (account-scoped, not under an API).
+    pub domain_names: BTreeMap<String, DomainName>,
+    /// Base path mappings by [`BasePathMapping::key`]: a domain's are
+    /// adjacent, in base path order.
+    pub base_path_mappings: BTreeMap<String, BasePathMapping>,
 }
 
 impl State {
@@ -230,7 +235,38 @@ impl State {
         touched
     }
 
+    /// The base path mappings of a domain, in base path order.
+    pub fn mappings_of<'a>(
+        &'a self,
+        domain_name: &'a str,
+    ) -> impl Iterator<Item = &'a BasePathMapping> + 'a {
+        self.base_path_mappings
+            .range(BasePathMapping::key(domain_name, "")..)
+            .take_while(move |(_, m)| m.domain_name == domain_name)
+            .map(|(_, m)| m)
+    }
+
+    /// The base path mappings to an API (to one of its stages if given).
+    pub fn mappings_to<'a>(
+        &'a self,
+        api_id: &'a str,
+        stage_name: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a BasePathMapping> + 'a {
+        self.base_path_mappings
+            .values()
+            .filter(move |m| m.api_id == api_id && stage_name.is_none_or(|s| m.stage_name == s))
+    }
+
     fn put(&mut self, e: Entity) {
+        if let Entity::DomainName(d) = e {
+            self.domain_names.insert(d.domain_name.clone(), d);
+            return;
+        }
+        if let Entity::BasePathMapping(m) = e {
+            let key = BasePathMapping::key(&m.domain_name, &m.base_path);
+            self.base_path_mappings.insert(key, m);
+            return;
+        }
         if let Entity::Function(f) = e {
             self.functions.insert(f.id.clone(), f);
             return;
@@ -268,10 +304,19 @@ impl State {
                 a.api_keys.insert(x.id.clone(), x);
             }
             Entity::Function(_) | Entity::PrivatelinkEndpoint(_) => {}
+            Entity::DomainName(_) | Entity::BasePathMapping(_) => {}
         }
     }
 
     fn delete(&mut self, kind: Kind, key: &str, api_id: &str) {
+        if kind == Kind::DomainName {
+            self.domain_names.remove(key);
+            return;
+        }
+        if kind == Kind::BasePathMapping {
+            self.base_path_mappings.remove(key);
+            return;
+        }
         if kind == Kind::Function {
             self.functions.remove(key);
             return;
@@ -319,6 +364,7 @@ impl State {
                 a.api_keys.remove(key);
             }
             Kind::Function | Kind::PrivatelinkEndpoint => {}
+            Kind::DomainName | Kind::BasePathMapping => {}
         }
     }
 }

@@ -3,11 +3,13 @@
 //! stage's deployment (see [`crate::dataplane::route`]). The path is routed
 //! with its dot segments removed; path parameters may not smuggle
 //! separators (400 `InvalidPathParameter`). A request with two Host headers,
-//! or an HTTP/1.1 one with none, is a 400 `BadRequest`.
+//! or an HTTP/1.1 one with none, is a 400 `BadRequest`. A host that is no
+//! invoke host may be a custom domain: routed by its base path mappings,
+//! after which the request's path is the stage-form one (`/{stage}/...`).
 
 use super::{ErrorCode, Flow, RequestCtx, RequestFilter};
 use crate::dataplane::error::BadRequest;
-use crate::dataplane::route::{check_params, normalize_path, route};
+use crate::dataplane::route::{check_params, normalize_path, route, route_domain};
 use http::request::Parts;
 use http::HeaderValue;
 use std::borrow::Cow;
@@ -24,16 +26,36 @@ impl RequestFilter for Route {
         // published meanwhile.
         let snap = ctx.gw.snapshot().load_full();
         let host_str = host.to_str().map_err(|_| ErrorCode::ApiNotFound)?;
-        let routed = route(
+        let mut stage_path = None;
+        let routed = match route(
             &snap,
             host_str,
             &ctx.gw.invoke_domain,
             &req.method,
             &path,
             &req.headers,
-        )?;
+        ) {
+            // Not an API's invoke host: perhaps a custom domain (looked up
+            // only now, so invoke hosts pay nothing for it).
+            Err(ErrorCode::ApiNotFound) => {
+                let (routed, p) = route_domain(
+                    &snap,
+                    host_str,
+                    &ctx.gw.invoke_domain,
+                    &req.method,
+                    &path,
+                    &req.headers,
+                )?;
+                stage_path = Some(p);
+                routed
+            }
+            r => r?,
+        };
         if let Cow::Owned(p) = path {
             ctx.normalized_path = Some(p);
+        }
+        if stage_path.is_some() {
+            ctx.normalized_path = stage_path;
         }
         ctx.host = Some(host);
         let routed = ctx.routed.insert(routed);
