@@ -570,3 +570,114 @@ async fn h2load_over_tls_with_100_streams_per_connection_has_no_errors() {
     assert!(text.contains("status codes: 2000 2xx"), "{text}");
     assert_eq!(backend.count(), before + 2000);
 }
+
+/// HTTP/2 frame: 9-byte header and payload (RFC 9113 §4.1).
+fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_over_tls_is_cut_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let default = pki.leaf("default", "apigw-default", &[&format!("*.{INVOKE_DOMAIN}")]);
+    let gw = start(&tls_settings(&default, &[]));
+    let addr = tls_addr(&gw);
+    let backend = Backend::start("tls");
+    let api = deployed_api(
+        &gw,
+        "tls-rapid",
+        &[("rapid", "GET", &backend.url("/rapid"))],
+    )
+    .await;
+    let host = invoke_host(&api);
+    let before = backend.count();
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("ca") {
+        roots.add(c.expect("ca pem")).expect("add ca");
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from(host.clone()).expect("name"), tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // What the gateway sends: GOAWAY (type 7) or the end of the connection.
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 16 * 1024];
+        let mut goaway = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut b)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&b[..n]),
+                _ => return (goaway, true),
+            }
+            while buf.len() >= 9 {
+                let len =
+                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                if buf[3] == 0x7 {
+                    goaway = true;
+                }
+                buf.drain(..9 + len);
+            }
+            if goaway {
+                return (true, false);
+            }
+        }
+    });
+    // HPACK: :method GET, :scheme https (static), :path and :authority
+    // literals with indexed names, not added to the table.
+    let mut block = vec![0x82, 0x87, 0x04, 10];
+    block.extend_from_slice(b"/dev/rapid");
+    block.push(0x01);
+    block.push(host.len() as u8);
+    block.extend_from_slice(host.as_bytes());
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    let _ = wr.write_all(&out).await;
+    const STREAMS: u32 = 5_000;
+    let mut opened = 0u32;
+    'send: while opened < STREAMS {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            let id = 2 * opened + 1;
+            batch.extend(h2_frame(0x1, 0x1 | 0x4, id, &block));
+            batch.extend(h2_frame(0x3, 0, id, &0x8u32.to_be_bytes()));
+            opened += 1;
+        }
+        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
+            break 'send;
+        }
+    }
+    let (goaway, ended) = reader.await.expect("reader");
+    assert!(
+        goaway || ended,
+        "{opened} streams opened and reset over TLS and the connection went on"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let forwarded = backend.count() - before;
+    assert!(
+        forwarded <= 128,
+        "{forwarded} of {opened} reset streams reached the backend"
+    );
+    // Others are still served, over TLS h2.
+    let c = curl("--http2", &pki, &host, addr, "/dev/rapid", None);
+    assert_eq!(c.status, 200, "{}", c.verbose);
+}
