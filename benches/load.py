@@ -37,6 +37,19 @@ Arrangements (--arrangements, default both):
          to core 1 at start, one worker/thread each; 50 and 256 connections.
   free2  nothing pinned, two workers/threads per proxy, wrk -t2; 256 connections.
 
+Sections (--sections, default plain,tls,h2):
+  plain  the table above (HTTP/1.1 over TCP).
+  tls    HTTPS with wrk, apigw's TLS listener (bench-plain API) against
+         nginx-tls (nginx terminating TLS with the same certificate, proxying
+         to the backend with upstream keepalive, IP allow 127.0.0.0/8, the
+         same as bench-plain's access control; config generated into the temp
+         workdir, 8443): keep-alive requests/s, and new handshakes/s (wrk with
+         `Connection: close`: every request is a new TCP connection and a full
+         TLS handshake). Certificate: a self-signed ECDSA P-256 one made by the
+         openssl CLI for *.apigw.localhost, used by both.
+  h2     HTTP/2 over TLS (ALPN h2) with h2load, 8 connections x 100 concurrent
+         streams, apigw's TLS listener against nginx-tls (`listen ... ssl http2`).
+
 Raw wrk output, the table (table.md) and a JSON summary go to
 benches/results/<timestamp>/ (git-ignored). Only processes this script
 started are stopped (tracked by PID).
@@ -84,6 +97,7 @@ ORIGIN = "http://bench.example"
 NGINX_GW_KEY = "bench-key-0001-aaaaaaaaaaaaaaaaaaaa"
 
 BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT = 9001, 8081, 8082, 8083, 8084
+TLS_PORT = 8443
 
 # Row order of the table (and of round 0; later rounds rotate it).
 TARGETS = ["backend", "tcp-relay", "nginx-proxy", "haproxy", "apigw-plain", "nginx-gateway",
@@ -97,6 +111,19 @@ LABELS = {
     "nginx-gateway": "nginx-gateway",
     "apigw-full": "apigw full pipeline",
 }
+# The TLS section's targets (wrk over https) and the h2 section's (h2load).
+TLS_TARGETS = ["nginx-tls", "apigw-tls", "nginx-tls-new", "apigw-tls-new"]
+H2_TARGETS = ["nginx-h2", "apigw-h2"]
+LABELS.update({
+    "nginx-tls": "nginx-tls keep-alive",
+    "apigw-tls": "apigw tls keep-alive",
+    "nginx-tls-new": "nginx-tls new handshakes",
+    "apigw-tls-new": "apigw tls new handshakes",
+    "nginx-h2": "nginx-tls h2 (h2load)",
+    "apigw-h2": "apigw tls h2 (h2load)",
+})
+H2_CONNS, H2_STREAMS = 8, 100
+SECTIONS = ("plain", "tls", "h2")
 ARRANGEMENTS = {
     # name: (workers per proxy, wrk threads, pinned, default connection counts)
     "pin1": (1, 1, True, [50, 256]),
@@ -460,7 +487,9 @@ class Setup:
     def start(self):
         a = self.args
         peers = a.peers
-        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT):
+        tls_on = bool({"tls", "h2"} & a.sections)
+        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT) + \
+                ((TLS_PORT,) if tls_on else ()):
             if port_in_use(port):
                 die(f"port {port} is already in use by something this script did not start")
         self.pids["backend"] = self.nginx("backend", os.path.join(peers, "backend.conf"),
@@ -516,10 +545,18 @@ backend be_relay
         wait_port(RELAY_PORT, p, "tcp-relay")
         self.pids["tcp-relay"] = p
 
+        if tls_on:
+            self.cert, self.key = make_certificate(self.work)
+            self.pids["nginx-tls"] = self.nginx_tls()
+
         # apigw on free ports with a temp SQLite file.
         gdir = os.path.join(self.work, "apigw")
         os.makedirs(gdir)
         toml = os.path.join(gdir, "apigw.toml")
+        tls_settings = ""
+        if tls_on:
+            tls_settings = (f'tls_listen = "127.0.0.1:0"\ntls_cert_file = "{self.cert}"\n'
+                            f'tls_key_file = "{self.key}"\n')
         with open(toml, "w") as f:
             f.write(f'''data_listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -529,7 +566,7 @@ region = "{REGION}"
 srn_offering = "{OFFERING}"
 log = "warn"
 worker_threads = {self.workers}
-
+{tls_settings}
 [[credentials]]
 access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
@@ -544,6 +581,10 @@ account_id = "{ACCOUNT_ID}"
             die(f"unexpected apigw line: {line!r}")
         data, admin_addr = m.group(1), m.group(2)
         self.apigw_port = int(data.rsplit(":", 1)[1])
+        m = re.search(r"tls=(\S+)", line)
+        if tls_on and not m:
+            die(f"apigw printed no tls= address: {line!r}")
+        self.apigw_tls_port = int(m.group(1).rsplit(":", 1)[1]) if m else None
         self.pids["apigw"] = p
         cfg = configure_apigw(Admin(f"http://{admin_addr}"))
         self.apigw_cfg = cfg
@@ -566,12 +607,80 @@ account_id = "{ACCOUNT_ID}"
             "apigw-plain": (f"http://127.0.0.1:{port}/plain/plain",
                             [f"Host: {cfg['plain_api']}.{INVOKE_DOMAIN}:{port}"]),
         }
+        if tls_on:
+            tport = self.apigw_tls_port
+            ahost = f"{cfg['plain_api']}.{INVOKE_DOMAIN}"
+            close = ["Connection: close"]
+            self.targets.update({
+                "nginx-tls": (f"https://127.0.0.1:{TLS_PORT}/", []),
+                "apigw-tls": (f"https://127.0.0.1:{tport}/plain/plain", [f"Host: {ahost}:{tport}"]),
+                "nginx-tls-new": (f"https://127.0.0.1:{TLS_PORT}/", close),
+                "apigw-tls-new": (f"https://127.0.0.1:{tport}/plain/plain",
+                                  [f"Host: {ahost}:{tport}"] + close),
+                "nginx-h2": (f"https://127.0.0.1:{TLS_PORT}/", []),
+                "apigw-h2": (f"https://127.0.0.1:{tport}/plain/plain", [f":authority: {ahost}"]),
+            })
         self.proxy_of = {
             "backend": None, "nginx-proxy": self.pids["nginx-proxy"],
             "haproxy": self.pids["haproxy"], "nginx-gateway": self.pids["nginx-gateway"],
             "tcp-relay": self.pids["tcp-relay"],
             "apigw-full": self.pids["apigw"], "apigw-plain": self.pids["apigw"],
         }
+        for t in TLS_TARGETS + H2_TARGETS:
+            self.proxy_of[t] = self.pids["apigw"] if t.startswith("apigw") else self.pids.get("nginx-tls")
+
+    def nginx_tls(self):
+        """nginx terminating TLS (1.2 and 1.3, h2 and http/1.1) with apigw's
+        certificate, proxying to the backend as nginx-proxy does."""
+        prefix = os.path.join(self.work, "nginx-tls")
+        os.makedirs(os.path.join(prefix, "tmp"))
+        conf = os.path.join(prefix, "nginx-tls.conf")
+        with open(conf, "w") as f:
+            f.write(f"""# generated by benches/load.py: nginx-proxy's proxying behind TLS
+error_log stderr warn;
+worker_rlimit_nofile 65536;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    server_tokens off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path tmp/client_body;
+    proxy_temp_path       tmp/proxy;
+    fastcgi_temp_path     tmp/fastcgi;
+    uwsgi_temp_path       tmp/uwsgi;
+    scgi_temp_path        tmp/scgi;
+    upstream backend {{
+        server 127.0.0.1:{BACKEND_PORT};
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }}
+    server {{
+        listen 127.0.0.1:{TLS_PORT} ssl http2 backlog=4096;
+        ssl_certificate     {self.cert};
+        ssl_certificate_key {self.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        http2_max_concurrent_streams 128;
+        allow 127.0.0.0/8;
+        deny  all;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+""")
+        shutil.copy(conf, os.path.join(self.outdir, f"{self.arr}-nginx-tls.conf"))
+        g = f"daemon off; worker_processes {self.workers}; pid {prefix}/nginx.pid;"
+        p = self.procs.start("nginx-tls", self.pin([which("nginx"), "-p", prefix + "/", "-c", conf,
+                                                   "-e", "stderr", "-g", g]),
+                             stderr=self.logfile("nginx-tls"))
+        wait_port(TLS_PORT, p, "nginx-tls")
+        return p
 
     def read_listening(self, p):
         result = {}
@@ -619,7 +728,7 @@ account_id = "{ACCOUNT_ID}"
 # ---------------------------------------------------------------------------
 
 def curl(url, headers):
-    argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-w", "%{http_code}", "--max-time", "5"]
+    argv = ["curl", "-sS", "-k", "-o", "/dev/null", "-D", "-", "-w", "%{http_code}", "--max-time", "5"]
     for h in headers:
         argv += ["-H", h]
     r = subprocess.run(argv + [url], capture_output=True, text=True)
@@ -654,6 +763,17 @@ def check_targets(setup):
         code, _ = curl(url, hs)
         if code != want:
             failed.append(f"apigw-full {what}: HTTP {code}, expected {want}")
+    for t in TLS_TARGETS:
+        if t in setup.targets:
+            url, headers = setup.targets[t]
+            code, _ = curl(url, headers)
+            if code != "200":
+                failed.append(f"{t}: HTTP {code} from {url}")
+    for t in H2_TARGETS:
+        if t in setup.targets:
+            r = run_h2load(setup, t, 1, 1, 0, requests=10)
+            if r["errors"] or r["requests"] != 10:
+                failed.append(f"{t}: h2load: {r['errors']} errors of 10 (ALPN {r['alpn']})")
     if failed:
         for f in failed:
             print(f"load.py: check failed: {f}", file=sys.stderr)
@@ -714,6 +834,106 @@ def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
         "backend_us_per_req": backend_us, "client_us_per_req": client_us, "core_busy_pct": core_busy,
         "other_cpu_pct": other,
     }
+
+
+def make_certificate(workdir):
+    """A self-signed ECDSA P-256 certificate for *.apigw.localhost (and
+    localhost), for apigw and nginx-tls alike."""
+    cert, key = os.path.join(workdir, "bench-cert.pem"), os.path.join(workdir, "bench-key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-subj", "/CN=apigw-bench", "-days", "7", "-addext",
+                        f"subjectAltName=DNS:*.{INVOKE_DOMAIN},DNS:localhost"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        die(f"openssl could not make the bench certificate: {r.stderr.strip()}")
+    return cert, key
+
+
+def run_h2load(setup, target, conns, streams, seconds, raw_path=None, requests=None, threads=1):
+    """h2load over TLS; `requests` instead of a duration for checks."""
+    url, headers = setup.targets[target]
+    argv = ["taskset", "-c", "0"] if setup.pinned else []
+    argv += [which("h2load"), f"-c{conns}", f"-m{streams}", f"-t{threads}"]
+    argv += [f"-n{requests}"] if requests else [f"-D{seconds}", "--warm-up-time=1"]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(url)
+    pids = setup.proxy_pids(target)
+    backend = setup.backend_pids()
+    ours = setup.all_pids()
+    c0, o0, w0, (b0, t0) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
+    k0, cores0 = cpu_ticks(backend), core_ticks()
+    r = subprocess.run(argv, capture_output=True, text=True)
+    c1, o1, w1, (b1, t1) = cpu_ticks(pids), cpu_ticks(ours), children_ticks(), machine_ticks()
+    k1, cores1 = cpu_ticks(backend), core_ticks()
+    if raw_path:
+        with open(raw_path, "w") as f:
+            f.write("$ " + shlex.join(argv) + "\n" + r.stdout)
+            if r.stderr:
+                f.write("--- stderr\n" + r.stderr)
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", r.stdout)
+    q = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", r.stdout)
+    if not m or not q:
+        die(f"h2load failed on {target} (exit {r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+    alpn = re.search(r"Application protocol: (\S+)", r.stdout)
+    codes = re.search(r"status codes: (\d+) 2xx", r.stdout)
+    done = int(q.group(2))
+    ok2xx = int(codes.group(1)) if codes else 0
+    # The mean of "time for request" (h2load prints no percentiles).
+    lat = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", r.stdout)
+
+    def ms(v):
+        for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+            if v.endswith(unit):
+                return float(v[:-len(unit)]) * f
+        return 0.0
+
+    mean_ms = ms(lat.group(3)) if lat else 0.0
+    core_busy = [(bb1 - bb0) / max(1, tt1 - tt0) * 100
+                 for (bb0, tt0), (bb1, tt1) in zip(cores0, cores1)]
+    other = max(0.0, (b1 - b0) - (o1 - o0) - (w1 - w0)) / max(1, t1 - t0) * 100
+    errors = int(q.group(4)) + int(q.group(5)) + int(q.group(6)) + (done - ok2xx)
+    return {
+        "requests": done, "rps": float(m.group(1)), "p50_ms": mean_ms, "p90_ms": mean_ms,
+        "p99_ms": ms(lat.group(2)) if lat else 0.0, "max_ms": ms(lat.group(2)) if lat else 0.0,
+        "errors": errors, "non2xx": done - ok2xx, "socket_errors": int(q.group(5)),
+        "cpu_us_per_req": (c1 - c0) / CLK_TCK * 1e6 / done if pids and done else None,
+        "backend_us_per_req": (k1 - k0) / CLK_TCK * 1e6 / done if done else None,
+        "client_us_per_req": (w1 - w0) / CLK_TCK * 1e6 / done if done else None,
+        "core_busy_pct": core_busy, "other_cpu_pct": other,
+        "alpn": alpn.group(1) if alpn else "none",
+    }
+
+
+def tls_table(results):
+    """The TLS and HTTP/2 sections: apigw against nginx-tls, same run."""
+    lines = ["| arrangement | target | conns | rps median | rps min | rps max | p50 ms | p99 ms "
+             "| proxy CPU µs/req | errors | apigw / nginx rps | apigw / nginx CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pairs = {"apigw-tls": "nginx-tls", "apigw-tls-new": "nginx-tls-new", "apigw-h2": "nginx-h2"}
+    for (arr, conns), per in results.items():
+        for t in TLS_TARGETS + H2_TARGETS:
+            if t not in per:
+                continue
+            s = per[t]
+            cpu = "—" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:.1f}"
+            ratio, cratio = "", ""
+            peer = per.get(pairs.get(t, ""))
+            if peer:
+                ratio = f"{s['rps_median'] / max(1e-9, peer['rps_median']):.2f}"
+                if s["cpu_us_per_req"] and peer["cpu_us_per_req"]:
+                    cratio = f"{s['cpu_us_per_req'] / peer['cpu_us_per_req']:.2f}"
+            c = f"{H2_CONNS}x{H2_STREAMS}" if t in H2_TARGETS else str(conns)
+            lines.append(f"| {arr} | {LABELS[t]} | {c} | {fmt_int(s['rps_median'])} | "
+                         f"{fmt_int(s['rps_min'])} | {fmt_int(s['rps_max'])} | {s['p50_ms']:.2f} | "
+                         f"{s['p99_ms']:.2f} | {cpu} | {s['errors']:,} | {ratio} | {cratio} |")
+    lines.append("")
+    lines.append("h2 rows: h2load prints no percentiles: 'p50' is the mean time per request, "
+                 "'p99' the max. 'new handshakes' rows: wrk with Connection: close, so rps = "
+                 "new TCP connections + full TLS handshakes per second.")
+    return "\n".join(lines)
 
 
 def summarize(runs):
@@ -871,6 +1091,9 @@ def main():
     ap.add_argument("--wait-idle", type=int, default=60,
                     help="before each arrangement/connection block, wait up to this many seconds for "
                          "the machine to be < 10%% busy [60]")
+    ap.add_argument("--sections", default="plain,tls,h2",
+                    help="comma list of plain (HTTP/1.1 table), tls (wrk over https: keep-alive and "
+                         "new handshakes, apigw vs nginx-tls), h2 (h2load over TLS) [all]")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release first")
     ap.add_argument("--no-install", action="store_true", help="never apt-get install")
     ap.add_argument("--results", default=os.path.join(REPO, "benches", "results"),
@@ -880,6 +1103,10 @@ def main():
     duration = args.duration or (3 if args.quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     arrangements = [a.strip() for a in args.arrangements.split(",") if a.strip()]
+    args.sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    for x in args.sections:
+        if x not in SECTIONS:
+            die(f"unknown section {x!r} ({', '.join(SECTIONS)})")
     for a in arrangements:
         if a not in ARRANGEMENTS:
             die(f"unknown arrangement {a!r} (pin1, free2)")
@@ -932,6 +1159,7 @@ def main():
         log(h)
 
     results = {}
+    tls_results = {}
     setup = None
     all_runs = []
 
@@ -957,6 +1185,8 @@ def main():
                 setup = None
                 die("a target failed its check", code=2)
             for conns in conn_list:
+                if "plain" not in args.sections:
+                    break
                 wait_idle(args.wait_idle)
                 per_runs = {t: [] for t in TARGETS}
                 if warmup > 0:
@@ -976,6 +1206,39 @@ def main():
                             f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms cpu {cpu} us/req "
                             f"errors {r['errors']} other-cpu {r['other_cpu_pct']:.0f}%")
                 results[(arr, conns)] = {t: summarize(v) for t, v in per_runs.items()}
+            for conns in conn_list:
+                targets = []
+                if "tls" in args.sections:
+                    targets += TLS_TARGETS
+                if "h2" in args.sections and conns == conn_list[0]:
+                    targets += H2_TARGETS
+                if not targets:
+                    break
+                wait_idle(args.wait_idle)
+                per_runs = {t: [] for t in targets}
+
+                def one(t, seconds, raw=None):
+                    if t in H2_TARGETS:
+                        return run_h2load(setup, t, H2_CONNS, H2_STREAMS, seconds, raw,
+                                          threads=wrk_threads)
+                    return run_wrk(args, setup, t, conns, seconds, wrk_threads, raw)
+
+                if warmup > 0:
+                    for t in targets:
+                        if t not in H2_TARGETS:  # h2load warms up itself
+                            one(t, warmup)
+                for rnd in range(args.rounds):
+                    k = rnd % len(targets)
+                    for t in targets[k:] + targets[:k]:
+                        raw = os.path.join(outdir, f"{arr}-c{conns}-{t}-r{rnd + 1}.txt")
+                        r = one(t, duration, raw)
+                        r.update({"arrangement": arr, "conns": conns, "target": t, "round": rnd + 1})
+                        per_runs[t].append(r)
+                        all_runs.append(r)
+                        cpu = "-" if r["cpu_us_per_req"] is None else f"{r['cpu_us_per_req']:.1f}"
+                        log(f"  {arr} c{conns} round {rnd + 1} {t:14s} {r['rps']:>10,.0f} rps "
+                            f"cpu {cpu} us/req errors {r['errors']} other-cpu {r['other_cpu_pct']:.0f}%")
+                tls_results[(arr, conns)] = {t: summarize(v) for t, v in per_runs.items()}
             setup.stop()
             setup = None
     finally:
@@ -983,7 +1246,10 @@ def main():
             setup.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    out = table(results, args)
+    out = table(results, args) if results else ""
+    if tls_results:
+        out += ("\n\n" if out else "") + "TLS and HTTP/2 (apigw bench-plain over its TLS listener vs " \
+            "nginx-tls, same certificate, same run):\n\n" + tls_table(tls_results)
     log("\n" + "\n".join(header[:5]) + "\n")
     log(out)
     log(f"\ntotal {time.time() - t_start:.0f} s; raw output in {outdir}")
@@ -995,11 +1261,12 @@ def main():
                    "summary": [{"arrangement": a, "conns": c, "target": t, **s}
                                for (a, c), per in results.items() for t, s in per.items()]},
                   f, indent=1)
-    busy = max(s["other_cpu_pct"] for per in results.values() for s in per.values())
+    every = list(results.values()) + list(tls_results.values())
+    busy = max((s["other_cpu_pct"] for per in every for s in per.values()), default=0)
     if busy >= 5:
         log(f"note: other processes used up to {busy:.0f}% of the machine's CPU during some runs "
             "(column 'other CPU %'): those numbers are disturbed")
-    errors = sum(s["errors"] for per in results.values() for s in per.values())
+    errors = sum(s["errors"] for per in every for s in per.values())
     if errors:
         log(f"note: {errors} errors in total (see the errors column)")
 

@@ -1,6 +1,7 @@
 //! Process wiring: open the store with its change feed, load it, build
 //! the first snapshot and start the publisher that follows the feed, bind
-//! both listeners, serve until SIGINT/SIGTERM.
+//! the listeners, serve until SIGINT/SIGTERM; SIGHUP reloads the TLS
+//! certificates.
 //!
 //! May import: everything (it is the top).
 
@@ -59,6 +60,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     quota.spawn_flusher(cfg.quota.flush_interval());
 
     let data_listeners = crate::dataplane::listener::bind_data(&cfg)?;
+    let tls_listener = crate::dataplane::listener::bind_tls(&cfg)?;
+    // The data plane's certificates, kept here for the whole process:
+    // SIGHUP reloads them (and custom domains will set theirs on them).
+    let tls_certs: Option<Arc<crate::dataplane::tls::TlsCerts>> = match &tls_listener {
+        Some(_) => Some(crate::dataplane::tls::TlsCerts::from_config(&cfg.tls)?),
+        None => None,
+    };
     let admin_listener = bind_admin(cfg.admin.addr()?)?;
     let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -98,11 +106,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    tracing::info!(%data_addr, %admin_addr, ?private_addr, "apigw started");
-    match private_addr {
-        Some(p) => println!("apigw listening data={data_addr} admin={admin_addr} private={p}"),
-        None => println!("apigw listening data={data_addr} admin={admin_addr}"),
+    let tls_addr = match &tls_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    tracing::info!(%data_addr, %admin_addr, ?private_addr, ?tls_addr, "apigw started");
+    let mut listening = format!("apigw listening data={data_addr} admin={admin_addr}");
+    if let Some(p) = private_addr {
+        listening.push_str(&format!(" private={p}"));
     }
+    if let Some(t) = tls_addr {
+        listening.push_str(&format!(" tls={t}"));
+    }
+    println!("{listening}");
 
     // The private listener serves forever or fails: never resolves
     // when it is off.
@@ -110,7 +126,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(l) => crate::dataplane::listener::spawn_private(l, plane.clone(), &cfg)?,
         None => tokio::spawn(std::future::pending()),
     };
-    let data = crate::dataplane::listener::spawn_data_workers(data_listeners, plane, &cfg)?;
+    // One max_connections for the public and the TLS listener.
+    let conns = crate::net::ConnCap::new(cfg.data.max_connections);
+    // The TLS listener is served on this (the main) runtime.
+    let tls = match (tls_listener, &tls_certs) {
+        (Some(l), Some(certs)) => {
+            crate::dataplane::listener::spawn_tls(l, plane.clone(), &cfg, conns.clone(), certs)?
+        }
+        _ => tokio::spawn(std::future::pending()),
+    };
+    let data = crate::dataplane::listener::spawn_data_workers(data_listeners, plane, &cfg, conns)?;
     let admin = tokio::spawn(crate::admin::listener::serve_admin(
         admin_listener,
         app,
@@ -129,8 +154,49 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         r = data => { r??; }
         r = admin => { r??; }
         r = private => { r??; }
+        r = tls => { r??; }
+        _ = reload_on_sighup(tls_certs.clone()) => {}
     }
     Ok(())
+}
+
+/// On every SIGHUP, read the TLS certificates again (a no-op without a
+/// TLS listener). Never resolves (unless SIGHUP cannot be listened for,
+/// then it waits forever too).
+async fn reload_on_sighup(certs: Option<Arc<crate::dataplane::tls::TlsCerts>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    match &certs {
+                        Some(c) => {
+                            let c = c.clone();
+                            // Blocking file reads: off the runtime.
+                            let n = tokio::task::spawn_blocking(move || {
+                                c.reload();
+                                c.count()
+                            })
+                            .await;
+                            match n {
+                                Ok(n) => tracing::info!(
+                                    certificates = n,
+                                    "SIGHUP: TLS certificates reloaded"
+                                ),
+                                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed"),
+                            }
+                        }
+                        None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = certs;
+    std::future::pending::<()>().await
 }
 
 /// The management listener, with a listen queue of 1024: at its

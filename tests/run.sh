@@ -4,7 +4,7 @@
 # fails.
 #
 # The integration tests drive the real binary, run examples/quickstart.sh
-# (curl, openssl, python3), mint external-issuer JWTs with PyJWT, and load
+# (curl, openssl, python3; h2load for the TLS test), mint external-issuer JWTs with PyJWT, and load
 # a page in headless Chromium for the CORS test. Nothing here is needed on
 # a machine that already has them; as root it installs them with apt-get
 # and pip, otherwise it says what is missing.
@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then

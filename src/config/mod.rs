@@ -135,7 +135,7 @@ pub use render::settings_help;
 pub use signature::{Credential, SignatureConfig};
 pub use srn::SrnConfig;
 pub use store::StoreConfig;
-pub use tls::TlsConfig;
+pub use tls::{TlsCertificate, TlsConfig};
 pub use upstream::UpstreamConfig;
 
 /// A function of `[[functions]]` (see `Config::functions`).

@@ -98,6 +98,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
 
 crate::net::forward_async_write!([IO: AsyncWrite + Unpin] Prefixed<IO>, stream);
 
+impl<IO> Prefixed<IO> {
+    /// `stream` with `prefix` (read from it already) served first.
+    pub fn new(prefix: Bytes, stream: IO) -> Self {
+        Prefixed { prefix, stream }
+    }
+}
+
+/// Waiting reads a byte (served first afterwards): the prefix comes
+/// before the stream's own bytes.
+impl<IO: WaitReadable> WaitReadable for Prefixed<IO> {}
+
 /// How long connections may idle.
 #[derive(Clone, Copy, Debug)]
 pub struct Idle {

@@ -4,9 +4,9 @@
 //!
 //! Accepting, the PROXY header and sniffing are on TCP (they look at the
 //! raw transport); from [`serve_conn`] on, everything is generic over the
-//! client stream ([`WaitReadable`]). A TLS listener would accept and read
-//! the PROXY header the same way, then hand the stream its handshake
-//! gives (with the protocol ALPN chose) to [`serve_conn`].
+//! client stream ([`WaitReadable`]). The TLS listener ([`spawn_tls`])
+//! accepts and reads the PROXY header the same way, then hands the stream
+//! its handshake gives (with the protocol ALPN chose) to [`serve_conn`].
 //!
 //! May import: the data plane's pipeline and connection driver, config,
 //! net.
@@ -96,14 +96,15 @@ pub fn spawn_private(
 /// Serve the data plane: on this runtime when there is one listener and
 /// the runtime is shared, else one thread with its own current-thread
 /// runtime per listener. Resolves (with an error) only if serving stops.
+/// `conns`: the count of open client connections of all workers (and of
+/// the TLS listener: one `max_connections` for both).
 pub fn spawn_data_workers(
     listeners: Vec<std::net::TcpListener>,
     plane: Arc<DataPlane>,
     cfg: &Config,
+    conns: Arc<ConnCap>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    // One count of open client connections for all workers.
-    let conns = ConnCap::new(cfg.data.max_connections);
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
     // The first worker to stop tells why; the others' results are dropped.
     let report = move |r: anyhow::Result<()>| {
@@ -143,13 +144,9 @@ pub fn spawn_data_workers(
     Ok(rx)
 }
 
-async fn serve_data(
-    listener: TcpListener,
-    plane: Arc<DataPlane>,
-    cfg: Config,
-    conns: Arc<ConnCap>,
-    kind: ListenerKind,
-) -> anyhow::Result<()> {
+/// The HTTP/1 and HTTP/2 builders of a listener (HTTP/2's hardening from
+/// `[tls]`'s `h2_*` settings, for h2c and TLS alike) and its idle limits.
+fn builders(cfg: &Config) -> (Arc<Builders>, crate::dataplane::conn::Idle) {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     // With parking on, the connection driver cuts slow header senders
     // (conn::Idle::header); hyper's header timer would box and register a
@@ -166,8 +163,24 @@ async fn serve_data(
         .max_headers(256);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
-        .max_header_list_size((cfg.data.max_header_bytes * 2) as u32);
-    let builders = Arc::new((h1, h2));
+        .max_header_list_size((cfg.data.max_header_bytes * 2) as u32)
+        .max_concurrent_streams(cfg.tls.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(cfg.tls.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(cfg.tls.h2_max_local_error_reset_streams);
+    if let Some(every) = cfg.tls.h2_keepalive_interval() {
+        h2.keep_alive_interval(every).keep_alive_timeout(every);
+    }
+    (Arc::new((h1, h2)), idle)
+}
+
+async fn serve_data(
+    listener: TcpListener,
+    plane: Arc<DataPlane>,
+    cfg: Config,
+    conns: Arc<ConnCap>,
+    kind: ListenerKind,
+) -> anyhow::Result<()> {
+    let (builders, idle) = builders(&cfg);
     // Memory freed on this worker (parked connections' buffers, finished
     // bursts) goes back to the OS even when the worker turns idle: the
     // allocator otherwise purges only while it allocates.
@@ -291,5 +304,116 @@ async fn serve_conn<IO: WaitReadable>(
             }
             drop(slot);
         }
+    }
+}
+
+/// The TLS listener, when `tls.listen` is set.
+pub fn bind_tls(cfg: &Config) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some(addr) = cfg.tls.addr()? else {
+        return Ok(None);
+    };
+    Ok(Some(crate::net::bind(addr, 4096)?.into_std()?))
+}
+
+/// Serve the TLS listener on this runtime (the main one: with per-worker
+/// runtimes it is single-threaded, otherwise the shared work-stealing
+/// one), under `conns`, the public listener's `max_connections`, and
+/// with its PROXY protocol setting. Resolves (with an error) only if
+/// serving stops.
+pub fn spawn_tls(
+    listener: std::net::TcpListener,
+    plane: Arc<DataPlane>,
+    cfg: &Config,
+    conns: Arc<ConnCap>,
+    certs: &Arc<crate::dataplane::tls::TlsCerts>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = TcpListener::from_std(listener)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config()?);
+    let cfg = cfg.clone();
+    Ok(tokio::spawn(async move {
+        serve_tls(listener, acceptor, plane, cfg, conns).await
+    }))
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    plane: Arc<DataPlane>,
+    cfg: Config,
+    conns: Arc<ConnCap>,
+) -> anyhow::Result<()> {
+    let (builders, idle) = builders(&cfg);
+    let proxy_protocol = cfg.data.proxy_protocol;
+    loop {
+        let (mut stream, mut peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "tls accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(slot) = conns.try_acquire() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let plane = plane.clone();
+        let builders = builders.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            if proxy_protocol {
+                match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
+                {
+                    Ok(info) => {
+                        if let Some(src) = info.source {
+                            peer = src;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "PROXY header rejected");
+                        return;
+                    }
+                }
+            }
+            // The handshake and then the first bytes of a request within
+            // header_read_timeout, as a plain connection's first bytes.
+            let deadline = tokio::time::Instant::now() + idle.header;
+            let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "tls handshake not done within header_read_timeout");
+                    return;
+                }
+            };
+            let proto = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Proto::H2,
+                _ => Proto::H1,
+            };
+            let mut first = bytes::BytesMut::new();
+            match tokio::time::timeout_at(deadline, tls.wait_readable(&mut first)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) | Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!(%peer, "no request within header_read_timeout");
+                    return;
+                }
+            }
+            let stream = crate::dataplane::conn::Prefixed::new(first.freeze(), tls);
+            serve_conn(
+                stream,
+                proto,
+                super::Peer::new(peer),
+                plane,
+                &builders,
+                idle,
+                slot,
+            )
+            .await;
+        });
     }
 }

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod pipeline;
 pub mod proxy_protocol;
 pub mod route;
+pub mod tls;
 pub mod upstream;
 
 pub use pipeline::handle;
