@@ -48,6 +48,36 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     let published = Arc::new(Published::new(&state, ctx));
+    let tls_listener = crate::dataplane::listener::bind_tls(&cfg)?;
+    // The data plane's certificates, kept here for the whole process:
+    // SIGHUP reloads them, and custom domains' certificate files follow
+    // every published domain change (set before the publisher starts, so
+    // none is missed).
+    let tls_certs: Option<Arc<crate::dataplane::tls::TlsCerts>> = match &tls_listener {
+        Some(_) => Some(crate::dataplane::tls::TlsCerts::from_config(&cfg.tls)?),
+        None => None,
+    };
+    if let Some(certs) = &tls_certs {
+        let cert_dir = std::path::PathBuf::from(&cfg.tls.cert_dir);
+        let set = {
+            let certs = certs.clone();
+            move |state: &State| {
+                let domains = admin::domains::domain_certificates(state, &cert_dir)
+                    .into_iter()
+                    .map(
+                        |(domain_name, cert_file, key_file)| crate::dataplane::tls::DomainCert {
+                            domain_name,
+                            cert_file,
+                            key_file,
+                        },
+                    )
+                    .collect();
+                certs.set_domain_certs(domains);
+            }
+        };
+        set(&state);
+        published.on_domains_changed(Box::new(set));
+    }
     // From here on only the publisher changes the snapshot, from the feed.
     let served = crate::snapshot::publisher::spawn(
         published.clone(),
@@ -60,13 +90,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     quota.spawn_flusher(cfg.quota.flush_interval());
 
     let data_listeners = crate::dataplane::listener::bind_data(&cfg)?;
-    let tls_listener = crate::dataplane::listener::bind_tls(&cfg)?;
-    // The data plane's certificates, kept here for the whole process:
-    // SIGHUP reloads them (and custom domains will set theirs on them).
-    let tls_certs: Option<Arc<crate::dataplane::tls::TlsCerts>> = match &tls_listener {
-        Some(_) => Some(crate::dataplane::tls::TlsCerts::from_config(&cfg.tls)?),
-        None => None,
-    };
     let admin_listener = bind_admin(cfg.admin.addr()?)?;
     let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;

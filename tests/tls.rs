@@ -420,6 +420,95 @@ async fn sni_picks_each_domains_certificate_over_h2_and_http1_and_others_get_the
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_custom_domain_serves_its_own_certificate_and_routes_its_base_paths() {
+    const SHOP: &str = "shop.example.test";
+    let pki = Pki::new();
+    let default = pki.leaf("default", "apigw-default", &[&format!("*.{INVOKE_DOMAIN}")]);
+    pki.leaf("shop", "shop-cert", &[SHOP]);
+    let mut settings = tls_settings(&default, &[]);
+    settings.push((
+        "tls_cert_dir".into(),
+        format!("{:?}", pki.dir.path().display().to_string()),
+    ));
+    let gw = start(&settings);
+    let addr = tls_addr(&gw);
+    let users_backend = Backend::start("users");
+    let orders_backend = Backend::start("orders");
+    let users = deployed_api(
+        &gw,
+        "tls-users",
+        &[("users", "GET", &users_backend.url("/users"))],
+    )
+    .await;
+    let orders = deployed_api(
+        &gw,
+        "tls-orders",
+        &[("orders", "GET", &orders_backend.url("/orders"))],
+    )
+    .await;
+    let served_subject = |sni: &str| {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                sni,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Before the domain exists: the default certificate.
+    assert!(served_subject(SHOP).contains("CN = apigw-default"));
+
+    let admin = gw.admin();
+    admin
+        .post(
+            "/v1/domain-names",
+            &serde_json::json!({"domain_name": SHOP, "certificate_file": "shop.pem",
+                "private_key_file": "shop.key"}),
+        )
+        .await
+        .expect(201);
+    let maps = format!("/v1/domain-names/{SHOP}/base-path-mappings");
+    for (base, api) in [("v1", &users), ("v2", &orders)] {
+        admin
+            .post(
+                &maps,
+                &serde_json::json!({"base_path": base, "api_id": api, "stage_name": "dev"}),
+            )
+            .await
+            .expect(201);
+    }
+    // The domain's certificate is served as soon as the create answered,
+    // verified by curl against the CA, over HTTP/2 and HTTP/1.1; each
+    // base path reaches its API's stage without the stage in the path.
+    let (u0, o0) = (users_backend.count(), orders_backend.count());
+    for proto in ["--http2", "--http1.1"] {
+        let c = curl(proto, &pki, SHOP, addr, "/v1/users", None);
+        assert!(c.verbose.contains("subject: CN=shop-cert"), "{}", c.verbose);
+        assert_eq!(c.status, 200, "{}", c.verbose);
+        let c = curl(proto, &pki, SHOP, addr, "/v2/orders", None);
+        assert_eq!(c.status, 200, "{}", c.verbose);
+    }
+    assert_eq!(users_backend.count(), u0 + 2);
+    assert_eq!(orders_backend.count(), o0 + 2);
+    let c = curl("--http2", &pki, SHOP, addr, "/v3/nothing", None);
+    assert_eq!(c.status, 404, "{}", c.verbose);
+
+    // The domain deleted: its name gets the default certificate again.
+    admin.delete(&format!("{maps}/v1")).await.expect(204);
+    admin.delete(&format!("{maps}/v2")).await.expect(204);
+    admin
+        .delete(&format!("/v1/domain-names/{SHOP}"))
+        .await
+        .expect(204);
+    assert!(served_subject(SHOP).contains("CN = apigw-default"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_a_replaced_certificate_and_open_connections_go_on() {
     let pki = Pki::new();
     let default = pki.leaf("default", "apigw-default", &[&format!("*.{INVOKE_DOMAIN}")]);

@@ -838,7 +838,13 @@ pub fn build_api(
 pub struct Published {
     current: ArcSwap<Snapshot>,
     ctx: BuildContext,
+    /// Told the state after every publication that changed custom domains
+    /// (the TLS listener's domain certificates follow them).
+    on_domains: std::sync::OnceLock<DomainHook>,
 }
+
+/// What [`Published::on_domains_changed`] registers.
+pub type DomainHook = Box<dyn Fn(&State) + Send + Sync>;
 
 impl Published {
     pub fn new(state: &State, ctx: BuildContext) -> Self {
@@ -854,6 +860,17 @@ impl Published {
         Published {
             current: ArcSwap::from_pointee(snap),
             ctx,
+            on_domains: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Call `hook` with the state after each publication whose batch
+    /// changed a domain name or base path mapping (once only: a second
+    /// registration is ignored). It runs on the publisher, before the
+    /// writer's answer: keep it short.
+    pub fn on_domains_changed(&self, hook: DomainHook) {
+        if self.on_domains.set(hook).is_err() {
+            tracing::warn!("a domain hook is already registered");
         }
     }
 
@@ -889,12 +906,18 @@ impl Published {
                 }
             }
         }
+        let changed = domains;
         let domains = if domains {
             build_domains(state)
         } else {
             old.domains.clone()
         };
         self.current.store(Arc::new(Snapshot { apis, domains }));
+        if changed {
+            if let Some(hook) = self.on_domains.get() {
+                hook(state);
+            }
+        }
     }
 }
 
