@@ -96,7 +96,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Key of the advisory lock that serializes migrations of nodes starting
 /// together ("apigw" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6170_6967_77;
+const MIGRATION_LOCK: i64 = 0x0061_7069_6777;
 
 pub struct PgStore {
     config: Config,
