@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::net::raise_nofile_limit();
     let (feed, feed_rx) = store::feed::channel();
-    let store: Arc<dyn store::Store> = Arc::from(store::open(&cfg.store.url, feed)?);
+    let url = cfg.store.url.clone();
+    let store: Arc<dyn store::Store> =
+        Arc::from(tokio::task::spawn_blocking(move || store::open(&url, feed)).await??);
     let loader = store.clone();
     let loaded = tokio::task::spawn_blocking(move || loader.load()).await??;
     let mut state = State::from_entities(loaded.entities);
@@ -28,13 +30,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let seeds: Arc<[store::model::Change]> = seeds.into();
         let writer = store.clone();
         let batch = seeds.clone();
-        loaded_version = tokio::task::spawn_blocking(move || writer.apply(batch)).await??;
+        let base = loaded_version;
+        loaded_version = tokio::task::spawn_blocking(move || writer.apply(base, batch)).await??;
         state.apply(&seeds);
         tracing::info!(functions = n, "functions of the config registered");
     }
     let clock = crate::clock::from_test_file(Some(std::path::Path::new(&cfg.test_clock_file)));
     let stats = crate::telemetry::reports::Stats::with_clock(
-        Some(crate::store::sqlite_stats::open(&cfg.store.url)?),
+        Some(crate::store::sqlite_stats::open(&cfg.store.sqlite_path()?)?),
         Some(clock.clone()),
     );
     stats.spawn_flusher(std::time::Duration::from_secs(1));
@@ -47,6 +50,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
+    state.version = loaded_version;
     let published = Arc::new(Published::new(&state, ctx));
     let tls_listener = crate::dataplane::listener::bind_tls(&cfg)?;
     // The data plane's certificates, kept here for the whole process:
@@ -78,12 +82,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         set(&state);
         published.on_domains_changed(Box::new(set));
     }
-    // From here on only the publisher changes the snapshot, from the feed.
-    let served = crate::snapshot::publisher::spawn(
+    // From here on only the publisher changes the snapshot, from the feed;
+    // the management API's state follows what it applies.
+    let (applied, applied_rx) = store::feed::channel();
+    let served = crate::snapshot::publisher::spawn_forwarding(
         published.clone(),
         state.clone(),
         loaded_version,
         feed_rx,
+        applied,
     );
 
     let quota = crate::store::quota::LocalQuota::open(Some(&cfg.store.sqlite_path()?))?;
@@ -114,9 +121,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         store,
         state,
         served,
+        applied_rx,
         data_addr.port(),
         stats.clone(),
     );
+    admin::spawn_follower(admin_state.clone());
     crate::admin::jwks::spawn_refresher(admin_state.clone());
     let app = admin::router(admin_state);
 

@@ -8,6 +8,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
+    /// Run the request again ([`ApiError::stale`]).
+    rerun: bool,
 }
 
 impl ApiError {
@@ -16,6 +18,7 @@ impl ApiError {
             status,
             code,
             detail,
+            rerun: false,
         }
     }
     /// 400 naming the field: detail is `"{field}: {message}"`.
@@ -41,6 +44,26 @@ impl ApiError {
     pub fn too_large(detail: String) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", detail)
     }
+    /// 503: the store cannot be reached (nothing was changed).
+    pub fn unavailable(detail: String) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            detail,
+        )
+    }
+    /// The write was overtaken by another node's commit and is run again
+    /// ([`super::rerun_stale`]); answered as this 503 only when that
+    /// keeps happening.
+    pub fn stale() -> Self {
+        ApiError {
+            rerun: true,
+            ..Self::unavailable(
+                "concurrent changes through other nodes kept overtaking this one; nothing was changed, retry"
+                    .to_string(),
+            )
+        }
+    }
     pub fn internal(detail: String) -> Self {
         tracing::error!(%detail, "management API internal error");
         Self::new(
@@ -51,8 +74,13 @@ impl ApiError {
     }
 }
 
+/// Marks the response of [`ApiError::stale`] for [`super::rerun_stale`].
+#[derive(Clone, Copy, Debug)]
+pub struct Stale;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let stale = self.rerun;
         let body = serde_json::json!({
             "errors": [{
                 "code": self.code,
@@ -60,6 +88,10 @@ impl IntoResponse for ApiError {
                 "detail": self.detail,
             }]
         });
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if stale {
+            resp.extensions_mut().insert(Stale);
+        }
+        resp
     }
 }

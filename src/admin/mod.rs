@@ -8,6 +8,20 @@
 //! means committed and served. The management API never builds or
 //! publishes snapshots itself.
 //!
+//! **Several nodes on one store.** The in-memory state also follows every
+//! batch the publisher applies (forwarded to [`Inner`], applied by
+//! [`spawn_follower`] and before each commit), so another node's commits
+//! reach validation and reads here. A write commits only if the store is
+//! still at the version its state was validated against
+//! ([`crate::store::Store::apply`]'s `base`). When another node committed
+//! in between, [`Inner::commit`] catches the state up to the store's head
+//! and answers a "stale" error that [`rerun_stale`], a layer around every
+//! operation, turns into a second run of the whole request (parsing,
+//! validation, commit) against the newer state, up to [`STALE_RERUNS`]
+//! times; so two nodes creating the same name at once give one 2xx and
+//! one ordinary 409. A store that cannot be reached is a 503 (nothing is
+//! known to be committed), never a client's mistake.
+//!
 //! May import: store (writes), snapshot (the published version to wait
 //! on), jwt, policy, telemetry, config, net. Never dataplane.
 
@@ -36,7 +50,7 @@ pub mod views;
 use crate::config::Config;
 use crate::snapshot::{NotPublished, PublishedVersion};
 use crate::store::model::Change;
-use crate::store::{ApiState, State, Store};
+use crate::store::{ApiState, FeedReceiver, State, Store, StoreError};
 use axum::routing::{get, put};
 use axum::Router;
 pub use error::ApiError;
@@ -48,6 +62,10 @@ use tokio::sync::{RwLock, RwLockWriteGuard};
 /// answering 500. Republishing one API takes milliseconds.
 pub const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
+/// How many times a request is run again after another node's commit
+/// overtook it, before it answers 503.
+pub const STALE_RERUNS: usize = 5;
+
 pub struct Inner {
     pub cfg: Config,
     pub store: Arc<dyn Store>,
@@ -58,6 +76,9 @@ pub struct Inner {
     pub stats: Arc<crate::telemetry::reports::Stats>,
     /// Signatures already used within the timestamp window.
     pub replay: replay::ReplayCache,
+    /// Every batch the publisher applied, for `state` to follow
+    /// ([`Inner::catch_up`]).
+    applied: std::sync::Mutex<FeedReceiver>,
 }
 
 pub type AdminState = Arc<Inner>;
@@ -70,11 +91,15 @@ pub struct Caller {
 }
 
 impl Inner {
+    /// `applied` carries the batches the publisher applies
+    /// ([`crate::snapshot::publisher::spawn_forwarding`]); `state` is at
+    /// `state.version` of the store.
     pub fn new(
         cfg: Config,
         store: Arc<dyn Store>,
         state: State,
         published: PublishedVersion,
+        applied: FeedReceiver,
         data_port: u16,
         stats: Arc<crate::telemetry::reports::Stats>,
     ) -> AdminState {
@@ -88,7 +113,21 @@ impl Inner {
             published,
             data_port,
             stats,
+            applied: std::sync::Mutex::new(applied),
         })
+    }
+
+    /// Apply to `st` every forwarded batch it does not have yet.
+    pub fn catch_up(&self, st: &mut State) {
+        let Ok(mut applied) = self.applied.lock() else {
+            return;
+        };
+        while let Some(batch) = applied.try_recv() {
+            if batch.version > st.version {
+                st.apply(&batch.changes);
+                st.version = batch.version;
+            }
+        }
     }
 
     /// Commit changes durably, apply them to the in-memory state, then
@@ -106,11 +145,35 @@ impl Inner {
         let store = self.store.clone();
         let changes: Arc<[Change]> = changes.into();
         let c2 = changes.clone();
-        let version = tokio::task::spawn_blocking(move || store.apply(c2))
+        let base = st.version;
+        let applied = tokio::task::spawn_blocking(move || store.apply(base, c2))
             .await
-            .map_err(|e| ApiError::internal(format!("store task: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| ApiError::internal(format!("store task: {e}")))?;
+        let version = match applied {
+            Ok(v) => v,
+            Err(StoreError::Conflict { head }) => {
+                // Another node committed first: catch up to its head
+                // (published here, hence forwarded), then run the request
+                // again against that state.
+                self.published
+                    .wait_for(head, PUBLISH_WAIT)
+                    .await
+                    .map_err(|e| {
+                        ApiError::internal(format!("store at version {head}, not published: {e}"))
+                    })?;
+                self.catch_up(st);
+                return Err(ApiError::stale());
+            }
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "management write refused: store unreachable");
+                return Err(ApiError::unavailable(
+                    "the store cannot be reached; nothing was changed, retry later".to_string(),
+                ));
+            }
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        };
         st.apply(&changes);
+        st.version = version;
         self.published
             .wait_for(version, PUBLISH_WAIT)
             .await
@@ -136,6 +199,54 @@ impl Inner {
                 self.cfg.data.invoke_domain, self.data_port
             )
         }
+    }
+}
+
+/// Keep the management API's state following the batches the publisher
+/// applies (other nodes' commits), whenever the published version moves.
+pub fn spawn_follower(app: AdminState) {
+    tokio::spawn(async move {
+        let mut published = app.published.clone();
+        while published.changed().await.is_ok() {
+            let mut st = app.state.write().await;
+            app.catch_up(&mut st);
+        }
+    });
+}
+
+/// Run a write again while it answers [`ApiError::stale`] (its commit was
+/// overtaken by another node's; the state has caught up), at most
+/// [`STALE_RERUNS`] times. Inside the signature check: a rerun is the same
+/// signed request, not a replay. Reads pass straight through.
+pub async fn rerun_stale(
+    axum::extract::State(app): axum::extract::State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    ) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, app.cfg.admin.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::too_large("request body is larger than max_admin_body_bytes".into())
+                .into_response()
+        }
+    };
+    let mut runs = 0;
+    loop {
+        let req = http::Request::from_parts(parts.clone(), axum::body::Body::from(bytes.clone()));
+        let resp = next.clone().run(req).await;
+        if resp.extensions().get::<error::Stale>().is_none() || runs == STALE_RERUNS {
+            return resp;
+        }
+        runs += 1;
+        tracing::debug!(runs, "write overtaken by another node's commit: run again");
     }
 }
 
@@ -327,6 +438,10 @@ pub fn router(state: AdminState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            rerun_stale,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             auth::require_signature,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -398,11 +513,13 @@ mod tests {
             BuildContext::from_config(&cfg),
         ));
         let served = publisher::spawn(published.clone(), State::default(), 0, relay_rx);
+        let (_, applied) = feed::channel();
         let app = Inner::new(
             cfg,
             Arc::new(store),
             State::default(),
             served,
+            applied,
             8080,
             crate::telemetry::reports::Stats::new(None),
         );

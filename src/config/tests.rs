@@ -201,7 +201,8 @@ fn unknown_and_doubled_keys_are_errors_naming_them() {
             "[data]\nescaped_path_separators = \"drop\"\n",
             "escaped_path_separators",
         ),
-        ("[store]\nurl = \"postgres://x\"\n", "store.url"),
+        ("[store]\nurl = \"mysql://x\"\n", "store.url"),
+        ("[store]\nurl = \"postgres://x:notaport/db\"\n", "store.url"),
     ] {
         let p = write(&dir, "bad.toml", text);
         let e = format!("{:#}", load(&p, "APIGWT_BAD_").unwrap_err());

@@ -11,13 +11,19 @@
 //! with a shared store, another node): batches at or below the published
 //! version are skipped, the others applied in order.
 //!
+//! Each batch it applies is also forwarded, before its version is
+//! published, to whoever asked ([`spawn_forwarding`]: the management
+//! API, whose own copy of the state must follow other nodes' commits
+//! too); so a waiter that sees version `v` published finds every batch up
+//! to `v` in the forward channel.
+//!
 //! When the feed closes or the task dies, the watch's sender goes with
 //! it and waiters get [`NotPublished::PublisherGone`].
 //!
 //! May import: the snapshot builder, the store's state and feed.
 
 use super::Published;
-use crate::store::{FeedReceiver, State, Version};
+use crate::store::{FeedReceiver, FeedSender, State, Version};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -39,6 +45,15 @@ impl PublishedVersion {
     /// The version the current snapshot includes.
     pub fn current(&self) -> Version {
         *self.0.borrow()
+    }
+
+    /// Wait until the published version changes; Err once the publisher
+    /// is gone.
+    pub async fn changed(&mut self) -> Result<(), NotPublished> {
+        self.0
+            .changed()
+            .await
+            .map_err(|_| NotPublished::PublisherGone)
     }
 
     /// Wait until the snapshot includes `version`, at most `within`.
@@ -67,7 +82,21 @@ pub fn spawn(
     feed: FeedReceiver,
 ) -> PublishedVersion {
     let (tx, rx) = watch::channel(version);
-    tokio::spawn(run(published, state, tx, feed));
+    tokio::spawn(run(published, state, tx, feed, None));
+    PublishedVersion(rx)
+}
+
+/// [`spawn`], forwarding every batch applied to `forward` before its
+/// version is published.
+pub fn spawn_forwarding(
+    published: Arc<Published>,
+    state: State,
+    version: Version,
+    feed: FeedReceiver,
+    forward: FeedSender,
+) -> PublishedVersion {
+    let (tx, rx) = watch::channel(version);
+    tokio::spawn(run(published, state, tx, feed, Some(forward)));
     PublishedVersion(rx)
 }
 
@@ -76,6 +105,7 @@ async fn run(
     mut state: State,
     version: watch::Sender<Version>,
     mut feed: FeedReceiver,
+    forward: Option<FeedSender>,
 ) {
     let mut at = *version.borrow();
     let mut touched: Vec<String> = Vec::new();
@@ -92,6 +122,12 @@ async fn run(
                     }
                 }
                 at = batch.version;
+                state.version = at;
+                if let Some(f) = &forward {
+                    // A closed forward channel (the management API gone)
+                    // does not stop the data plane's updates.
+                    f.announce(batch);
+                }
             } else {
                 tracing::debug!(
                     version = batch.version,

@@ -56,6 +56,11 @@ impl FeedSender {
     pub fn announce(&self, batch: Committed) -> bool {
         self.0.send(batch).is_ok()
     }
+
+    /// Whether nobody listens any more.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 impl FeedReceiver {

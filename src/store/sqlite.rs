@@ -17,7 +17,20 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-const SCHEMA_VERSION: i64 = 1;
+/// The schema history, one step per version (in step with PostgreSQL's,
+/// [`super::postgres::MIGRATIONS`]): step `i` takes the file to version
+/// `i + 1` (`PRAGMA user_version`).
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the objects, as JSON documents keyed by (kind, key).
+    "CREATE TABLE IF NOT EXISTS objects (
+         kind   TEXT NOT NULL,
+         key    TEXT NOT NULL,
+         api_id TEXT NOT NULL,
+         body   TEXT NOT NULL,
+         PRIMARY KEY (kind, key)
+     );
+     CREATE INDEX IF NOT EXISTS objects_api ON objects(api_id);",
+];
 
 pub struct SqliteStore {
     pub(crate) conn: Mutex<Connection>,
@@ -62,25 +75,18 @@ impl SqliteStore {
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
         anyhow::bail!(
-            "store schema version {version} is newer than this binary ({SCHEMA_VERSION})"
+            "store schema version {version} is newer than this binary ({})",
+            MIGRATIONS.len()
         );
     }
-    if version < 1 {
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS objects (
-                 kind   TEXT NOT NULL,
-                 key    TEXT NOT NULL,
-                 api_id TEXT NOT NULL,
-                 body   TEXT NOT NULL,
-                 PRIMARY KEY (kind, key)
-             );
-             CREATE INDEX IF NOT EXISTS objects_api ON objects(api_id);
-             PRAGMA user_version = 1;
-             COMMIT;",
-        )?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
+        conn.execute_batch(&format!(
+            "BEGIN;\n{step}\nPRAGMA user_version = {};\nCOMMIT;",
+            i + 1
+        ))?;
     }
     Ok(())
 }
@@ -124,8 +130,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn apply(&self, changes: Arc<[Change]>) -> Result<Version, StoreError> {
+    fn apply(&self, base: Version, changes: Arc<[Change]>) -> Result<Version, StoreError> {
         let mut conn = self.conn.lock().map_err(be)?;
+        // The only writer is this process, under its admin lock: a base
+        // other than the head is a caller that skipped a batch.
+        let head = self.version.load(Ordering::Relaxed);
+        if base != head {
+            return Err(StoreError::Conflict { head });
+        }
         let tx = conn.transaction().map_err(be)?;
         for c in changes.iter() {
             match c {

@@ -19,13 +19,11 @@ fn es(e: impl std::fmt::Display) -> String {
     format!("stats store: {e}")
 }
 
-/// A stats store on the SQLite file of a `sqlite://<path>` store URL (its
-/// own connection; WAL lets it sit beside the object store).
-pub fn open(url: &str) -> anyhow::Result<Arc<dyn StatsStore>> {
-    match url.strip_prefix("sqlite://") {
-        Some(path) if !path.is_empty() => Ok(Arc::new(SqliteStore::open(path)?)),
-        _ => anyhow::bail!("unsupported store url {url:?} (use sqlite://<path>)"),
-    }
+/// A stats store on the node's local SQLite file (`store.local_path`, by
+/// default the `sqlite://` store's own file: its own connection, WAL lets
+/// it sit beside the object store).
+pub fn open(path: &std::path::Path) -> anyhow::Result<Arc<dyn StatsStore>> {
+    Ok(Arc::new(SqliteStore::open(path)?))
 }
 
 impl StatsStore for SqliteStore {
@@ -105,8 +103,7 @@ mod tests {
     #[test]
     fn upsert_load_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = open(&url).unwrap();
+        let store = open(&dir.path().join("s.db")).unwrap();
         assert!(store.load().unwrap().is_empty());
         let mut r = DailyRow {
             api_id: "a".into(),

@@ -1,9 +1,11 @@
 //! The in-memory mirror of the store, grouped per API. Two copies are
 //! kept, each changed only by committed batches through [`State::apply`]:
 //! the management API's (validation and reads; applied right after its
-//! own commit) and the snapshot publisher's (applied from the change feed,
-//! then compiled into routes). The same batches in the same order give
-//! the same state.
+//! own commit, and from the batches the publisher forwards, which with a
+//! shared store include other nodes' commits) and the snapshot
+//! publisher's (applied from the change feed, then compiled into routes).
+//! The same batches in the same order give the same state; each copy
+//! knows the [`State::version`] of the last batch it holds.
 //!
 //! May import: the store's model.
 
@@ -102,6 +104,8 @@ impl ApiState {
 
 #[derive(Clone, Debug, Default)]
 pub struct State {
+    /// The store version of the last batch applied (or loaded).
+    pub version: crate::store::Version,
     pub apis: HashMap<String, ApiState>,
     /// Registered functions by id (account-scoped, not under an API).
     pub functions: BTreeMap<String, Function>,

@@ -1,5 +1,8 @@
 //! Test harness shared by the integration tests: starts the real `apigw`
-//! binary on free ports with a temporary SQLite store, signs management
+//! binary on free ports with a temporary SQLite store (or, when
+//! `APIGW_TEST_STORE=postgres`, a fresh database on the PostgreSQL server
+//! of `APIGW_TEST_PG_URL`: tests/run.sh runs the management suite a second
+//! time that way), signs management
 //! calls exactly as an SCP client does, runs a recording hyper backend, and
 //! offers raw-socket helpers for the limit tests.
 #![allow(dead_code)]
@@ -146,10 +149,13 @@ impl Gateway {
             .tempdir()
             .expect("tempdir");
         let mut s = default_settings();
-        s.insert(
-            "store_url".into(),
-            format!("\"sqlite://{}\"", dir.path().join("apigw.db").display()),
-        );
+        let store_url = if std::env::var("APIGW_TEST_STORE").as_deref() == Ok("postgres") {
+            let base = pg_url().expect("APIGW_TEST_STORE=postgres needs APIGW_TEST_PG_URL");
+            pg_fresh_database(&base)
+        } else {
+            format!("sqlite://{}", dir.path().join("apigw.db").display())
+        };
+        s.insert("store_url".into(), format!("\"{store_url}\""));
         for (k, v) in settings {
             s.insert((*k).to_string(), (*v).to_string());
         }
@@ -266,6 +272,42 @@ pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
         }
     }
     panic!("{key} not in /proc/{pid}/status");
+}
+
+/// The PostgreSQL server of the cluster tests (tests/run.sh starts one and
+/// sets it): `postgres://user@host:port/db`.
+pub fn pg_url() -> Option<String> {
+    std::env::var("APIGW_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// `url` naming database `db` instead (the path after host[:port]).
+pub fn pg_url_with_database(url: &str, db: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("postgres url has a scheme");
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let query = tail.find('?').map_or("", |i| &tail[i..]);
+    format!("{scheme}://{authority}/{db}{query}")
+}
+
+/// A new, empty database on the server of `base` (named t_<random>);
+/// its URL. Run on a thread of its own: the client is synchronous.
+pub fn pg_fresh_database(base: &str) -> String {
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let base = base.to_string();
+    let n = name.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&base, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to APIGW_TEST_PG_URL {base}: {e}"));
+        c.batch_execute(&format!("CREATE DATABASE {n}"))
+            .expect("create test database");
+        pg_url_with_database(&base, &n)
+    })
+    .join()
+    .expect("create database thread")
 }
 
 pub fn gateway_binary() -> &'static str {
