@@ -557,6 +557,10 @@ backend be_relay
         if tls_on:
             tls_settings = (f'tls_listen = "127.0.0.1:0"\ntls_cert_file = "{self.cert}"\n'
                             f'tls_key_file = "{self.key}"\n')
+        if getattr(a, "telemetry", False):
+            # Metrics listener on, access log to a file (the cost to compare).
+            tls_settings += (f'metrics_listen = "127.0.0.1:0"\n'
+                             f'access_log = "{gdir}/access.log"\n')
         with open(toml, "w") as f:
             f.write(f'''data_listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -1073,6 +1077,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s (debugging)")
+    ap.add_argument("--telemetry", action="store_true",
+                    help="run apigw with the metrics listener and a file access log on "
+                         "(compare its rps with a run without the flag)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per target and connection count [3]")
     ap.add_argument("--duration", type=int, default=None, help="seconds per wrk run [10; 3 with --quick]")
     ap.add_argument("--warmup", type=int, default=None,

@@ -19,6 +19,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let url = cfg.store.url.clone();
     let store: Arc<dyn store::Store> =
         Arc::from(tokio::task::spawn_blocking(move || store::open(&url, feed)).await??);
+    // Metrics, access log, health: the metrics listener answers from
+    // here on (`/readyz` 503 until the first snapshot is published).
+    let health = crate::telemetry::health::Health::new();
+    let (telemetry, metrics_addr) = start_telemetry(&cfg, &health, &store).await?;
     let loader = store.clone();
     let loaded = tokio::task::spawn_blocking(move || loader.load()).await??;
     let mut state = State::from_entities(loaded.entities);
@@ -43,6 +47,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     stats.spawn_flusher(std::time::Duration::from_secs(1));
     let mut ctx = BuildContext::from_config(&cfg);
     ctx.stats = Some(stats.clone());
+    ctx.metrics = telemetry.metrics.clone();
     // Bound before the first snapshot: PRIVATELINK methods to a PRIVATE
     // API connect to its address.
     let private_listener = crate::dataplane::listener::bind_private(&cfg)?;
@@ -52,6 +57,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     state.version = loaded_version;
     let published = Arc::new(Published::new(&state, ctx));
+    health.set_ready();
     let tls_listener = crate::dataplane::listener::bind_tls(&cfg)?;
     // The data plane's certificates, kept here for the whole process:
     // SIGHUP reloads them, and custom domains' certificate files follow
@@ -127,7 +133,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
     admin::spawn_follower(admin_state.clone());
     crate::admin::jwks::spawn_refresher(admin_state.clone());
-    let app = admin::router(admin_state);
+    let mut app = admin::router(admin_state);
+    if let Some(m) = &telemetry.metrics {
+        app = crate::telemetry::endpoint::count_admin_operations(app, m.clone());
+    }
 
     if cfg.signature.credentials.is_empty() {
         tracing::warn!(
@@ -149,6 +158,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     if let Some(t) = tls_addr {
         listening.push_str(&format!(" tls={t}"));
+    }
+    if let Some(m) = metrics_addr {
+        listening.push_str(&format!(" metrics={m}"));
     }
     println!("{listening}");
 
@@ -190,6 +202,57 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         _ = reload_on_sighup(tls_certs.clone()) => {}
     }
     Ok(())
+}
+
+/// Metrics (and their listener), the access log and its SIGHUP reopen,
+/// installed for the data plane; the metrics listener's address.
+async fn start_telemetry(
+    cfg: &Config,
+    health: &Arc<crate::telemetry::health::Health>,
+    store: &Arc<dyn store::Store>,
+) -> anyhow::Result<(crate::telemetry::Telemetry, Option<std::net::SocketAddr>)> {
+    use crate::telemetry::{access_log, endpoint, metrics::Metrics, Telemetry};
+    let t = &cfg.telemetry;
+    let metrics = Metrics::new();
+    let access_log = match access_log::Target::from_setting(&t.access_log) {
+        Some(target) => {
+            let log = access_log::AccessLog::start(
+                target,
+                t.access_log_queue,
+                metrics.access_log_dropped.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("access log {:?}: {e}", t.access_log))?;
+            log.reopen_on_sighup();
+            Some(log)
+        }
+        None => None,
+    };
+    let mut addr = None;
+    let metrics = match t.metrics_addr()? {
+        Some(a) => {
+            let listener = bind_admin(a)?;
+            addr = Some(listener.local_addr()?);
+            let reachable = {
+                let store = store.clone();
+                Arc::new(move || store.reachable()) as endpoint::Reachable
+            };
+            let app = endpoint::router(metrics.clone(), health.clone(), reachable);
+            tokio::spawn(crate::admin::listener::serve_admin(
+                listener,
+                app,
+                crate::admin::listener::AdminTimeouts::from_config(&cfg.admin),
+                t.metrics_max_connections,
+            ));
+            Some(metrics)
+        }
+        None => None,
+    };
+    let telemetry = Telemetry {
+        metrics,
+        access_log,
+    };
+    crate::telemetry::install(telemetry.clone());
+    Ok((telemetry, addr))
 }
 
 /// On every SIGHUP, read the TLS certificates again (a no-op without a

@@ -124,6 +124,7 @@ mod render;
 mod signature;
 mod srn;
 mod store;
+mod telemetry;
 mod tls;
 mod upstream;
 
@@ -135,6 +136,7 @@ pub use render::settings_help;
 pub use signature::{Credential, SignatureConfig};
 pub use srn::SrnConfig;
 pub use store::StoreConfig;
+pub use telemetry::TelemetryConfig;
 pub use tls::{TlsCertificate, TlsConfig};
 pub use upstream::UpstreamConfig;
 
@@ -229,6 +231,8 @@ settings! {
         srn: SrnConfig;
         /// `[tls]`: the TLS data-plane listener and certificates.
         tls: TlsConfig;
+        /// `[telemetry]`: metrics, health and access logs.
+        telemetry: TelemetryConfig;
     }
 }
 
@@ -265,6 +269,7 @@ impl Config {
         self.signature.validate()?;
         self.store.validate()?;
         self.tls.validate()?;
+        self.telemetry.validate()?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.privatelink_services {
             if p.id.is_empty() || !seen.insert(p.id.as_str()) {

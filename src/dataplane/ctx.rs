@@ -14,7 +14,8 @@ use super::filters::api_key::RateInfo;
 use super::filters::request_id;
 use super::route::Routed;
 use super::{DataPlane, Peer};
-use crate::snapshot::StageRoutes;
+use crate::snapshot::{ApiRoutes, RouteMethod, StageRoutes};
+use crate::telemetry::trace::Trace;
 use http::request::Parts;
 use http::HeaderValue;
 use std::net::IpAddr;
@@ -45,7 +46,42 @@ pub struct RequestCtx<'a> {
     pub route_ix: Option<u32>,
     /// The X-RateLimit headers' values (API-key filter).
     pub rate: Option<RateInfo>,
+    /// What the logging phase records (see [`Logged`]).
+    pub logged: Logged,
     now: Option<i64>,
+}
+
+/// What only the logging phase (metrics, access log) reads, carried from
+/// the request's arrival to its answer.
+pub struct Logged {
+    /// The W3C trace (the client's `traceparent`, else a new one).
+    pub trace: Trace,
+    pub method: http::Method,
+    /// The request's declared `Content-Length`.
+    pub bytes_in: Option<u64>,
+    /// The id (never the value) of the API key the call was counted on.
+    pub key_id: Option<Arc<str>>,
+    /// The auth whose token the JWT filter accepted.
+    pub auth_id: Option<Arc<str>>,
+    /// The `x-apigw-error` code of an answer the gateway made.
+    pub error: Option<&'static str>,
+}
+
+impl Logged {
+    fn new(req: &Parts) -> Self {
+        Logged {
+            trace: Trace::from_headers(&req.headers),
+            method: req.method.clone(),
+            bytes_in: req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            key_id: None,
+            auth_id: None,
+            error: None,
+        }
+    }
 }
 
 impl<'a> RequestCtx<'a> {
@@ -62,6 +98,7 @@ impl<'a> RequestCtx<'a> {
             routed: None,
             route_ix: None,
             rate: None,
+            logged: Logged::new(req),
             now: None,
         }
     }
@@ -100,14 +137,22 @@ impl<'a> RequestCtx<'a> {
 
     /// What the response and logging phases need: the rest is dropped.
     pub fn into_response_ctx(self) -> ResponseCtx {
+        let (api, stage, method) = match self.routed {
+            Some(r) => (Some(r.api), Some(r.stage), r.method),
+            None => (None, None, None),
+        };
         ResponseCtx {
             started: self.started,
             request_id: Some(self.request_id),
             origin: self.origin,
-            stage: self.routed.map(|r| r.stage),
+            stage,
             rate: self.rate,
             route_ix: self.route_ix,
             integration_us: 0,
+            api,
+            method,
+            client_ip: self.client_ip,
+            logged: self.logged,
         }
     }
 
@@ -124,6 +169,7 @@ impl<'a> RequestCtx<'a> {
             routed: self.routed,
             route_ix: self.route_ix,
             rate: self.rate,
+            logged: self.logged,
             now: self.now,
         }
     }
@@ -140,6 +186,7 @@ pub(crate) struct Detached {
     routed: Option<Routed>,
     route_ix: Option<u32>,
     rate: Option<RateInfo>,
+    logged: Logged,
     now: Option<i64>,
 }
 
@@ -157,6 +204,7 @@ impl Detached {
             routed: self.routed,
             route_ix: self.route_ix,
             rate: self.rate,
+            logged: self.logged,
             now: self.now,
         }
     }
@@ -176,4 +224,9 @@ pub struct ResponseCtx {
     pub route_ix: Option<u32>,
     /// Time to the upstream's response head, in µs (0: gateway answered).
     pub integration_us: u64,
+    /// The routed API and method (resource path, verb), if any.
+    pub api: Option<Arc<ApiRoutes>>,
+    pub method: Option<Arc<RouteMethod>>,
+    pub client_ip: IpAddr,
+    pub logged: Logged,
 }

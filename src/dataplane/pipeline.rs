@@ -13,8 +13,8 @@
 //! 3. **Response filters**, on every answer (the integration's, the
 //!    gateway's own, errors): rate-limit headers → CORS → deployment id →
 //!    request id.
-//! 4. **Logging**, once the response is built: report counters (metrics
-//!    and access logs next).
+//! 4. **Logging**, once the response is built: report counters, then
+//!    metrics and the access log (`filters::telemetry`).
 //!
 //! The context ([`RequestCtx`]) lives on the worker's stack through phases
 //! 1 and 2; what phases 3 and 4 need ([`ResponseCtx`]) is all that is
@@ -44,6 +44,7 @@ use super::filters::request_id::RequestId;
 use super::filters::required_params::RequiredParams;
 use super::filters::resource_policy::ResourcePolicy;
 use super::filters::route::Route;
+use super::filters::telemetry::Telemetry;
 use super::filters::throttle::Throttle;
 use super::filters::{Deferred, Flow, Logging, RequestFilter, ResponseFilter};
 use super::upstream::http::body::BoxError;
@@ -146,6 +147,7 @@ where
         Deployment::response_filter(&mut ctx, &mut resp);
         RequestId::response_filter(&mut ctx, &mut resp);
         Report::logging(&ctx, &resp);
+        Telemetry::logging(&ctx, &resp);
         resp
     };
     let answer = |ctx: RequestCtx<'_>, resp: Response<RespBody>| {
@@ -176,7 +178,8 @@ where
     match filtered {
         ControlFlow::Continue(()) => {}
         ControlFlow::Break(Stop::Error(e)) => {
-            return answer(ctx, e.into_response().map(Either::Right))
+            ctx.logged.error = Some(e.as_str());
+            return answer(ctx, e.into_response().map(Either::Right));
         }
         ControlFlow::Break(Stop::Answer(r)) => return answer(ctx, r.map(Either::Right)),
         ControlFlow::Break(Stop::Defer(step, place)) => {
@@ -186,19 +189,30 @@ where
 
     // 2. Upstream.
     let client_version = parts.version;
+    // The integration continues the request's trace, its parent being
+    // the gateway's span.
+    let mut parts = parts;
+    parts.headers.insert(
+        crate::telemetry::trace::TRACEPARENT.clone(),
+        ctx.logged.trace.header(),
+    );
     let out = match upstream::prepare(&ctx, parts, body) {
         Ok(out) => out,
-        Err(e) => return answer(ctx, e.into_response().map(Either::Right)),
+        Err(e) => {
+            ctx.logged.error = Some(e.as_str());
+            return answer(ctx, e.into_response().map(Either::Right));
+        }
     };
     let mut carried = ctx.into_response_ctx();
     let upstream_start = std::time::Instant::now();
     let exchange = upstream::send(gw, out, client_version);
     F::Right(Box::pin(exchange.map(move |r| {
         carried.integration_us = upstream_start.elapsed().as_micros() as u64;
-        respond(
-            carried,
-            r.unwrap_or_else(|e| e.into_response().map(Either::Right)),
-        )
+        let resp = r.unwrap_or_else(|e| {
+            carried.logged.error = Some(e.as_str());
+            e.into_response().map(Either::Right)
+        });
+        respond(carried, resp)
     })))
 }
 

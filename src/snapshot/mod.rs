@@ -50,6 +50,8 @@ pub struct BuildContext {
     pub limiters: Arc<dashmap::DashMap<String, Arc<Limiter>>>,
     /// Report counters (None in benches/tests that do not count).
     pub stats: Option<Arc<crate::telemetry::reports::Stats>>,
+    /// Prometheus counters (None: metrics off).
+    pub metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
     /// The private listener's bound address (PRIVATELINK methods whose
     /// endpoint targets a PRIVATE API connect there); None when it is off.
     pub private_addr: Option<std::net::SocketAddr>,
@@ -65,6 +67,7 @@ impl BuildContext {
             srn_offering: cfg.srn.offering.clone(),
             limiters: Default::default(),
             stats: None,
+            metrics: None,
             private_addr: None,
             external_services: Arc::new(
                 cfg.privatelink_services
@@ -181,6 +184,9 @@ pub struct StageRoutes {
     pub jwt: Option<Arc<crate::jwt::StageJwt>>,
     /// Report counters of this stage (shared across snapshots).
     pub stats: Option<Arc<StageStats>>,
+    /// Prometheus counters of this stage (shared across snapshots, and
+    /// with its canary); None when metrics are off.
+    pub metrics: Option<Arc<crate::telemetry::metrics::StageMetrics>>,
     /// `srn:...:apigateway:method/{api}/{stage}/`; verb and path follow.
     pub srn_prefix: String,
     /// Keys connected to the stage, by the value callers send.
@@ -288,6 +294,7 @@ fn add_canary(
             &stage.variables,
         ),
         stats,
+        metrics: primary.metrics.clone(),
         acl: primary.acl.clone(),
         cors: primary.cors.clone(),
         jwt: primary.jwt.clone(),
@@ -321,7 +328,7 @@ fn stage_variables_value(stage: &Stage) -> serde_json::Value {
 
 /// A key connected to a stage, with its plan's quota.
 pub struct StageKey {
-    pub key_id: String,
+    pub key_id: Arc<str>,
     pub limit: u64,
     /// `limit` as the X-RateLimit-Limit header value.
     pub limit_value: http::HeaderValue,
@@ -361,7 +368,7 @@ fn compile_keys(api: &ApiState, stage: &Stage) -> FastMap<Box<str>, StageKey> {
             (
                 k.key.clone().into_boxed_str(),
                 StageKey {
-                    key_id: k.id.clone(),
+                    key_id: k.id.as_str().into(),
                     limit: plan.limit,
                     limit_value: http::HeaderValue::from(plan.limit),
                     rate: plan.rate,
@@ -768,6 +775,7 @@ pub fn build_api(
                     &stage.variables,
                 ),
                 stats,
+                metrics: ctx.metrics.as_ref().map(|m| m.stage(&meta.id, &stage.name)),
                 acl: compile_acl(api, stage),
                 cors: StageCors::compile(&stage.cors),
                 jwt: (stage.jwt_enabled || private).then(|| Arc::new(compile_jwt(api, stage))),
@@ -857,6 +865,9 @@ impl Published {
                 snap.apis.insert(id.clone(), r);
             }
         }
+        if let Some(m) = &ctx.metrics {
+            m.snapshot_published(state.version);
+        }
         Published {
             current: ArcSwap::from_pointee(snap),
             ctx,
@@ -871,6 +882,14 @@ impl Published {
     pub fn on_domains_changed(&self, hook: DomainHook) {
         if self.on_domains.set(hook).is_err() {
             tracing::warn!("a domain hook is already registered");
+        }
+    }
+
+    /// The snapshot now includes this store version (metrics: version
+    /// and time of the last publication).
+    pub fn mark_published(&self, version: crate::store::Version) {
+        if let Some(m) = &self.ctx.metrics {
+            m.snapshot_published(version);
         }
     }
 

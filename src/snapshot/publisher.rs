@@ -144,6 +144,7 @@ async fn run(
             touched.clear();
             domains = false;
         }
+        published.mark_published(at);
         version.send_replace(at);
     }
     tracing::warn!(
@@ -165,6 +166,7 @@ mod tests {
             srn_offering: "scp".into(),
             limiters: Default::default(),
             stats: None,
+            metrics: None,
             private_addr: None,
             external_services: Default::default(),
         }

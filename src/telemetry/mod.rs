@@ -1,10 +1,43 @@
 //! What the gateway reports about its traffic, off the request path:
-//! [`reports`] (per stage and day, behind List Reports); metrics and
-//! access logs come with their issue.
+//! [`reports`] (per stage and day, behind List Reports), [`metrics`]
+//! (Prometheus, on the metrics listener), [`access_log`] (one JSON line
+//! per request, written by a thread of its own), [`trace`] (W3C
+//! `traceparent`) and [`health`] (`/healthz`, `/readyz`), served by
+//! [`endpoint`].
 //!
 //! May import: clock. The store persists its rows through the
 //! `StatsStore` trait defined here (store imports telemetry, not the
 //! other way). The data plane records
 //! into it with relaxed atomics; nothing here blocks a request.
 
+pub mod access_log;
+pub mod endpoint;
+pub mod health;
+pub mod metrics;
 pub mod reports;
+pub mod trace;
+
+/// What the data plane records into (both off: nothing recorded).
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    pub metrics: Option<std::sync::Arc<metrics::Metrics>>,
+    pub access_log: Option<access_log::AccessLog>,
+}
+
+static GLOBAL: std::sync::OnceLock<Telemetry> = std::sync::OnceLock::new();
+
+/// The process's telemetry, installed once at start by the server (a
+/// read is one load: no lock, no reference count). Until then, and in
+/// processes that never install one (benches, in-process tests), both
+/// are off.
+#[inline]
+pub fn global() -> Option<&'static Telemetry> {
+    GLOBAL.get()
+}
+
+/// Install the process's telemetry (the first call wins).
+pub fn install(t: Telemetry) {
+    if GLOBAL.set(t).is_err() {
+        tracing::warn!("telemetry already installed");
+    }
+}

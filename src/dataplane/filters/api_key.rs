@@ -82,18 +82,17 @@ impl RequestFilter for ApiKey {
         };
         let (win, end) = window(entry.rate, now);
         let reset = end - now;
-        match ctx.gw.quota.acquire(&entry.key_id, win, entry.limit) {
-            Acquiring::Ready(outcome) => {
-                let limit = entry.limit_value.clone();
-                counted(ctx, limit, reset, outcome)
-            }
-            Acquiring::Pending(io) => {
-                let limit = entry.limit_value.clone();
-                Ok(Flow::Defer(super::Deferred::new(
-                    io,
-                    move |ctx, outcome| counted(ctx, limit, reset, outcome),
-                )))
-            }
+        let (key_id, count_limit) = (entry.key_id.clone(), entry.limit);
+        let limit = entry.limit_value.clone();
+        let gw = ctx.gw;
+        let acquiring = gw.quota.acquire(&key_id, win, count_limit);
+        ctx.logged.key_id = Some(key_id);
+        match acquiring {
+            Acquiring::Ready(outcome) => counted(ctx, limit, reset, outcome),
+            Acquiring::Pending(io) => Ok(Flow::Defer(super::Deferred::new(
+                io,
+                move |ctx, outcome| counted(ctx, limit, reset, outcome),
+            ))),
         }
     }
 }

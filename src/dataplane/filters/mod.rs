@@ -28,6 +28,7 @@ pub mod request_id;
 pub mod required_params;
 pub mod resource_policy;
 pub mod route;
+pub mod telemetry;
 pub mod throttle;
 
 pub use crate::dataplane::ctx::{RequestCtx, ResponseCtx};

@@ -19,6 +19,7 @@ pub use crate::snapshot::template::{host_header, PoolKey};
 use bytes::Bytes;
 use futures_util::future::{ready, Either, FutureExt};
 
+use crate::telemetry::metrics::POOL;
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -208,6 +209,7 @@ impl Pool {
             let list = idle.get_mut(key)?;
             let mut now = None;
             while let Some(c) = list.pop() {
+                POOL.idle.fetch_sub(1, Ordering::Relaxed);
                 if c.tx.is_closed() {
                     continue;
                 }
@@ -222,6 +224,15 @@ impl Pool {
     }
 
     async fn connect(&self, key: &PoolKey) -> Result<Sender, SendError> {
+        let made = self.connect_counted(key).await;
+        match &made {
+            Ok(_) => POOL.connects.fetch_add(1, Ordering::Relaxed),
+            Err(_) => POOL.connect_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        made
+    }
+
+    async fn connect_counted(&self, key: &PoolKey) -> Result<Sender, SendError> {
         let uri = Uri::builder()
             .scheme(key.scheme().clone())
             .authority(key.authority().clone())
@@ -242,10 +253,12 @@ impl Pool {
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(e.to_string()))?;
+        POOL.open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended with error");
             }
+            POOL.open.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(tx)
     }
@@ -273,6 +286,7 @@ impl Ticket {
             let mut idle = idle.borrow_mut();
             let list = idle.entry(self.key).or_default();
             if list.len() < max {
+                POOL.idle.fetch_add(1, Ordering::Relaxed);
                 list.push(Idle {
                     tx: self.tx,
                     since: Instant::now(),

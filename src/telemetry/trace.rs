@@ -1,0 +1,126 @@
+//! W3C Trace Context (`traceparent`, version 00): a valid one from the
+//! client is continued, else a new trace starts; the integration gets the
+//! same trace id with the gateway's own span id as its parent.
+
+use http::HeaderValue;
+
+pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// A request's trace: its trace id and the gateway's span id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trace {
+    pub trace_id: u128,
+    /// The gateway's span: the parent id the integration sees.
+    pub span_id: u64,
+    /// Flags (bit 0: sampled), as the client sent them (new: sampled).
+    pub flags: u8,
+}
+
+fn hex_u128(s: &[u8]) -> Option<u128> {
+    if s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        u128::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+    } else {
+        None
+    }
+}
+
+impl Trace {
+    /// Continue the client's trace if its `traceparent` is valid, else
+    /// start one.
+    pub fn from_headers(headers: &http::HeaderMap) -> Trace {
+        let span_id = nonzero_u64();
+        match headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes())) {
+            Some((trace_id, flags)) => Trace {
+                trace_id,
+                span_id,
+                flags,
+            },
+            None => Trace {
+                trace_id: loop {
+                    let t = rand::random::<u128>();
+                    if t != 0 {
+                        break t;
+                    }
+                },
+                span_id,
+                flags: 1,
+            },
+        }
+    }
+
+    /// The `traceparent` the integration gets.
+    pub fn header(&self) -> HeaderValue {
+        let s = format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        );
+        // Hex digits and dashes only: always a valid header value.
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let v = rand::random::<u64>();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// `00-{32 hex trace id, not all zero}-{16 hex parent id, not all
+/// zero}-{2 hex flags}`: (trace id, flags).
+pub fn parse(v: &[u8]) -> Option<(u128, u8)> {
+    if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let trace = hex_u128(&v[3..35])?;
+    let parent = hex_u128(&v[36..52])?;
+    let flags = hex_u128(&v[53..55])? as u8;
+    (trace != 0 && parent != 0).then_some((trace, flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_rejects_bad() {
+        let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(parse(ok), Some((0x4bf92f3577b34da6a3ce929d0e0e4736, 1)));
+        assert_eq!(
+            parse(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
+            None
+        );
+        assert_eq!(
+            parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            parse(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(parse(b"garbage"), None);
+    }
+
+    #[test]
+    fn continued_keeps_trace_id_new_parent() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            &TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let t = Trace::from_headers(&h);
+        let out = t.header();
+        let out = out.to_str().unwrap();
+        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(!out.contains("00f067aa0ba902b7"));
+        assert!(parse(out.as_bytes()).is_some());
+        let fresh = Trace::from_headers(&http::HeaderMap::new());
+        assert!(parse(fresh.header().as_bytes()).is_some());
+    }
+}

@@ -1,0 +1,272 @@
+//! Metrics, health and access logs against the real binary: /metrics is
+//! parsed by Python's prometheus_client text parser and its figures
+//! checked against the calls made; access log lines are read back.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn metrics_addr(gw: &Gateway) -> String {
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.starts_with("apigw listening"))
+        .map(str::to_string)
+        .expect("listening line");
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix("metrics="))
+        .expect("metrics= in the listening line")
+        .to_string()
+}
+
+/// Samples as (name, sorted labels) → value, parsed by prometheus_client.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        key = s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
+        out[key] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused the exposition:\n{text}"
+    );
+    let v: HashMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+    v
+}
+
+async fn scrape(addr: &str) -> (String, HashMap<String, f64>) {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parsed = parse_metrics(&text);
+    (text, parsed)
+}
+
+#[tokio::test]
+async fn metrics_count_the_calls_and_forget_deleted_apis() {
+    let backend = Backend::start("m");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("access.log");
+    let gw = Gateway::start_with(&[
+        ("metrics_listen", "127.0.0.1:0"),
+        ("access_log", log_path.to_str().unwrap()),
+    ]);
+    let maddr = metrics_addr(&gw);
+
+    // Health first.
+    let r = reqwest::get(format!("http://{maddr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(format!("http://{maddr}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["store"], "reachable");
+
+    let api = deployed_api(
+        &gw,
+        "metrics-a",
+        &[("items", "GET", &backend.url("/items"))],
+    )
+    .await;
+    let c = data_client();
+    // deployed_api waited with some GETs; count from a scrape now.
+    let (_, before) = scrape(&maddr).await;
+    let key = |status: &str| {
+        format!("apigw_requests_total{{api={api},method=GET,stage=dev,status_class={status}}}")
+    };
+    let ok0 = before.get(&key("2xx")).copied().unwrap_or(0.0);
+    let nf0 = before.get(&key("4xx")).copied().unwrap_or(0.0);
+    let rnf0 = before
+        .get("apigw_gateway_errors_total{code=ResourceNotFound}")
+        .copied()
+        .unwrap_or(0.0);
+    for _ in 0..7 {
+        assert_eq!(status_of(&c, &gw.invoke_url(&api, "/dev/items")).await, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(status_of(&c, &gw.invoke_url(&api, "/dev/nope")).await, 404);
+    }
+    let (text, after) = scrape(&maddr).await;
+    assert_eq!(after[&key("2xx")] - ok0, 7.0, "{text}");
+    assert_eq!(after[&key("4xx")] - nf0, 3.0, "{text}");
+    assert_eq!(
+        after["apigw_gateway_errors_total{code=ResourceNotFound}"] - rnf0,
+        3.0
+    );
+    let count_key = format!("apigw_request_duration_seconds_count{{api={api},stage=dev}}");
+    assert!(after[&count_key] >= 10.0, "{text}");
+    let int_key = format!("apigw_integration_duration_seconds_count{{api={api},stage=dev}}");
+    assert!(after[&int_key] >= 7.0, "{text}");
+    assert!(after["apigw_upstream_connects_total{}"] >= 1.0);
+    assert!(after["apigw_snapshot_version{}"] >= 1.0);
+    assert!(after.contains_key("apigw_snapshot_age_seconds{}"));
+    assert!(after
+        .keys()
+        .any(|k| k.starts_with("apigw_build_info{version=")));
+    assert!(
+        after.iter().any(|(k, v)| k
+            .starts_with("apigw_admin_operations_total{operation=POST /v1/apis,outcome=2xx")
+            && *v >= 1.0),
+        "{text}"
+    );
+
+    // Delete the API: its series go.
+    gw.admin()
+        .delete(&format!("/v1/apis/{api}"))
+        .await
+        .expect(200);
+    let gone = eventually(Duration::from_secs(5), || async {
+        let (text, _) = scrape(&maddr).await;
+        !text.contains(&api)
+    })
+    .await;
+    assert!(gone, "{}", scrape(&maddr).await.0);
+
+    // The access log: one line per request, fields present.
+    let found = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&log_path)
+            .map(|t| t.lines().count() >= 10)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(found);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let ok = lines
+        .iter()
+        .find(|l| l["status"] == 200 && l["api"] == api.as_str())
+        .expect("a 200 line");
+    assert_eq!(ok["stage"], "dev");
+    assert_eq!(ok["resource_path"], "/items");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["client"], "127.0.0.1");
+    assert!(ok["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(ok["integration_latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(ok["trace_id"].as_str().unwrap().len(), 32);
+    assert!(!ok["request_id"].as_str().unwrap().is_empty());
+    let nf = lines
+        .iter()
+        .find(|l| l["status"] == 404 && l["api"] == api.as_str())
+        .expect("a 404 line");
+    assert_eq!(nf["error"], "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn access_log_keeps_no_secret_reopens_on_sighup_and_traces() {
+    let backend = Backend::start("al");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("access.log");
+    let gw = Gateway::start_with(&[("access_log", log_path.to_str().unwrap())]);
+    let api = deployed_api(&gw, "log-a", &[("items", "GET", &backend.url("/items"))]).await;
+    let c = data_client();
+    let url = gw.invoke_url(&api, "/dev/items?api_key=SECRETQ1&token=SECRETQ2");
+    let r = c
+        .get(&url)
+        .header("authorization", "Bearer SECRETBEARER.x.y")
+        .header("x-scp-apikey", "SECRETAPIKEY")
+        .header("cookie", "session=SECRETCOOKIE")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The integration got the same trace id, a new parent.
+    let tp = backend
+        .last()
+        .header("traceparent")
+        .expect("traceparent forwarded");
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(!tp.contains("00f067aa0ba902b7"), "{tp}");
+    // None sent: one is started.
+    assert_eq!(status_of(&c, &gw.invoke_url(&api, "/dev/items")).await, 200);
+    let tp2 = backend
+        .last()
+        .header("traceparent")
+        .expect("traceparent started");
+    assert_eq!(tp2.len(), 55);
+    assert!(!tp2.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+
+    let wait_lines = |path: std::path::PathBuf, n: usize| async move {
+        eventually(Duration::from_secs(5), || {
+            let path = path.clone();
+            async move {
+                std::fs::read_to_string(&path)
+                    .map(|t| t.lines().count() >= n)
+                    .unwrap_or(false)
+            }
+        })
+        .await
+    };
+    assert!(wait_lines(log_path.clone(), 2).await);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    for secret in [
+        "SECRETQ1",
+        "SECRETQ2",
+        "SECRETBEARER",
+        "SECRETAPIKEY",
+        "SECRETCOOKIE",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} in the access log:\n{text}"
+        );
+    }
+    let traced = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .expect("the traced call's line");
+    assert_eq!(traced["status"], 200);
+
+    // logrotate: rename, SIGHUP, the next lines go to a new file.
+    let rotated = log_dir.path().join("access.log.1");
+    std::fs::rename(&log_path, &rotated).unwrap();
+    let pid = gw.pid() as i32;
+    // SAFETY: sends a signal to the child this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status_of(&c, &gw.invoke_url(&api, "/dev/items")).await, 200);
+    assert!(
+        wait_lines(log_path.clone(), 1).await,
+        "no new file after SIGHUP"
+    );
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.lines().count() >= 2);
+}
