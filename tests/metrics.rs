@@ -12,7 +12,7 @@ fn metrics_addr(gw: &Gateway) -> String {
     let line = gw
         .logs()
         .lines()
-        .find(|l| l.starts_with("apigw listening"))
+        .find(|l| l.contains("apigw listening"))
         .map(str::to_string)
         .expect("listening line");
     line.split_whitespace()
@@ -72,8 +72,8 @@ async fn metrics_count_the_calls_and_forget_deleted_apis() {
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("access.log");
     let gw = Gateway::start_with(&[
-        ("metrics_listen", "127.0.0.1:0"),
-        ("access_log", log_path.to_str().unwrap()),
+        ("metrics_listen", "\"127.0.0.1:0\""),
+        ("access_log", &format!("{:?}", log_path.to_str().unwrap())),
     ]);
     let maddr = metrics_addr(&gw);
 
@@ -142,7 +142,7 @@ async fn metrics_count_the_calls_and_forget_deleted_apis() {
     gw.admin()
         .delete(&format!("/v1/apis/{api}"))
         .await
-        .expect(200);
+        .expect(204);
     let gone = eventually(Duration::from_secs(5), || async {
         let (text, _) = scrape(&maddr).await;
         !text.contains(&api)
@@ -187,7 +187,7 @@ async fn access_log_keeps_no_secret_reopens_on_sighup_and_traces() {
     let backend = Backend::start("al");
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("access.log");
-    let gw = Gateway::start_with(&[("access_log", log_path.to_str().unwrap())]);
+    let gw = Gateway::start_with(&[("access_log", &format!("{:?}", log_path.to_str().unwrap()))]);
     let api = deployed_api(&gw, "log-a", &[("items", "GET", &backend.url("/items"))]).await;
     let c = data_client();
     let url = gw.invoke_url(&api, "/dev/items?api_key=SECRETQ1&token=SECRETQ2");

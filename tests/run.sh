@@ -32,6 +32,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update
   apt-get install -y --no-install-recommends "${missing[@]}" ca-certificates fonts-liberation
 fi
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m pip install --quiet prometheus_client 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages prometheus_client
+fi
 if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
   python3 -m pip install --quiet pyjwt cryptography 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
