@@ -178,9 +178,13 @@ impl CodeCounters {
     }
 }
 
+/// The live stages' counters by (api, stage); held weakly, so a stage
+/// that left the snapshot leaves the exposition.
+type StageTable = Mutex<HashMap<(Arc<str>, Arc<str>), Weak<StageMetrics>>>;
+
 /// Every metric of the process.
 pub struct Metrics {
-    stages: Mutex<HashMap<(Arc<str>, Arc<str>), Weak<StageMetrics>>>,
+    stages: StageTable,
     errors: CodeCounters,
     pub quota_rejections: AtomicU64,
     pub throttle_rejections: AtomicU64,
