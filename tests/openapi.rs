@@ -81,14 +81,21 @@ async fn the_description_is_public_and_every_operation_in_it_is_served() {
             assert_eq!(r.status, 401, "unsigned {m} {path}: {}", r.text());
         }
         // Signed, it reaches the operation (which may well refuse it).
-        let r = admin
-            .send_raw(m, &path, body, None, &admin.opts)
-            .await;
-        assert!(!is_router_miss(&r), "{m} {path} is not served: {} {}", r.status, r.text());
+        let r = admin.send_raw(m, &path, body, None, &admin.opts).await;
+        assert!(
+            !is_router_miss(&r),
+            "{m} {path} is not served: {} {}",
+            r.status,
+            r.text()
+        );
         assert!(r.status < 500, "{m} {path}: {} {}", r.status, r.text());
     }
     // Not the description: other methods, other paths.
-    for (m, path) in [("POST", "/v1/openapi.json"), ("GET", "/v1/openapi.json/x"), ("GET", "/openapi.json")] {
+    for (m, path) in [
+        ("POST", "/v1/openapi.json"),
+        ("GET", "/v1/openapi.json/x"),
+        ("GET", "/openapi.json"),
+    ] {
         let r = admin.send_raw(m, path, None, None, &unsigned).await;
         assert_eq!(r.status, 401, "unsigned {m} {path}: {}", r.text());
     }
@@ -110,7 +117,11 @@ async fn the_description_is_public_and_every_operation_in_it_is_served() {
 async fn the_description_is_openapi_3_with_the_references_patterns() {
     let gw = Gateway::start();
     let doc = description(&gw.admin()).await;
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
     let schemas = &doc["components"]["schemas"];
     // Every reference resolves.
@@ -126,19 +137,34 @@ async fn the_description_is_openapi_3_with_the_references_patterns() {
     let mut ids = std::collections::HashSet::new();
     for (m, path) in operations(&doc) {
         let op = &doc["paths"][&path][m.to_lowercase()];
-        assert!(ids.insert(op["operationId"].as_str().unwrap_or("").to_string()), "{m} {path}");
+        assert!(
+            ids.insert(op["operationId"].as_str().unwrap_or("").to_string()),
+            "{m} {path}"
+        );
         assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
     }
     // The reference's name pattern and limits.
     let name = &schemas["apis.CreateReq"]["properties"]["name"];
-    assert_eq!(name["pattern"], json!("^[a-z][a-z0-9\\-]{1,48}[a-z0-9]$"), "{name}");
+    assert_eq!(
+        name["pattern"],
+        json!("^[a-z][a-z0-9\\-]{1,48}[a-z0-9]$"),
+        "{name}"
+    );
     assert_eq!(name["maxLength"], json!(50));
     assert_eq!(name["minLength"], json!(3));
-    assert_eq!(schemas["apis.CreateReq"]["properties"]["description"]["maxLength"], json!(100));
-    assert!(schemas["apis.CreateReq"]["required"].as_array().is_some_and(|r| r.contains(&json!("name"))));
+    assert_eq!(
+        schemas["apis.CreateReq"]["properties"]["description"]["maxLength"],
+        json!(100)
+    );
+    assert!(schemas["apis.CreateReq"]["required"]
+        .as_array()
+        .is_some_and(|r| r.contains(&json!("name"))));
     let stage = &schemas["stages.CreateReq"]["properties"]["stage_name"];
     assert_eq!(stage["pattern"], name["pattern"], "{stage}");
-    assert_eq!(schemas["usage_plans.CreateReq"]["properties"]["limit"]["maximum"], json!(2_000_000_000));
+    assert_eq!(
+        schemas["usage_plans.CreateReq"]["properties"]["limit"]["maximum"],
+        json!(2_000_000_000)
+    );
     assert!(schemas["resources.CreateReq"]["properties"]["path_part"]["pattern"].is_string());
     // The SCP signature headers, and the error envelope.
     let sec = &doc["components"]["securitySchemes"];

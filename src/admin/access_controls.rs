@@ -19,7 +19,11 @@ pub const MAX_IPS: usize = 100;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = access_controls::CreateReq)]
 pub struct CreateReq {
-    #[schema(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
     /// Addresses or CIDR blocks (entries may hold comma-separated items).
     #[schema(max_items = 100)]

@@ -13,7 +13,11 @@ use serde_json::{json, Value};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = apis::CreateReq)]
 pub struct CreateReq {
-    #[schema(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
     #[schema(max_length = 100)]
     description: Option<String>,

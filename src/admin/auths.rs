@@ -45,7 +45,11 @@ pub struct ExternalReq {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = auths::CreateReq)]
 pub struct CreateReq {
-    #[schema(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
     /// Days, 1 to 3650 (a number or a string of digits).
     expiration_period: Days,

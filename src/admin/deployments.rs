@@ -26,7 +26,11 @@ enum StageType {
 pub struct CreateReq {
     #[schema(max_length = 50)]
     description: Option<String>,
-    #[schema(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     stage_name: Option<String>,
     stage_type: StageType,
 }

@@ -120,7 +120,11 @@ pub async fn openapi_json() -> axum::response::Response {
     static JSON: std::sync::LazyLock<Result<String, String>> =
         std::sync::LazyLock::new(|| description().to_json().map_err(|e| e.to_string()));
     match &*JSON {
-        Ok(s) => ([(http::header::CONTENT_TYPE, "application/json")], s.clone()).into_response(),
+        Ok(s) => (
+            [(http::header::CONTENT_TYPE, "application/json")],
+            s.clone(),
+        )
+            .into_response(),
         Err(e) => ApiError::internal(format!("openapi description: {e}")).into_response(),
     }
 }
@@ -169,7 +173,11 @@ pub struct ListQueryParams {
 #[allow(dead_code)]
 pub struct ReportQuery {
     /// The stage whose calls are counted.
-    #[param(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[param(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     stage_name: String,
     /// First UTC day, YYYY-MM-DD.
     #[param(pattern = r"^\d{4}-\d{2}-\d{2}$")]
@@ -255,16 +263,26 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 /// The statuses an operation can answer besides its success: every one
 /// the signature check can (401, 403) and the store (500, 503); by path
 /// parameter 404; by body 400, 409 (writes), 413, 415.
-fn errors_of(method: &HttpMethod, has_params: bool, has_body: bool) -> Vec<(&'static str, &'static str)> {
+fn errors_of(
+    method: &HttpMethod,
+    has_params: bool,
+    has_body: bool,
+) -> Vec<(&'static str, &'static str)> {
     let mut out = vec![
         ("401", "Signature missing, wrong, expired or replayed."),
         ("403", "Scp-AccountId does not belong to the access key."),
     ];
     let write = !matches!(method, HttpMethod::Get | HttpMethod::Head);
     if has_params || write {
-        out.push(("404", "A named object does not exist (or belongs to another account)."));
+        out.push((
+            "404",
+            "A named object does not exist (or belongs to another account).",
+        ));
     }
-    out.push(("400", "A parameter or field is invalid; the detail names it."));
+    out.push((
+        "400",
+        "A parameter or field is invalid; the detail names it.",
+    ));
     if write {
         out.push(("409", "Conflicts with an existing object or state."));
         out.push(("413", "The body is larger than max_admin_body_bytes."));
@@ -272,9 +290,15 @@ fn errors_of(method: &HttpMethod, has_params: bool, has_body: bool) -> Vec<(&'st
     if has_body {
         out.push(("415", "Content-Type is not application/json."));
     }
-    out.push(("500", "Internal error, or committed but not served in time."));
+    out.push((
+        "500",
+        "Internal error, or committed but not served in time.",
+    ));
     if write {
-        out.push(("503", "The store cannot be reached, or concurrent changes kept overtaking this one."));
+        out.push((
+            "503",
+            "The store cannot be reached, or concurrent changes kept overtaking this one.",
+        ));
     }
     out
 }
@@ -387,12 +411,15 @@ pub struct MethodThrottle {
     burst: u32,
 }
 
+/// A method and a path template (`/v1/apis/{api_id}`).
+pub type Route = (String, String);
+
 /// The (method, path template) pairs a router serves, read from its
 /// `Debug` output (axum does not expose its route table otherwise): the
 /// paths of its route ids, and for each route id the methods whose
 /// endpoint is set. Paths are axum's (`/v1/apis/{api_id}`), as in the
 /// description. HEAD (served with GET) is left out.
-pub fn served_routes<S>(router: &Router<S>) -> Result<Vec<(String, String)>, String> {
+pub fn served_routes<S>(router: &Router<S>) -> Result<Vec<Route>, String> {
     let dbg = format!("{router:?}");
     // The router's own routes come before its fallback router's.
     let main = dbg
@@ -400,7 +427,9 @@ pub fn served_routes<S>(router: &Router<S>) -> Result<Vec<(String, String)>, Str
         .next()
         .ok_or("no Router debug output")?;
     let path_re = regex::Regex::new(r#"RouteId\((\d+)\): "([^"]*)""#).map_err(|e| e.to_string())?;
-    let methods = ["get", "head", "delete", "options", "patch", "post", "put", "trace", "connect"];
+    let methods = [
+        "get", "head", "delete", "options", "patch", "post", "put", "trace", "connect",
+    ];
     let mr_re = regex::Regex::new(&format!(
         r"RouteId\((\d+)\): MethodRouter\(MethodRouter \{{ {}",
         methods.map(|m| format!("{m}: (\\w+)")).join(", ")
@@ -435,7 +464,7 @@ pub fn served_routes<S>(router: &Router<S>) -> Result<Vec<(String, String)>, Str
 }
 
 /// The (method, path template) pairs of the description.
-pub fn documented_routes(doc: &utoipa::openapi::OpenApi) -> Vec<(String, String)> {
+pub fn documented_routes(doc: &utoipa::openapi::OpenApi) -> Vec<Route> {
     let mut out = Vec::new();
     for (path, item) in &doc.paths.paths {
         for (m, op) in [
@@ -485,7 +514,7 @@ mod tests {
     }
 
     /// What the router serves and the description lists differ by these.
-    fn differences(r: &Router) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn differences(r: &Router) -> (Vec<Route>, Vec<Route>) {
         let served = served_routes(r).unwrap();
         let documented = documented_routes(&description());
         let undocumented = served
@@ -509,10 +538,19 @@ mod tests {
         // The reading of the route table is not vacuous.
         assert!(served.len() > 60, "{served:?}");
         assert!(served.contains(&("DELETE".into(), "/v1/apis/{api_id}".into())));
-        assert!(served.contains(&("PUT".into(), "/v1/apis/{api_id}/stages/{stage_name}/config".into())));
+        assert!(served.contains(&(
+            "PUT".into(),
+            "/v1/apis/{api_id}/stages/{stage_name}/config".into()
+        )));
         let (undocumented, unserved) = differences(&r);
-        assert!(undocumented.is_empty(), "served but not in the description: {undocumented:?}");
-        assert!(unserved.is_empty(), "in the description but not served: {unserved:?}");
+        assert!(
+            undocumented.is_empty(),
+            "served but not in the description: {undocumented:?}"
+        );
+        assert!(
+            unserved.is_empty(),
+            "in the description but not served: {unserved:?}"
+        );
     }
 
     /// The comparison catches a route added without its description (and
@@ -523,14 +561,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = router(app(&dir))
             .route("/v1/apis/{api_id}/undocumented", axum::routing::get(extra))
-            .route("/v1/functions/{function_id}/x", axum::routing::post(extra).delete(extra));
+            .route(
+                "/v1/functions/{function_id}/x",
+                axum::routing::post(extra).delete(extra),
+            );
         let (undocumented, unserved) = differences(&r);
         assert_eq!(
             undocumented,
             vec![
-                ("DELETE".to_string(), "/v1/functions/{function_id}/x".to_string()),
-                ("GET".to_string(), "/v1/apis/{api_id}/undocumented".to_string()),
-                ("POST".to_string(), "/v1/functions/{function_id}/x".to_string()),
+                (
+                    "DELETE".to_string(),
+                    "/v1/functions/{function_id}/x".to_string()
+                ),
+                (
+                    "GET".to_string(),
+                    "/v1/apis/{api_id}/undocumented".to_string()
+                ),
+                (
+                    "POST".to_string(),
+                    "/v1/functions/{function_id}/x".to_string()
+                ),
             ]
         );
         assert!(unserved.is_empty(), "{unserved:?}");
@@ -541,7 +591,10 @@ mod tests {
         let doc = description();
         let mut ids = std::collections::HashSet::new();
         for (path, item) in &doc.paths.paths {
-            for op in [&item.get, &item.post, &item.put, &item.delete].into_iter().flatten() {
+            for op in [&item.get, &item.post, &item.put, &item.delete]
+                .into_iter()
+                .flatten()
+            {
                 let id = op.operation_id.clone().unwrap_or_default();
                 assert!(ids.insert(id.clone()), "operation id {id:?} twice");
                 let params: Vec<&str> = op

@@ -19,7 +19,11 @@ pub const MAX_DEPTH: usize = 30;
 #[schema(as = resources::CreateReq)]
 pub struct CreateReq {
     /// A path segment, or a `{parameter}`.
-    #[schema(pattern = r"^(\{[a-z][a-z0-9\-]{1,46}[a-z0-9]\}|[a-z][a-z0-9\-]{1,48}[a-z0-9])$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^(\{[a-z][a-z0-9\-]{1,46}[a-z0-9]\}|[a-z][a-z0-9\-]{1,48}[a-z0-9])$",
+        min_length = 3,
+        max_length = 50
+    )]
     path_part: String,
 }
 

@@ -59,7 +59,11 @@ fn stage_of<'a>(a: &'a ApiState, name: &str) -> Result<&'a Stage, ApiError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = stages::CreateReq)]
 pub struct CreateReq {
-    #[schema(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     stage_name: String,
     deployment_id: String,
     #[schema(max_length = 100)]

@@ -82,7 +82,11 @@ fn show_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Json<V
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = usage_plans::CreateReq)]
 pub struct CreateReq {
-    #[schema(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
     #[schema(max_length = 100)]
     description: Option<String>,
@@ -312,7 +316,11 @@ pub fn new_key_value() -> String {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = usage_plans::KeyCreateReq)]
 pub struct KeyCreateReq {
-    #[schema(pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$", min_length = 3, max_length = 50)]
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
     #[schema(max_length = 100)]
     description: Option<String>,
