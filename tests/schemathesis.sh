@@ -34,4 +34,4 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v1/openapi.json" >/dev/n
 ST_BASE_URL="http://127.0.0.1:$port" PYTHONPATH=tests/schemathesis SCHEMATHESIS_HOOKS=scp_sign timeout "$secs" \
   schemathesis run "http://127.0.0.1:$port/v1/openapi.json" \
   --url "http://127.0.0.1:$port" --checks not_a_server_error,response_schema_conformance,status_code_conformance \
-  --max-examples 30 --report-dir "$dir/report" --phases examples,fuzzing "${@:2}"
+  --max-examples 30 --phases examples,fuzzing "${@:2}"
