@@ -109,6 +109,7 @@ fn benches(c: &mut Criterion) {
         limiters: Default::default(),
         stats: None,
         private_addr: None,
+        metrics: None,
         external_services: Default::default(),
     };
     let published = Published::new(&state, ctx);
@@ -513,6 +514,7 @@ fn pipeline(c: &mut Criterion) {
         limiters: Default::default(),
         stats: Some(apigw::telemetry::reports::Stats::new(None)),
         private_addr: None,
+        metrics: None,
         external_services: Default::default(),
     };
     let cfg = apigw::config::Config::default();

@@ -176,6 +176,7 @@ fn plane(setup: &Setup, quota: Arc<dyn QuotaCounters>) -> Arc<DataPlane> {
         limiters: Default::default(),
         stats: None,
         private_addr: None,
+        metrics: None,
         external_services: Default::default(),
     };
     let cfg = apigw::config::Config::default();

@@ -16,9 +16,17 @@ use serde_json::{json, Value};
 
 pub const MAX_IPS: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = access_controls::CreateReq)]
 pub struct CreateReq {
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
+    /// Addresses or CIDR blocks (entries may hold comma-separated items).
+    #[schema(max_items = 100)]
     allowed_ip_addr: Vec<String>,
     /// Required by the reference; null connects no stage.
     #[serde(deserialize_with = "validate::nullable")]
@@ -26,7 +34,8 @@ pub struct CreateReq {
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = access_controls::SetReq)]
 pub struct SetReq {
     allowed_ip_addr: Vec<String>,
     /// Required by the reference; null connects no stage.
@@ -111,6 +120,14 @@ fn view_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Value,
     Ok(views::access_control(a, ac_of(a, id)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/access-controls",
+    operation_id = "access_controls_create",
+    tag = "Access controls",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -147,6 +164,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view_after(&st, &api_id, &id)?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/access-controls",
+    operation_id = "access_controls_list",
+    tag = "Access controls",
+    params(crate::admin::openapi::ListQueryParams),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -164,6 +189,13 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/access-controls/{access_control_id}",
+    operation_id = "access_controls_show",
+    tag = "Access controls",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -177,6 +209,14 @@ pub async fn show(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/access-controls/{access_control_id}",
+    operation_id = "access_controls_set",
+    tag = "Access controls",
+    request_body(content = SetReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set(
     State(app): State<AdminState>,
     caller: Caller,
@@ -208,6 +248,13 @@ pub async fn set(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/access-controls/{access_control_id}",
+    operation_id = "access_controls_delete",
+    tag = "Access controls",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,

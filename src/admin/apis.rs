@@ -10,16 +10,34 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = apis::CreateReq)]
 pub struct CreateReq {
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
+    #[schema(max_length = 100)]
     description: Option<String>,
+    #[schema(value_type = Option<super::openapi::EndpointType>)]
     endpoint_type: Option<EndpointType>,
+    /// Ignored: the gateway assigns the id.
     #[allow(dead_code)]
     id: Option<String>,
+    #[schema(value_type = Option<Vec<super::openapi::Tag>>, max_items = 50)]
     tags: Option<Vec<validate::Obj<Tag>>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis",
+    operation_id = "apis_create",
+    tag = "APIs",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 202, description = "Accepted.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -93,6 +111,14 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(out)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis",
+    operation_id = "apis_list",
+    tag = "APIs",
+    params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -115,6 +141,13 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}",
+    operation_id = "apis_show",
+    tag = "APIs",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -125,11 +158,21 @@ pub async fn show(
     Ok(Json(json!({ "api": a.api().map(views::api) })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = apis::DescriptionReq)]
 pub struct DescriptionReq {
+    #[schema(max_length = 100)]
     description: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/description",
+    operation_id = "apis_set_description",
+    tag = "APIs",
+    request_body(content = DescriptionReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set_description(
     State(app): State<AdminState>,
     caller: Caller,
@@ -151,6 +194,13 @@ pub async fn set_description(
     Ok(Json(json!({ "api": out })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}",
+    operation_id = "apis_delete",
+    tag = "APIs",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,

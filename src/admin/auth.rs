@@ -27,6 +27,10 @@ pub async fn require_signature(
     req: Request,
     next: Next,
 ) -> Response {
+    // The API's own description is public; nothing else is.
+    if req.method() == http::Method::GET && req.uri().path() == super::openapi::PATH {
+        return next.run(req).await;
+    }
     match authenticate(&app, req).await {
         Ok(req) => next.run(req).await,
         Err(e) => e.into_response(),

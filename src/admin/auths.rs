@@ -23,15 +23,18 @@ pub const MAX_EXPIRATION_DAYS: i64 = 3650;
 
 /// `expiration_period` is an integer in the model but a string in the
 /// reference's example; both are accepted.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
+#[schema(as = auths::Days)]
 enum Days {
     Int(i64),
     Text(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = auths::ExternalReq)]
 pub struct ExternalReq {
+    #[schema(min_length = 1, max_length = 500)]
     issuer: String,
     audience: Option<String>,
     jwks: Option<Value>,
@@ -39,17 +42,26 @@ pub struct ExternalReq {
     jwks_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = auths::CreateReq)]
 pub struct CreateReq {
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
+    /// Days, 1 to 3650 (a number or a string of digits).
     expiration_period: Days,
     /// Required by the reference; null connects no stage.
     #[serde(deserialize_with = "validate::nullable")]
     connected_stages: Option<Vec<String>>,
+    #[schema(value_type = Option<ExternalReq>)]
     external_issuer: Option<validate::Obj<ExternalReq>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = auths::SetReq)]
 pub struct SetReq {
     /// Required by the reference; null connects no stage.
     #[serde(deserialize_with = "validate::nullable")]
@@ -110,6 +122,14 @@ async fn load_jwks(
     Ok((fetched.jwks, url.to_string()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/auths",
+    operation_id = "auths_create",
+    tag = "Authentications",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -188,6 +208,14 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/auths",
+    operation_id = "auths_list",
+    tag = "Authentications",
+    params(crate::admin::openapi::ListQueryParams),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -211,6 +239,13 @@ fn auth_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a Auth, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("auth {id} not found")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/auths/{auth_id}",
+    operation_id = "auths_show",
+    tag = "Authentications",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -221,6 +256,14 @@ pub async fn show(
     Ok(Json(json!({ "auth": view(auth_of(a, &id)?) })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/auths/{auth_id}",
+    operation_id = "auths_set",
+    tag = "Authentications",
+    request_body(content = SetReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set(
     State(app): State<AdminState>,
     caller: Caller,
@@ -237,6 +280,13 @@ pub async fn set(
     Ok(Json(json!({ "auth": out })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/auths/{auth_id}",
+    operation_id = "auths_delete",
+    tag = "Authentications",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,

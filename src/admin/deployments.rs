@@ -12,17 +12,25 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Deserialize, PartialEq, Clone, Copy)]
+#[derive(Deserialize, PartialEq, Clone, Copy, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = deployments::StageType)]
 enum StageType {
     New,
     Existing,
     None,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = deployments::CreateReq)]
 pub struct CreateReq {
+    #[schema(max_length = 50)]
     description: Option<String>,
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     stage_name: Option<String>,
     stage_type: StageType,
 }
@@ -51,6 +59,14 @@ pub fn freeze(a: &ApiState, api_id: &str, description: String) -> Deployment {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/deployments",
+    operation_id = "deployments_create",
+    tag = "Deployments",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -107,6 +123,14 @@ pub async fn create(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/deployments",
+    operation_id = "deployments_list",
+    tag = "Deployments",
+    params(crate::admin::openapi::ListQueryParams, ("stage_name" = Option<String>, Query, description = "Filter: stage_name contains / equals this value"), ("deployment_id" = Option<String>, Query, description = "Filter: deployment_id contains / equals this value")),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,

@@ -50,14 +50,16 @@ pub const MAX_PEM_BYTES: usize = 1024 * 1024;
 /// How the "" base path is written in a URL (AWS's spelling).
 pub const NONE_BASE_PATH: &str = "(none)";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = domains::DomainReq)]
 pub struct DomainReq {
     domain_name: String,
     certificate_file: Option<String>,
     private_key_file: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = domains::MappingReq)]
 pub struct MappingReq {
     base_path: Option<String>,
     api_id: String,
@@ -261,6 +263,14 @@ pub fn refuse_if_mapped(st: &St, api_id: &str, stage_name: Option<&str>) -> Resu
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domain-names",
+    operation_id = "domains_create",
+    tag = "Custom domain names (extension)",
+    request_body(content = DomainReq, content_type = "application/json"),
+    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -304,6 +314,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "domain_name": out }))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domain-names",
+    operation_id = "domains_list",
+    tag = "Custom domain names (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
     let all: Vec<Value> = st
@@ -318,6 +335,13 @@ pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domain-names/{domain_name}",
+    operation_id = "domains_show",
+    tag = "Custom domain names (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -328,6 +352,13 @@ pub async fn show(
     Ok(Json(json!({ "domain_name": view(d, &st) })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/domain-names/{domain_name}",
+    operation_id = "domains_delete",
+    tag = "Custom domain names (extension)",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,
@@ -379,6 +410,14 @@ fn base_path_param(p: &str) -> &str {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domain-names/{domain_name}/base-path-mappings",
+    operation_id = "domains_create_mapping",
+    tag = "Custom domain names (extension)",
+    request_body(content = MappingReq, content_type = "application/json"),
+    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+)]
 pub async fn create_mapping(
     State(app): State<AdminState>,
     caller: Caller,
@@ -434,6 +473,13 @@ pub async fn create_mapping(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domain-names/{domain_name}/base-path-mappings",
+    operation_id = "domains_list_mappings",
+    tag = "Custom domain names (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list_mappings(
     State(app): State<AdminState>,
     caller: Caller,
@@ -466,6 +512,13 @@ fn mapping_of<'a>(
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domain-names/{domain_name}/base-path-mappings/{base_path}",
+    operation_id = "domains_show_mapping",
+    tag = "Custom domain names (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show_mapping(
     State(app): State<AdminState>,
     caller: Caller,
@@ -476,6 +529,13 @@ pub async fn show_mapping(
     Ok(Json(json!({ "base_path_mapping": mapping_view(m) })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/domain-names/{domain_name}/base-path-mappings/{base_path}",
+    operation_id = "domains_delete_mapping",
+    tag = "Custom domain names (extension)",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete_mapping(
     State(app): State<AdminState>,
     caller: Caller,

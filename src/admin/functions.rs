@@ -19,12 +19,14 @@ use serde_json::{json, Value};
 /// Functions per account.
 pub const MAX_FUNCTIONS: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = functions::FunctionReq)]
 pub struct FunctionReq {
     name: String,
     url: String,
     description: Option<String>,
     timeout_ms: Option<u64>,
+    #[schema(value_type = Option<super::openapi::FunctionAuthHeader>)]
     auth_header: Option<Obj<FunctionAuthHeader>>,
 }
 
@@ -225,6 +227,14 @@ fn name_taken(st: &St, caller: &Caller, name: &str, except: &str) -> Result<(), 
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/functions",
+    operation_id = "functions_create",
+    tag = "Cloud Functions (extension)",
+    request_body(content = FunctionReq, content_type = "application/json"),
+    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -262,6 +272,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "function": out }))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    operation_id = "functions_list",
+    tag = "Cloud Functions (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let st = app.state.read().await;
     let mut all: Vec<&Function> = st
@@ -276,6 +293,13 @@ pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{function_id}",
+    operation_id = "functions_show",
+    tag = "Cloud Functions (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -286,6 +310,14 @@ pub async fn show(
     Ok(Json(json!({ "function": view(f) })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/functions/{function_id}",
+    operation_id = "functions_set",
+    tag = "Cloud Functions (extension)",
+    request_body(content = FunctionReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 /// Replace every field (an absent `auth_header` removes it).
 pub async fn set(
     State(app): State<AdminState>,
@@ -312,6 +344,13 @@ pub async fn set(
     Ok(Json(json!({ "function": out })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/functions/{function_id}",
+    operation_id = "functions_delete",
+    tag = "Cloud Functions (extension)",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,

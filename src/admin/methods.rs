@@ -15,10 +15,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = methods::CreateReq)]
 pub struct CreateReq {
+    #[schema(pattern = "^(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|ANY)$")]
     method_type: String,
+    #[schema(value_type = super::openapi::IntegrationType)]
     integration_type: IntegrationType,
+    #[schema(max_length = 500)]
     endpoint_url: Option<String>,
     function_id: Option<String>,
     privatelink_endpoint_id: Option<String>,
@@ -29,10 +33,13 @@ pub struct CreateReq {
     request_headers: Option<BTreeMap<String, bool>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = methods::SetReq)]
 pub struct SetReq {
     api_key_required: bool,
+    #[schema(value_type = super::openapi::IntegrationType)]
     integration_type: IntegrationType,
+    #[schema(max_length = 500)]
     endpoint_url: Option<String>,
     function_id: Option<String>,
     privatelink_endpoint_id: Option<String>,
@@ -306,6 +313,14 @@ fn path_method_type(s: &str) -> Result<Option<MethodType>, ApiError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/resources/{resource_id}/methods",
+    operation_id = "methods_create",
+    tag = "Methods",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -383,6 +398,13 @@ pub async fn create(
     Ok(Json(json!({ "methods": out })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/resources/{resource_id}/methods",
+    operation_id = "methods_list",
+    tag = "Methods",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -408,6 +430,13 @@ fn find<'a>(a: &'a ApiState, r: &Resource, method_type: &str) -> Result<&'a Meth
         .ok_or_else(|| ApiError::not_found(format!("method {method_type} not found on {}", r.path)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/resources/{resource_id}/methods/{method_type}",
+    operation_id = "methods_show",
+    tag = "Methods",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -426,6 +455,14 @@ pub async fn show(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/resources/{resource_id}/methods/{method_type}",
+    operation_id = "methods_set",
+    tag = "Methods",
+    request_body(content = SetReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set(
     State(app): State<AdminState>,
     caller: Caller,
@@ -466,6 +503,13 @@ pub async fn set(
     Ok(Json(json!({ "method": out })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/resources/{resource_id}/methods/{method_type}",
+    operation_id = "methods_delete",
+    tag = "Methods",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,

@@ -37,6 +37,7 @@ pub mod functions;
 pub mod jwks;
 pub mod listener;
 pub mod methods;
+pub mod openapi;
 pub mod privatelink;
 pub mod replay;
 pub mod reports;
@@ -297,6 +298,7 @@ pub fn connected_stages(a: &ApiState, list: &Option<Vec<String>>) -> Result<Vec<
 
 pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/functions", get(functions::list).post(functions::create))
         .route(
             "/functions/{function_id}",
@@ -450,6 +452,14 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// The API versions (SCP's version list).
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "versions",
+    tag = "Versions",
+    responses((status = 200, description = "The API versions.", body = Object, content_type = "application/json"))
+)]
 async fn versions() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "versions": [

@@ -29,24 +29,28 @@ pub const MAX_ENDPOINTS: usize = 100;
 static NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9]{3,20}$").expect("static regex"));
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = privatelink::CreateReq)]
 pub struct CreateReq {
     name: String,
     description: Option<String>,
     privatelink_service_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = privatelink::SetReq)]
 pub struct SetReq {
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = privatelink::RequestReq)]
 pub struct RequestReq {
     r#type: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = privatelink::OwnerActionReq)]
 pub struct OwnerActionReq {
     api_id: String,
     r#type: String,
@@ -178,6 +182,14 @@ async fn transition(
     Ok(e)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/privatelink-endpoints",
+    operation_id = "privatelink_create",
+    tag = "PrivateLink endpoints (extension)",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -236,6 +248,14 @@ pub async fn create(
     Ok(Json(json!({ "privatelink_endpoint": out })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/privatelink-endpoints",
+    operation_id = "privatelink_list",
+    tag = "PrivateLink endpoints (extension)",
+    params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -261,6 +281,13 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}",
+    operation_id = "privatelink_show",
+    tag = "PrivateLink endpoints (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -271,6 +298,14 @@ pub async fn show(
     Ok(Json(json!({ "privatelink_endpoint": detail(e) })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}",
+    operation_id = "privatelink_set",
+    tag = "PrivateLink endpoints (extension)",
+    request_body(content = SetReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 /// Set Description (the only settable field; absent or null clears it).
 pub async fn set(
     State(app): State<AdminState>,
@@ -292,6 +327,13 @@ pub async fn set(
     Ok(Json(json!({ "privatelink_endpoint": out })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}",
+    operation_id = "privatelink_delete",
+    tag = "PrivateLink endpoints (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,
@@ -314,6 +356,14 @@ pub async fn delete(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}/request",
+    operation_id = "privatelink_request",
+    tag = "PrivateLink endpoints (extension)",
+    request_body(content = RequestReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 /// The endpoint owner: CANCEL a pending request, or RE_REQUEST after a
 /// cancel or a rejection.
 pub async fn request(
@@ -333,6 +383,14 @@ pub async fn request(
     Ok(Json(json!({ "privatelink_endpoint": detail(&e) })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}/approval",
+    operation_id = "privatelink_approval",
+    tag = "PrivateLink endpoints (extension)",
+    request_body(content = OwnerActionReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 /// The service owner: APPROVE or REJECT a pending request.
 pub async fn approval(
     State(app): State<AdminState>,
@@ -348,6 +406,14 @@ pub async fn approval(
     owner_action(app, caller, id, req, &[S::Requesting], to).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}/connection",
+    operation_id = "privatelink_connection",
+    tag = "PrivateLink endpoints (extension)",
+    request_body(content = OwnerActionReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 /// The service owner: DISCONNECT (block) an active endpoint, or RECONNECT
 /// a disconnected one.
 pub async fn connection(
@@ -382,6 +448,14 @@ async fn owner_action(
     Ok(Json(json!({ "privatelink_endpoint": summary(&e) })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/connected-endpoints",
+    operation_id = "privatelink_list_connected",
+    tag = "PrivateLink endpoints (extension)",
+    params(crate::admin::openapi::ListQueryParams),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 /// The API owner's view of the endpoints that target its API (every
 /// status, so that rejected and blocked ones stay visible).
 pub async fn list_connected(

@@ -7,6 +7,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::Value;
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/reports",
+    operation_id = "reports_list",
+    tag = "Reports (extension)",
+    params(crate::admin::openapi::ReportQuery),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,

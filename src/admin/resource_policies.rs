@@ -44,6 +44,13 @@ pub fn document_of(body: &Bytes) -> Result<Value, ApiError> {
     Ok(doc)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/resource-policies",
+    operation_id = "resource_policies_show",
+    tag = "Resource policies (extension)",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -58,6 +65,14 @@ pub async fn show(
     Ok(Json(view(p)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/resource-policies",
+    operation_id = "resource_policies_put",
+    tag = "Resource policies (extension)",
+    request_body(content = Object, description = "The policy document (JSON object with Version and Statement).", content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn put(
     State(app): State<AdminState>,
     caller: Caller,
@@ -83,6 +98,13 @@ pub async fn put(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/resource-policies",
+    operation_id = "resource_policies_delete",
+    tag = "Resource policies (extension)",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,

@@ -15,11 +15,26 @@ use serde_json::{json, Value};
 pub const MAX_RESOURCES: usize = 300;
 pub const MAX_DEPTH: usize = 30;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = resources::CreateReq)]
 pub struct CreateReq {
+    /// A path segment, or a `{parameter}`.
+    #[schema(
+        pattern = r"^(\{[a-z][a-z0-9\-]{1,46}[a-z0-9]\}|[a-z][a-z0-9\-]{1,48}[a-z0-9])$",
+        min_length = 3,
+        max_length = 50
+    )]
     path_part: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/resources/{resource_id}",
+    operation_id = "resources_create",
+    tag = "Resources",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 /// `POST /v1/apis/{api_id}/resources/{parent_id}`.
 pub async fn create(
     State(app): State<AdminState>,
@@ -95,6 +110,13 @@ pub async fn create(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/resources",
+    operation_id = "resources_list",
+    tag = "Resources",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -109,6 +131,13 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/resources/{resource_id}",
+    operation_id = "resources_show",
+    tag = "Resources",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -125,6 +154,13 @@ pub async fn show(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/resources/{resource_id}",
+    operation_id = "resources_delete",
+    tag = "Resources",
+    responses((status = 204, description = "Done; no body."))
+)]
 /// Deletes the resource, its descendants and their methods.
 pub async fn delete(
     State(app): State<AdminState>,

@@ -56,13 +56,28 @@ fn stage_of<'a>(a: &'a ApiState, name: &str) -> Result<&'a Stage, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("stage {name} not found")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = stages::CreateReq)]
 pub struct CreateReq {
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     stage_name: String,
     deployment_id: String,
+    #[schema(max_length = 100)]
     description: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/stages",
+    operation_id = "stages_create",
+    tag = "Stages",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -112,6 +127,13 @@ fn show_after(
     Ok(Json(json!({ "stage": views::stage(app, a, s, false) })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/stages",
+    operation_id = "stages_list",
+    tag = "Stages",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -126,6 +148,13 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/stages/{stage_name}",
+    operation_id = "stages_show",
+    tag = "Stages",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -137,6 +166,13 @@ pub async fn show(
     Ok(Json(json!({ "stage": views::stage(&app, a, s, false) })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/stages/{stage_name}",
+    operation_id = "stages_delete",
+    tag = "Stages",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,
@@ -166,11 +202,20 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = stages::SetDeploymentReq)]
 pub struct SetDeploymentReq {
     deployment_id: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/stages/{stage_name}/deployment",
+    operation_id = "stages_set_deployment",
+    tag = "Stages",
+    request_body(content = SetDeploymentReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set_deployment(
     State(app): State<AdminState>,
     caller: Caller,
@@ -205,7 +250,8 @@ const METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY",
 ];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = stages::SetConfigReq)]
 pub struct SetConfigReq {
     cors_enabled: bool,
     jwt_enabled: bool,
@@ -220,26 +266,33 @@ pub struct SetConfigReq {
     description: Option<String>,
     /// Extension: absent leaves the setting as it is; null clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<super::openapi::Throttle>, nullable)]
     throttle: Option<Option<validate::Obj<Throttle>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<super::openapi::MethodThrottle>>, nullable, max_items = 100)]
     method_throttles: Option<Option<Vec<validate::Obj<MethodThrottle>>>>,
     /// Extension: absent leaves the setting as it is.
     hide_credentials: Option<bool>,
     /// Extension: absent leaves the canary as it is; null removes it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<CanaryReq>, nullable)]
     canary: Option<Option<validate::Obj<CanaryReq>>>,
     /// Extension: absent leaves the stage variables as they are; null
     /// removes them all; an object replaces them.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>, nullable)]
     variables: Option<Option<BTreeMap<String, String>>>,
 }
 
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = stages::CanaryReq)]
 pub struct CanaryReq {
     deployment_id: String,
+    #[schema(minimum = 0, maximum = 100)]
     percent: f64,
     #[serde(default)]
+    #[schema(max_length = 100)]
     sticky_header: Option<String>,
 }
 
@@ -375,6 +428,14 @@ fn header_names(field: &str, v: &Option<Vec<String>>) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/stages/{stage_name}/config",
+    operation_id = "stages_set_config",
+    tag = "Stages",
+    request_body(content = SetConfigReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set_config(
     State(app): State<AdminState>,
     caller: Caller,

@@ -79,14 +79,31 @@ fn show_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Json<V
     Ok(Json(json!({ "usage_plan": detail(a, plan_of(a, id)?) })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = usage_plans::CreateReq)]
 pub struct CreateReq {
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
+    #[schema(max_length = 100)]
     description: Option<String>,
+    #[schema(minimum = 1, maximum = 2000000000)]
     limit: u64,
+    #[schema(value_type = super::openapi::QuotaRate)]
     rate: QuotaRate,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/usage-plans",
+    operation_id = "usage_plans_create",
+    tag = "Usage plans",
+    request_body(content = CreateReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
@@ -124,6 +141,14 @@ pub async fn create(
     show_after(&st, &api_id, &id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/usage-plans",
+    operation_id = "usage_plans_list",
+    tag = "Usage plans",
+    params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
@@ -146,6 +171,13 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}",
+    operation_id = "usage_plans_show",
+    tag = "Usage plans",
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
@@ -156,11 +188,21 @@ pub async fn show(
     Ok(Json(json!({ "usage_plan": detail(a, plan_of(a, &id)?) })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = usage_plans::DescriptionReq)]
 pub struct DescriptionReq {
+    #[schema(max_length = 100)]
     description: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}/description",
+    operation_id = "usage_plans_set_description",
+    tag = "Usage plans",
+    request_body(content = DescriptionReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set_description(
     State(app): State<AdminState>,
     caller: Caller,
@@ -180,12 +222,23 @@ pub async fn set_description(
     show_after(&st, &api_id, &id)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = usage_plans::QuotaReq)]
 pub struct QuotaReq {
+    #[schema(minimum = 1, maximum = 2000000000)]
     limit: u64,
+    #[schema(value_type = super::openapi::QuotaRate)]
     rate: QuotaRate,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}/quota",
+    operation_id = "usage_plans_set_quota",
+    tag = "Usage plans",
+    request_body(content = QuotaReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set_quota(
     State(app): State<AdminState>,
     caller: Caller,
@@ -205,6 +258,13 @@ pub async fn set_quota(
     show_after(&st, &api_id, &id)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}",
+    operation_id = "usage_plans_delete",
+    tag = "Usage plans",
+    responses((status = 204, description = "Done; no body."))
+)]
 pub async fn delete(
     State(app): State<AdminState>,
     caller: Caller,
@@ -253,12 +313,27 @@ pub fn new_key_value() -> String {
         .collect()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = usage_plans::KeyCreateReq)]
 pub struct KeyCreateReq {
+    #[schema(
+        pattern = r"^[a-z][a-z0-9\-]{1,48}[a-z0-9]$",
+        min_length = 3,
+        max_length = 50
+    )]
     name: String,
+    #[schema(max_length = 100)]
     description: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys",
+    operation_id = "usage_plans_create_key",
+    tag = "Usage plans",
+    request_body(content = KeyCreateReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn create_key(
     State(app): State<AdminState>,
     caller: Caller,
@@ -292,6 +367,14 @@ pub async fn create_key(
     Ok(Json(json!({ "api_key": out })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys",
+    operation_id = "usage_plans_list_keys",
+    tag = "Usage plans",
+    params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn list_keys(
     State(app): State<AdminState>,
     caller: Caller,
@@ -321,6 +404,14 @@ fn key_of<'a>(a: &'a ApiState, plan_id: &str, id: &str) -> Result<&'a ApiKey, Ap
         .ok_or_else(|| ApiError::not_found(format!("API key {id} not found")))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys/{api_key_id}/description",
+    operation_id = "usage_plans_set_key_description",
+    tag = "Usage plans",
+    request_body(content = DescriptionReq, content_type = "application/json"),
+    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+)]
 pub async fn set_key_description(
     State(app): State<AdminState>,
     caller: Caller,
@@ -340,6 +431,13 @@ pub async fn set_key_description(
     Ok(Json(json!({ "api_key": out })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}/api-keys/{api_key_id}",
+    operation_id = "usage_plans_delete_key",
+    tag = "Usage plans",
+    responses((status = 204, description = "Done; no body."))
+)]
 /// Deletes the key; stages that connected it stop accepting it at once.
 pub async fn delete_key(
     State(app): State<AdminState>,
