@@ -264,6 +264,7 @@ impl Config {
         self.admin.validate()?;
         self.signature.validate()?;
         self.store.validate()?;
+        self.quota.validate()?;
         self.tls.validate()?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.privatelink_services {
