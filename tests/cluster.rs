@@ -100,7 +100,10 @@ impl Cluster {
             .args(["-p", &self.env["REDIS_PORT"], "GET", key])
             .output()
             .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     }
 }
 
@@ -288,7 +291,10 @@ async fn cluster_of_three_behind_haproxy() {
             cl.addr(&format!("NODE{n}_DATA")).port()
         );
         assert!(
-            eventually(Duration::from_secs(5), || async { status_of(&c, &url).await == 200 }).await,
+            eventually(Duration::from_secs(5), || async {
+                status_of(&c, &url).await == 200
+            })
+            .await,
             "node {n} serves the API"
         );
     }
@@ -333,14 +339,24 @@ async fn cluster_of_three_behind_haproxy() {
     // --- a shared quota of 3,000 under 3 x 8 clients through haproxy.
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
-    let (tally, tasks) = load(24, via_lb("/dev/data"), Some(k.key.clone()), 4200, stop.clone());
+    let (tally, tasks) = load(
+        24,
+        via_lb("/dev/data"),
+        Some(k.key.clone()),
+        4200,
+        stop.clone(),
+    );
     let errors = finish(tasks).await;
     let (ok, over, other) = tally.get();
     eprintln!(
         "quota 3000 through haproxy, 24 clients, 4200 calls in {:.1} s: {ok} x 200, {over} x 429 QuotaExceeded, {other} other",
         t0.elapsed().as_secs_f64()
     );
-    assert!(errors.is_empty(), "errors: {:?}", &errors[..errors.len().min(10)]);
+    assert!(
+        errors.is_empty(),
+        "errors: {:?}",
+        &errors[..errors.len().min(10)]
+    );
     assert!((3000..=3030).contains(&ok), "200s: {ok}");
     let window = chrono::Utc::now().timestamp().div_euclid(86400);
     let in_redis = cl.redis_get(&format!("quota:{{{}}}:{window}", k.key_id));
@@ -348,7 +364,8 @@ async fn cluster_of_three_behind_haproxy() {
 
     // --- reports: every node's rows in the store, any node sums them.
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let reports = format!("/v1/apis/{api}/reports?stage_name=dev&start_date={today}&end_date={today}");
+    let reports =
+        format!("/v1/apis/{api}/reports?stage_name=dev&start_date={today}&end_date={today}");
     // 2xx so far: the quota's, and one warm-up call on each node.
     let want_2xx = ok + 3;
     let mut sums = Vec::new();
@@ -365,7 +382,10 @@ async fn cluster_of_three_behind_haproxy() {
         }
         let seen = got == want_2xx;
         sums.push(got);
-        assert!(seen, "List Reports on a node: call_count {got}, want {want_2xx}");
+        assert!(
+            seen,
+            "List Reports on a node: call_count {got}, want {want_2xx}"
+        );
     }
     eprintln!("List Reports call_count on nodes 1, 2, 3: {sums:?} (2xx sent: {want_2xx})");
 
@@ -390,7 +410,12 @@ async fn cluster_of_three_behind_haproxy() {
         "node 2 SIGKILLed under load (24 clients via haproxy): {ok} x 200, {other} failed {:?}",
         &errors[..errors.len().min(5)]
     );
-    assert_eq!(other, 0, "clients saw errors: {:?}", &errors[..errors.len().min(10)]);
+    assert_eq!(
+        other,
+        0,
+        "clients saw errors: {:?}",
+        &errors[..errors.len().min(10)]
+    );
     for a in [&a1, &a2, &a3] {
         let paths = resource_paths(a, &api).await;
         for p in &committed {
@@ -418,7 +443,13 @@ async fn cluster_of_three_behind_haproxy() {
     );
     let warm = warm.load(Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
-    let (tally, tasks) = load(24, url.clone(), Some(k2.key.clone()), u64::MAX, stop.clone());
+    let (tally, tasks) = load(
+        24,
+        url.clone(),
+        Some(k2.key.clone()),
+        u64::MAX,
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     cl.signal("redis", "TERM");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -434,10 +465,21 @@ async fn cluster_of_three_behind_haproxy() {
         "Redis restarted under load: {ok} x 200, {over} x 429, {other} other {:?}; redis counter {in_redis} (calls counted + at most 3 leases unspent)",
         &errors[..errors.len().min(5)]
     );
-    assert_eq!(other + over, 0, "errors: {:?}", &errors[..errors.len().min(10)]);
+    assert_eq!(
+        other + over,
+        0,
+        "errors: {:?}",
+        &errors[..errors.len().min(10)]
+    );
     // The warm-up calls count too.
-    assert!(in_redis >= ok + warm, "redis {in_redis} < counted {ok} + {warm}");
-    assert!(in_redis <= ok + warm + 3 * 100, "redis {in_redis} vs counted {ok} + {warm}");
+    assert!(
+        in_redis >= ok + warm,
+        "redis {in_redis} < counted {ok} + {warm}"
+    );
+    assert!(
+        in_redis <= ok + warm + 3 * 100,
+        "redis {in_redis} vs counted {ok} + {warm}"
+    );
 
     // --- PostgreSQL restarted under load: the data plane keeps serving,
     // changes either commit (and stay) or fail.
@@ -449,7 +491,7 @@ async fn cluster_of_three_behind_haproxy() {
         let (api, root) = (api.clone(), s.root_id.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
-            let (mut committed, mut refused) = (Vec::new(), 0);
+            let (mut committed, mut refused) = (Vec::new(), Vec::new());
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let part = format!("during-pg-{i}");
@@ -463,8 +505,7 @@ async fn cluster_of_three_behind_haproxy() {
                 if r.status == 200 {
                     committed.push(format!("/{part}"));
                 } else {
-                    assert!(r.status >= 500, "a refused change is the store's: {}", r.status);
-                    refused += 1;
+                    refused.push(format!("{} {}", r.status, r.text()));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -481,11 +522,24 @@ async fn cluster_of_three_behind_haproxy() {
     let (committed, refused) = writer.await.expect("writer");
     let (ok, _, other) = tally.get();
     eprintln!(
-        "PostgreSQL restarted under load: data plane {ok} x 200, {other} failed {:?}; changes {} committed, {refused} refused while it was down",
+        "PostgreSQL restarted under load: data plane {ok} x 200, {other} failed {:?}; changes {} committed, {} refused while it was down: {:?}",
         &errors[..errors.len().min(5)],
-        committed.len()
+        committed.len(),
+        refused.len(),
+        &refused[..refused.len().min(3)]
     );
-    assert_eq!(other, 0, "data-plane errors: {:?}", &errors[..errors.len().min(10)]);
+    // A change the store could not take is the server's failure (5xx),
+    // never blamed on the client.
+    assert!(
+        refused.iter().all(|r| r.starts_with('5')),
+        "refusals: {refused:?}"
+    );
+    assert_eq!(
+        other,
+        0,
+        "data-plane errors: {:?}",
+        &errors[..errors.len().min(10)]
+    );
     for a in [&a1, &a2, &a3] {
         let a = a.clone();
         let (api, committed) = (api.clone(), committed.clone());

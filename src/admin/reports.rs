@@ -46,5 +46,7 @@ pub async fn list(
     let extra = tokio::task::spawn_blocking(move || stats.others(&a, &s, from, to))
         .await
         .unwrap_or_default();
-    Ok(Json(app.stats.report_with(&api_id, &stage, from, to, &extra)))
+    Ok(Json(
+        app.stats.report_with(&api_id, &stage, from, to, &extra),
+    ))
 }

@@ -45,7 +45,10 @@ pub fn open(url: &str, node_id: &str) -> anyhow::Result<Arc<dyn StatsStore>> {
 }
 
 impl PgStats {
-    fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> Result<T, String> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, String> {
         let mut guard = self.conn.lock().map_err(es)?;
         if guard.as_ref().is_some_and(|c| c.is_closed()) {
             *guard = None;
@@ -120,7 +123,10 @@ impl StatsStore for PgStats {
     fn delete(&self, api_id: &str, stage: Option<&str>) -> Result<(), String> {
         self.with(|c| {
             match stage {
-                None => c.execute("DELETE FROM apigw_stats_daily WHERE api_id = $1", &[&api_id]),
+                None => c.execute(
+                    "DELETE FROM apigw_stats_daily WHERE api_id = $1",
+                    &[&api_id],
+                ),
                 Some(s) => c.execute(
                     "DELETE FROM apigw_stats_daily WHERE api_id = $1 AND stage = $2",
                     &[&api_id, &s],

@@ -165,7 +165,13 @@ impl RedisQuota {
 
     /// Lease more calls for `key_id` (and add what was counted while Redis
     /// was down); with `one`, spend one call of the result for the caller.
-    async fn refill(self: Arc<Self>, key_id: String, window: i64, limit: u64, one: bool) -> Acquire {
+    async fn refill(
+        self: Arc<Self>,
+        key_id: String,
+        window: i64,
+        limit: u64,
+        one: bool,
+    ) -> Acquire {
         let (take, unsynced) = {
             let mut l = self.leases.entry(key_id.clone()).or_default();
             if l.window != window {

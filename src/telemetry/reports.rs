@@ -761,7 +761,13 @@ impl Stats {
     /// The rows the other nodes of a shared store saved for a report
     /// (blocking: run it off the async workers). A store that cannot be
     /// read gives none (logged): the report is then this node's alone.
-    pub fn others(&self, api_id: &str, stage: &str, start: NaiveDate, end: NaiveDate) -> Vec<DailyRow> {
+    pub fn others(
+        &self,
+        api_id: &str,
+        stage: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Vec<DailyRow> {
         let Some(store) = &self.store else {
             return Vec::new();
         };
