@@ -462,7 +462,7 @@ async fn cluster_of_three_behind_haproxy() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let in_redis = cl.redis_get(&format!("quota:{{{}}}:{window}", k2.key_id));
     eprintln!(
-        "Redis restarted under load: {ok} x 200, {over} x 429, {other} other {:?}; redis counter {in_redis} (calls counted + at most 3 leases unspent)",
+        "Redis restarted under load: {ok} x 200, {over} x 429, {other} other {:?}; redis counter {in_redis} (calls counted + leases unspent)",
         &errors[..errors.len().min(5)]
     );
     assert_eq!(
@@ -476,8 +476,10 @@ async fn cluster_of_three_behind_haproxy() {
         in_redis >= ok + warm,
         "redis {in_redis} < counted {ok} + {warm}"
     );
+    // Leased and not spent: per node, one lease per caller that found
+    // its lease empty (8 clients a node) plus a prefetch, 100 each.
     assert!(
-        in_redis <= ok + warm + 3 * 100,
+        in_redis <= ok + warm + 3 * 9 * 100,
         "redis {in_redis} vs counted {ok} + {warm}"
     );
 

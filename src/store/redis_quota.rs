@@ -46,6 +46,10 @@ struct Lease {
     last_take: u64,
     /// A background refill is in flight.
     refilling: bool,
+    /// Refills in flight: a caller that finds its lease empty while one
+    /// is on its way leases just its own call, so concurrent callers do
+    /// not each lease a block (which the node might never spend).
+    inflight: u32,
 }
 
 enum Conn {
@@ -183,9 +187,12 @@ impl RedisQuota {
             let u = std::mem::take(&mut l.unsynced);
             let take = if l.exhausted {
                 0
+            } else if one && l.inflight > 0 {
+                1
             } else {
                 self.take(limit, l.global)
             };
+            l.inflight += 1;
             l.last_take = take.max(l.last_take);
             (take, u)
         };
@@ -201,6 +208,7 @@ impl RedisQuota {
         let answer = self.query(&p).await;
         let mut l = self.leases.entry(key_id).or_default();
         l.refilling = false;
+        l.inflight = l.inflight.saturating_sub(1);
         let same = l.window == window;
         match answer {
             Ok(v) if same => {
