@@ -40,10 +40,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(functions = n, "functions of the config registered");
     }
     let clock = crate::clock::from_test_file(Some(std::path::Path::new(&cfg.test_clock_file)));
-    let stats = crate::telemetry::reports::Stats::with_clock(
-        Some(crate::store::sqlite_stats::open(&cfg.store.sqlite_path()?)?),
-        Some(clock.clone()),
-    );
+    // Report rows: each node's own in the shared PostgreSQL store (List
+    // Reports sums them), else in the local SQLite file. Stats loads
+    // them here, a blocking read.
+    let stats_store = if cfg.store.is_postgres() {
+        crate::store::pg_stats::open(&cfg.store.url, &cfg.store.node_id()?)?
+    } else {
+        crate::store::sqlite_stats::open(&cfg.store.sqlite_path()?)?
+    };
+    let stats_clock = clock.clone();
+    let stats = tokio::task::spawn_blocking(move || {
+        crate::telemetry::reports::Stats::with_clock(Some(stats_store), Some(stats_clock))
+    })
+    .await?;
     stats.spawn_flusher(std::time::Duration::from_secs(1));
     let mut ctx = BuildContext::from_config(&cfg);
     ctx.stats = Some(stats.clone());
@@ -101,6 +110,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let quota = crate::store::quota::LocalQuota::open(Some(&cfg.store.sqlite_path()?))?;
     quota.spawn_flusher(cfg.quota.flush_interval());
+    // With Redis the nodes share the counters (leases, see
+    // store::redis_quota); the local ones stay for a single node.
+    let counters: Arc<dyn crate::store::quota::QuotaCounters> = if cfg.quota.redis_url.is_empty() {
+        quota.clone()
+    } else {
+        let shared = crate::store::redis_quota::RedisQuota::open(&cfg.quota)?;
+        shared.spawn_reconciler(cfg.quota.flush_interval());
+        Arc::new(crate::store::redis_quota::Shared(shared))
+    };
 
     let data_listeners = crate::dataplane::listener::bind_data(&cfg)?;
     let admin_listener = bind_admin(cfg.admin.addr()?)?;
@@ -119,7 +137,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         signature_max_skew_ms: cfg.signature.max_skew_ms(),
         srn_offering: cfg.srn.offering.clone(),
         keep_escaped_separators: cfg.data.keep_escaped_separators(),
-        quota: quota.clone(),
+        quota: counters,
         clock,
     });
     let admin_state = admin::Inner::new(
@@ -193,7 +211,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             if let Err(e) = quota.flush() {
                 tracing::warn!(error = %e, "final quota flush failed");
             }
-            stats.flush();
+            // Off the runtime: the PostgreSQL client blocks.
+            let s = stats.clone();
+            let _ = tokio::task::spawn_blocking(move || s.flush()).await;
         }
         r = data => { r??; }
         r = admin => { r??; }

@@ -10,7 +10,9 @@
 # server (initdb in a temporary directory, run as an unprivileged user,
 # trust auth on 127.0.0.1 only, stopped on exit) backs the cluster-store
 # tests (APIGW_TEST_PG_URL) and a second run of the management suite on
-# the PostgreSQL store (APIGW_TEST_STORE=postgres). Nothing here is needed on
+# the PostgreSQL store (APIGW_TEST_STORE=postgres). The cluster test
+# (APIGW_TEST_CLUSTER=1) starts examples/cluster/: its own PostgreSQL,
+# Redis, three nodes and haproxy, all on loopback. Nothing here is needed on
 # a machine that already has them; as root it installs them with apt-get
 # and pip, otherwise it says what is missing.
 set -euo pipefail
@@ -37,6 +39,30 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   python3 -m pip install --quiet prometheus_client 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages prometheus_client
 fi
+# The cluster test (tests/cluster.rs, examples/cluster/) also needs Redis
+# and haproxy: installed without starting their system services (a
+# policy-rc.d that refuses, removed again), the test runs its own.
+cluster_missing=()
+command -v redis-server >/dev/null || cluster_missing+=(redis-server)
+command -v redis-cli >/dev/null || cluster_missing+=(redis-tools)
+command -v haproxy >/dev/null || cluster_missing+=(haproxy)
+if [ ${#cluster_missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: missing ${cluster_missing[*]}; run as root or: apt-get install ${cluster_missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  policy_rc=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# written by apigw tests/run.sh during its install\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    policy_rc=/usr/sbin/policy-rc.d
+  fi
+  apt-get update
+  apt-get install -y --no-install-recommends "${cluster_missing[@]}" || { [ -n "$policy_rc" ] && rm -f "$policy_rc"; exit 1; }
+  [ -n "$policy_rc" ] && rm -f "$policy_rc"
+fi
+export APIGW_TEST_CLUSTER=1
 if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
   python3 -m pip install --quiet pyjwt cryptography 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages pyjwt cryptography

@@ -46,5 +46,15 @@ pub async fn list(
     if !a.stages.contains_key(&stage) {
         return Err(ApiError::not_found(format!("stage {stage} not found")));
     }
-    Ok(Json(app.stats.report(&api_id, &stage, from, to)))
+    drop(st);
+    // Other nodes' rows (a PostgreSQL store): a blocking read, off the
+    // async workers.
+    let stats = app.stats.clone();
+    let (a, s) = (api_id.clone(), stage.clone());
+    let extra = tokio::task::spawn_blocking(move || stats.others(&a, &s, from, to))
+        .await
+        .unwrap_or_default();
+    Ok(Json(
+        app.stats.report_with(&api_id, &stage, from, to, &extra),
+    ))
 }

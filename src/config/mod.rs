@@ -268,6 +268,7 @@ impl Config {
         self.admin.validate()?;
         self.signature.validate()?;
         self.store.validate()?;
+        self.quota.validate()?;
         self.tls.validate()?;
         self.telemetry.validate()?;
         let mut seen = std::collections::HashSet::new();

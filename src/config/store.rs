@@ -14,6 +14,10 @@ settings! {
         /// report rows). Empty: the `sqlite://` store's own file, or
         /// `./data/apigw-local.db` when the store is PostgreSQL.
         local_path: String = String::new(), flat "store_local_path";
+        /// This node's name in the report rows of a PostgreSQL store
+        /// (every node writes its own, List Reports sums them). Empty: a
+        /// random id kept in `<local_path>.node-id`.
+        node_id: String = String::new(), flat "store_node_id";
     }
 }
 
@@ -34,6 +38,29 @@ impl StoreConfig {
                 self.url
             ),
         }
+    }
+
+    /// This node's id: `node_id`, or one made up once and kept beside
+    /// the local file.
+    pub fn node_id(&self) -> anyhow::Result<String> {
+        if !self.node_id.is_empty() {
+            return Ok(self.node_id.clone());
+        }
+        let mut p = self.sqlite_path()?.into_os_string();
+        p.push(".node-id");
+        let p = PathBuf::from(p);
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            let s = s.trim();
+            if !s.is_empty() {
+                return Ok(s.to_string());
+            }
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&p, &id)?;
+        Ok(id)
     }
 
     /// Whether the store is PostgreSQL.

@@ -83,6 +83,12 @@ pub enum ErrorCode {
     /// 429: the key's quota for its window is used up; retry after the
     /// window ends.
     QuotaExceeded { retry_after: u64 },
+    /// 429: the shared quota counters (Redis) are unreachable and
+    /// `quota.redis_unavailable = "closed"`: the call is refused, not
+    /// counted; retry in a second. A 4xx: the client did nothing wrong,
+    /// but its quota cannot be checked, and that is no server fault to
+    /// retry blindly either.
+    QuotaUnavailable,
     /// 429: the stage's (or method's) rate limit; retry after this many
     /// seconds.
     Throttled { retry_after: u64 },
@@ -329,6 +335,11 @@ impl ErrorCode {
                 "QuotaExceeded",
                 "The API key's quota for this period is used up"
             ),
+            QuotaUnavailable => spec!(
+                TOO_MANY_REQUESTS,
+                "QuotaUnavailable",
+                "The API key's quota cannot be checked now; retry shortly"
+            ),
             Throttled { .. } => spec!(
                 TOO_MANY_REQUESTS,
                 "Throttled",
@@ -404,6 +415,7 @@ impl ErrorCode {
                 http::header::RETRY_AFTER,
                 crate::dataplane::filters::api_key::number(retry_after),
             )),
+            QuotaUnavailable => Some((http::header::RETRY_AFTER, HeaderValue::from_static("1"))),
             TokenMissing | TokenMalformed | TokenBadSignature | TokenExpired | TokenNotForStage
             | TokenInternalError => Some((
                 http::header::WWW_AUTHENTICATE,
@@ -503,6 +515,7 @@ mod tests {
             ApiKeyInvalid,
             ApiKeyNotConnected,
             QuotaExceeded { retry_after: 7 },
+            QuotaUnavailable,
             Throttled { retry_after: 1 },
             PolicyDenied,
             PolicyNotAllowed,

@@ -32,8 +32,10 @@
 pub mod changelog;
 pub mod feed;
 pub mod model;
+pub mod pg_stats;
 pub mod postgres;
 pub mod quota;
+pub mod redis_quota;
 pub mod sqlite;
 pub mod sqlite_stats;
 pub mod state;

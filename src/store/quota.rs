@@ -46,6 +46,8 @@ pub enum Acquire {
     Allowed { remaining: u64 },
     /// Over the quota.
     Exceeded,
+    /// The shared counters cannot be reached and the policy is to refuse.
+    Unavailable,
 }
 
 /// Counting one call: answered now, or by a future (a shared store's round

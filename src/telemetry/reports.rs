@@ -364,6 +364,17 @@ pub trait StatsStore: Send + Sync {
     fn delete(&self, _api_id: &str, _stage: Option<&str>) -> Result<(), String> {
         Ok(())
     }
+    /// The rows other nodes saved for these stages of an API in
+    /// `[from, to]` (YYYY-MM-DD); a store of one node has none.
+    fn others(
+        &self,
+        _api_id: &str,
+        _stages: &[String],
+        _from: &str,
+        _to: &str,
+    ) -> Result<Vec<DailyRow>, String> {
+        Ok(Vec::new())
+    }
 }
 
 // --------------------------------------------------------------- aggregate
@@ -466,6 +477,27 @@ impl Day {
             route_other: r.routes_other,
             dirty: false,
         }
+    }
+
+    /// Add another node's day to this one.
+    fn merge(&mut self, o: &Day) {
+        for (a, b) in self.status.iter_mut().zip(o.status) {
+            *a += b;
+        }
+        self.lat_sum += o.lat_sum;
+        self.lat_n += o.lat_n;
+        self.int_sum += o.int_sum;
+        self.int_n += o.int_n;
+        for (i, c) in &o.lat_hist {
+            *self.lat_hist.entry(*i).or_default() += c;
+        }
+        for (i, c) in &o.int_hist {
+            *self.int_hist.entry(*i).or_default() += c;
+        }
+        for (k, c) in &o.routes {
+            *self.routes.entry(k.clone()).or_default() += c;
+        }
+        self.route_other += o.route_other;
     }
 
     fn to_row(&self, api_id: &str, stage: &str, date: NaiveDate) -> DailyRow {
@@ -723,6 +755,41 @@ impl Stats {
     /// entries, `"canary": true`, after the stage's entry of the same day
     /// (top resources count both).
     pub fn report(&self, api_id: &str, stage: &str, start: NaiveDate, end: NaiveDate) -> Value {
+        self.report_with(api_id, stage, start, end, &[])
+    }
+
+    /// The rows the other nodes of a shared store saved for a report
+    /// (blocking: run it off the async workers). A store that cannot be
+    /// read gives none (logged): the report is then this node's alone.
+    pub fn others(
+        &self,
+        api_id: &str,
+        stage: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Vec<DailyRow> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let stages = [stage.to_string(), canary_stage(stage)];
+        match store.others(api_id, &stages, &start.to_string(), &end.to_string()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "stats: other nodes' reports unavailable");
+                Vec::new()
+            }
+        }
+    }
+
+    /// [`Stats::report`] with the days of other nodes (`extra`) added.
+    pub fn report_with(
+        &self,
+        api_id: &str,
+        stage: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        extra: &[DailyRow],
+    ) -> Value {
         let canary = canary_stage(stage);
         for name in [stage, canary.as_str()] {
             let key = (api_id.to_string(), name.to_string());
@@ -731,7 +798,32 @@ impl Stats {
                 self.fold(&st, self.today());
             }
         }
-        let days = lock(&self.days);
+        let mut days: HashMap<Key, BTreeMap<NaiveDate, Day>> = HashMap::new();
+        {
+            let local = lock(&self.days);
+            for name in [stage, canary.as_str()] {
+                let key = (api_id.to_string(), name.to_string());
+                if let Some(m) = local.get(&key).filter(|_| start <= end) {
+                    let merged = days.entry(key.clone()).or_default();
+                    for (date, d) in m.range(start..=end) {
+                        merged.insert(*date, Day::from_row(&d.to_row(api_id, name, *date)));
+                    }
+                }
+            }
+        }
+        for r in extra.iter().filter(|r| r.api_id == api_id) {
+            let Ok(date) = NaiveDate::parse_from_str(&r.date, "%Y-%m-%d") else {
+                continue;
+            };
+            if date < start || date > end || (r.stage != stage && r.stage != canary) {
+                continue;
+            }
+            days.entry((r.api_id.clone(), r.stage.clone()))
+                .or_default()
+                .entry(date)
+                .or_default()
+                .merge(&Day::from_row(r));
+        }
         let mut reports: Vec<(NaiveDate, bool, Value)> = Vec::new();
         let mut top: HashMap<&(String, String), u64> = HashMap::new();
         for (name, is_canary) in [(stage, false), (canary.as_str(), true)] {

@@ -113,6 +113,7 @@ fn counted(
                 retry_after: reset_secs.max(1) as u64,
             }),
         ),
+        Acquire::Unavailable => (0, Err(ErrorCode::QuotaUnavailable)),
     };
     ctx.rate = Some(RateInfo {
         limit,
