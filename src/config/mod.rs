@@ -117,6 +117,7 @@ macro_rules! settings {
 
 mod admin;
 mod data;
+mod drain;
 mod jwks;
 pub mod legacy;
 mod quota;
@@ -129,6 +130,7 @@ mod upstream;
 
 pub use admin::AdminConfig;
 pub use data::DataConfig;
+pub use drain::DrainConfig;
 pub use jwks::JwksConfig;
 pub use quota::QuotaConfig;
 pub use render::settings_help;
@@ -229,6 +231,8 @@ settings! {
         srn: SrnConfig;
         /// `[tls]`: the TLS data-plane listener and certificates.
         tls: TlsConfig;
+        /// `[drain]`: graceful shutdown and restarts.
+        drain: DrainConfig;
     }
 }
 

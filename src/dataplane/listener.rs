@@ -13,6 +13,7 @@
 
 use super::{pipeline, DataPlane};
 use crate::config::Config;
+use crate::net::drain::{Drain, DrainSignal};
 use crate::net::{sniff, ConnCap, ConnSlot, Proto, WaitReadable};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -84,12 +85,13 @@ pub fn spawn_private(
     listener: std::net::TcpListener,
     plane: Arc<DataPlane>,
     cfg: &Config,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = TcpListener::from_std(listener)?;
     let conns = ConnCap::new(cfg.data.max_connections);
     let cfg = cfg.clone();
     Ok(tokio::spawn(async move {
-        serve_data(listener, plane, cfg, conns, ListenerKind::Private).await
+        serve_data(listener, plane, cfg, conns, ListenerKind::Private, drain).await
     }))
 }
 
@@ -103,6 +105,7 @@ pub fn spawn_data_workers(
     plane: Arc<DataPlane>,
     cfg: &Config,
     conns: Arc<ConnCap>,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
@@ -113,12 +116,16 @@ pub fn spawn_data_workers(
         }
     };
     if !cfg.data.per_worker_runtimes() {
-        let mut listeners = listeners;
-        let listener = TcpListener::from_std(listeners.remove(0))?;
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            report(serve_data(listener, plane, cfg, conns, ListenerKind::Public).await)
-        });
+        // One task per listener (more than one only when taken over from
+        // a process that had per-worker sockets).
+        for l in listeners {
+            let listener = TcpListener::from_std(l)?;
+            let (plane, cfg, conns) = (plane.clone(), cfg.clone(), conns.clone());
+            let (report, drain) = (report.clone(), drain.clone());
+            tokio::spawn(async move {
+                report(serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain).await)
+            });
+        }
         return Ok(rx);
     }
     for (i, l) in listeners.into_iter().enumerate() {
@@ -126,6 +133,7 @@ pub fn spawn_data_workers(
         let cfg = cfg.clone();
         let conns = conns.clone();
         let report = report.clone();
+        let drain = drain.clone();
         std::thread::Builder::new()
             .name(format!("apigw-data-{i}"))
             .spawn(move || {
@@ -135,7 +143,7 @@ pub fn spawn_data_workers(
                         .build()?;
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(l)?;
-                        serve_data(listener, plane, cfg, conns, ListenerKind::Public).await
+                        serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain).await
                     })
                 })();
                 report(r);
@@ -179,6 +187,7 @@ async fn serve_data(
     cfg: Config,
     conns: Arc<ConnCap>,
     kind: ListenerKind,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<()> {
     let (builders, idle) = builders(&cfg);
     // Memory freed on this worker (parked connections' buffers, finished
@@ -192,8 +201,14 @@ async fn serve_data(
             crate::dataplane::alloc::release_free_memory();
         }
     });
+    let mut stop = drain.signal();
     loop {
-        let (mut stream, mut peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.started() => break,
+            r = listener.accept() => r,
+        };
+        let (mut stream, mut peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -213,7 +228,9 @@ async fn serve_data(
         let builders = builders.clone();
         let private = kind == ListenerKind::Private;
         let proxy_protocol = cfg.data.proxy_protocol || private;
+        let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
+            let _tracked = tracked;
             let mut endpoint_id = None;
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
@@ -243,16 +260,28 @@ async fn serve_data(
                     return;
                 }
             };
-            serve_conn(stream, proto, conn_peer, plane, &builders, idle, slot).await;
+            serve_conn(
+                stream, proto, conn_peer, plane, &builders, idle, slot, signal, grace,
+            )
+            .await;
         });
     }
+    // Closed: the kernel queues no more connections to this socket (a
+    // successor that took it over keeps it open and accepting). This
+    // worker's runtime must outlive its connections.
+    drop(listener);
+    drain.all_closed().await;
+    Ok(())
 }
 
 /// Serve one client connection that speaks `proto` until it ends, on
 /// whatever stream carries it; `peer` is the client (the PROXY header's
 /// source when there was one) and the listener it came on, `slot` its
 /// place under `max_connections`.
-/// HTTP/1 is served in this task; HTTP/2 gets its own.
+/// HTTP/1 is served in this task; HTTP/2 gets its own. Draining
+/// (`drain`): HTTP/2 sends GOAWAY and finishes its streams; HTTP/1 see
+/// `conn::serve_h1`.
+#[allow(clippy::too_many_arguments)]
 async fn serve_conn<IO: WaitReadable>(
     stream: IO,
     proto: Proto,
@@ -261,6 +290,8 @@ async fn serve_conn<IO: WaitReadable>(
     builders: &Arc<Builders>,
     idle: crate::dataplane::conn::Idle,
     slot: ConnSlot,
+    mut drain: DrainSignal,
+    grace: std::time::Duration,
 ) {
     let conn_peer = Arc::new(peer);
     let peer: SocketAddr = conn_peer.addr;
@@ -290,15 +321,31 @@ async fn serve_conn<IO: WaitReadable>(
             tokio::spawn(async move {
                 let _slot = slot;
                 let io = TokioIo::new(stream);
-                if let Err(e) = builders.1.serve_connection(io, svc).await {
+                let conn = builders.1.serve_connection(io, svc);
+                let mut conn = std::pin::pin!(conn);
+                let r = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = drain.started() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "h2 connection ended with error");
                 }
             });
         }
         Proto::H1 => {
-            if let Err(e) =
-                crate::dataplane::conn::serve_h1(&builders.0, stream, idle, activity, make_svc)
-                    .await
+            if let Err(e) = crate::dataplane::conn::serve_h1(
+                &builders.0,
+                stream,
+                idle,
+                activity,
+                drain,
+                grace,
+                make_svc,
+            )
+            .await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
@@ -326,12 +373,13 @@ pub fn spawn_tls(
     cfg: &Config,
     conns: Arc<ConnCap>,
     certs: &Arc<crate::dataplane::tls::TlsCerts>,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = TcpListener::from_std(listener)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config()?);
     let cfg = cfg.clone();
     Ok(tokio::spawn(async move {
-        serve_tls(listener, acceptor, plane, cfg, conns).await
+        serve_tls(listener, acceptor, plane, cfg, conns, drain).await
     }))
 }
 
@@ -341,11 +389,18 @@ async fn serve_tls(
     plane: Arc<DataPlane>,
     cfg: Config,
     conns: Arc<ConnCap>,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<()> {
     let (builders, idle) = builders(&cfg);
     let proxy_protocol = cfg.data.proxy_protocol;
+    let mut stop = drain.signal();
     loop {
-        let (mut stream, mut peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.started() => break,
+            r = listener.accept() => r,
+        };
+        let (mut stream, mut peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "tls accept failed");
@@ -361,7 +416,9 @@ async fn serve_tls(
         let plane = plane.clone();
         let builders = builders.clone();
         let acceptor = acceptor.clone();
+        let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
+            let _tracked = tracked;
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
                 {
@@ -412,8 +469,13 @@ async fn serve_tls(
                 &builders,
                 idle,
                 slot,
+                signal,
+                grace,
             )
             .await;
         });
     }
+    drop(listener);
+    drain.all_closed().await;
+    Ok(())
 }
