@@ -190,7 +190,8 @@ async fn sigterm_finishes_in_flight_closes_idle_flushes_and_exits_0() {
     assert!(signalled.elapsed() < Duration::from_secs(5));
 
     // Restarted on the same store: the 3 counted requests are remembered.
-    gw.start_successor();
+    let mut exited = gw.start_successor();
+    let _ = exited.wait(); // reaped already by wait_exit; a no-op
     let r = c
         .get(gw.invoke_url(&s.api_id, "/dev/data"))
         .header("x-scp-apikey", &key)
