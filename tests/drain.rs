@@ -77,6 +77,7 @@ fn raw_get(s: &mut std::net::TcpStream, host: &str, path: &str) -> String {
 }
 
 /// Read HTTP/2 frames until the connection ends; the frame types seen.
+/// Closes its side on GOAWAY.
 fn h2_frames_until_eof(s: &mut std::net::TcpStream) -> Vec<u8> {
     let mut types = Vec::new();
     let mut buf = Vec::new();
@@ -92,6 +93,11 @@ fn h2_frames_until_eof(s: &mut std::net::TcpStream) -> Vec<u8> {
                 break;
             }
             types.push(buf[3]);
+            if buf[3] == 7 {
+                // GOAWAY: an idle client closes its side, as real ones do
+                // (the server reads until then: lingering close).
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
             buf.drain(..9 + len);
         }
     }

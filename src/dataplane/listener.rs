@@ -230,7 +230,6 @@ async fn serve_data(
         let proxy_protocol = cfg.data.proxy_protocol || private;
         let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
-            let _tracked = tracked;
             let mut endpoint_id = None;
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
@@ -261,7 +260,7 @@ async fn serve_data(
                 }
             };
             serve_conn(
-                stream, proto, conn_peer, plane, &builders, idle, slot, signal, grace,
+                stream, proto, conn_peer, plane, &builders, idle, slot, signal, grace, tracked,
             )
             .await;
         });
@@ -292,6 +291,7 @@ async fn serve_conn<IO: WaitReadable>(
     slot: ConnSlot,
     mut drain: DrainSignal,
     grace: std::time::Duration,
+    tracked: crate::net::drain::DrainGuard,
 ) {
     let conn_peer = Arc::new(peer);
     let peer: SocketAddr = conn_peer.addr;
@@ -320,7 +320,11 @@ async fn serve_conn<IO: WaitReadable>(
             let builders = builders.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let io = TokioIo::new(stream);
+                let io = TokioIo::new(Linger {
+                    io: Some(stream),
+                    tracked: Some(tracked),
+                    drain: drain.clone(),
+                });
                 let conn = builders.1.serve_connection(io, svc);
                 let mut conn = std::pin::pin!(conn);
                 let r = tokio::select! {
@@ -350,6 +354,106 @@ async fn serve_conn<IO: WaitReadable>(
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
             drop(slot);
+            drop(tracked);
+        }
+    }
+}
+
+/// An HTTP/2 connection's stream. Closed while draining, it is not
+/// dropped at once: a client may have sent a new stream before it read
+/// the GOAWAY, and closing a socket with unread bytes sends a reset that
+/// makes the client discard the GOAWAY too (its request fails instead of
+/// being retried elsewhere). So the socket is read and discarded until the
+/// client closes it (at most 2 s), as nginx's lingering close does.
+struct Linger<IO: WaitReadable> {
+    io: Option<IO>,
+    tracked: Option<crate::net::drain::DrainGuard>,
+    drain: DrainSignal,
+}
+
+impl<IO: WaitReadable> Drop for Linger<IO> {
+    fn drop(&mut self) {
+        let (Some(mut io), tracked) = (self.io.take(), self.tracked.take()) else {
+            return;
+        };
+        if !self.drain.is_draining() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let _tracked = tracked;
+                let mut buf = [0u8; 4096];
+                let discard = async {
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), discard).await;
+            });
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::NotConnected)
+}
+
+impl<IO: WaitReadable> tokio::io::AsyncRead for Linger<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<IO: WaitReadable> tokio::io::AsyncWrite for Linger<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_flush(cx),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            None => std::task::Poll::Ready(Err(gone())),
         }
     }
 }
@@ -418,7 +522,6 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
-            let _tracked = tracked;
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
                 {
@@ -471,6 +574,7 @@ async fn serve_tls(
                 slot,
                 signal,
                 grace,
+                tracked,
             )
             .await;
         });
