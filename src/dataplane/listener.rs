@@ -230,6 +230,7 @@ async fn serve_data(
         let proxy_protocol = cfg.data.proxy_protocol || private;
         let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
+            let mut signal = signal;
             let mut endpoint_id = None;
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
@@ -251,7 +252,12 @@ async fn serve_data(
             } else {
                 super::Peer::new(peer)
             };
-            let proto = match tokio::time::timeout(idle.header, sniff(&stream)).await {
+            // Nothing sent yet when the drain starts: the grace to send.
+            let first = tokio::select! {
+                r = tokio::time::timeout(idle.header, sniff(&stream)) => r,
+                _ = signal.started() => tokio::time::timeout(grace, sniff(&stream)).await,
+            };
+            let proto = match first {
                 Ok(Ok(Some(p))) => p,
                 Ok(Ok(None)) | Ok(Err(_)) => return,
                 Err(_) => {
