@@ -1,7 +1,8 @@
 //! Process wiring: open the store with its change feed, load it, build
 //! the first snapshot and start the publisher that follows the feed, bind
-//! the listeners, serve until SIGINT/SIGTERM; SIGHUP reloads the TLS
-//! certificates.
+//! the listeners (or take them over from the running process, see
+//! `net::handover`), serve until SIGINT/SIGTERM, then drain; SIGHUP
+//! reloads the TLS certificates.
 //!
 //! May import: everything (it is the top).
 
@@ -15,6 +16,23 @@ use tokio::net::TcpListener;
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::net::raise_nofile_limit();
+    // A running gateway's listening sockets, when it offers them.
+    let mut inherited = match cfg.drain.handover_socket.as_str() {
+        "" => Vec::new(),
+        p => {
+            let path = std::path::PathBuf::from(p);
+            let got = tokio::task::spawn_blocking(move || crate::net::handover::take_over(&path))
+                .await?
+                .map_err(|e| anyhow::anyhow!("taking over listeners at {p}: {e}"))?;
+            if !got.is_empty() {
+                tracing::info!(
+                    listeners = got.len(),
+                    "took over the listening sockets of the running gateway"
+                );
+            }
+            got
+        }
+    };
     let (feed, feed_rx) = store::feed::channel();
     let url = cfg.store.url.clone();
     let store: Arc<dyn store::Store> =
@@ -22,7 +40,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Metrics, access log, health: the metrics listener answers from
     // here on (`/readyz` 503 until the first snapshot is published).
     let health = crate::telemetry::health::Health::new();
-    let (telemetry, metrics_addr) = start_telemetry(&cfg, &health, &store).await?;
+    // Every listener stops accepting when this starts (SIGTERM).
+    let drain = crate::net::drain::Drain::new(cfg.drain.idle_grace());
+    let (telemetry, metrics_addr, metrics_fd) =
+        start_telemetry(&cfg, &health, &store, &drain, &mut inherited).await?;
     let loader = store.clone();
     let loaded = tokio::task::spawn_blocking(move || loader.load()).await??;
     let mut state = State::from_entities(loaded.entities);
@@ -59,7 +80,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ctx.metrics = telemetry.metrics.clone();
     // Bound before the first snapshot: PRIVATELINK methods to a PRIVATE
     // API connect to its address.
-    let private_listener = crate::dataplane::listener::bind_private(&cfg)?;
+    let private_listener = match take(&mut inherited, "private", cfg.data.private_addr()?).pop() {
+        Some(l) => Some(l),
+        None => crate::dataplane::listener::bind_private(&cfg)?,
+    };
     ctx.private_addr = match &private_listener {
         Some(l) => Some(l.local_addr()?),
         None => None,
@@ -67,7 +91,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     state.version = loaded_version;
     let published = Arc::new(Published::new(&state, ctx));
     health.set_ready();
-    let tls_listener = crate::dataplane::listener::bind_tls(&cfg)?;
+    let tls_listener = match take(&mut inherited, "tls", cfg.tls.addr()?).pop() {
+        Some(l) => Some(l),
+        None => crate::dataplane::listener::bind_tls(&cfg)?,
+    };
     // The data plane's certificates, kept here for the whole process:
     // SIGHUP reloads them, and custom domains' certificate files follow
     // every published domain change (set before the publisher starts, so
@@ -120,8 +147,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Arc::new(crate::store::redis_quota::Shared(shared))
     };
 
-    let data_listeners = crate::dataplane::listener::bind_data(&cfg)?;
-    let admin_listener = bind_admin(cfg.admin.addr()?)?;
+    let data_listeners = match take(&mut inherited, "data", Some(cfg.data.addr()?)) {
+        v if v.is_empty() => crate::dataplane::listener::bind_data(&cfg)?,
+        v => v,
+    };
+    let admin_listener = match take(&mut inherited, "admin", Some(cfg.admin.addr()?)).pop() {
+        Some(l) => TcpListener::from_std(l)?,
+        None => bind_admin(cfg.admin.addr()?)?,
+    };
+    // Sockets handed over but not configured any more: closed (their
+    // queued connections are the old process's to lose).
+    drop(inherited);
     let data_addr = data_listeners[0].local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
@@ -180,47 +216,120 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(m) = metrics_addr {
         listening.push_str(&format!(" metrics={m}"));
     }
+    // Copies of every listening socket, for a successor process.
+    let offer = match cfg.drain.handover_socket.as_str() {
+        "" => None,
+        p => {
+            use std::os::fd::AsFd;
+            let mut fds = Vec::new();
+            for l in &data_listeners {
+                fds.push(("data".to_string(), l.as_fd().try_clone_to_owned()?));
+            }
+            if let Some(l) = &tls_listener {
+                fds.push(("tls".to_string(), l.as_fd().try_clone_to_owned()?));
+            }
+            if let Some(l) = &private_listener {
+                fds.push(("private".to_string(), l.as_fd().try_clone_to_owned()?));
+            }
+            fds.push((
+                "admin".to_string(),
+                admin_listener.as_fd().try_clone_to_owned()?,
+            ));
+            if let Some(fd) = metrics_fd {
+                fds.push(("metrics".to_string(), fd));
+            }
+            Some(crate::net::handover::offer(std::path::Path::new(p), fds)?)
+        }
+    };
+    // DRAIN HOOKS: called first when SIGTERM/SIGINT arrives, before the
+    // `drain.unready_delay_ms` wait and before any listener closes.
+    // Health::set_draining (readiness turns unready) is connected here.
+    let on_drain_start: Vec<Box<dyn Fn() + Send + Sync>> = vec![{
+        let health = health.clone();
+        Box::new(move || health.set_draining())
+    }];
     println!("{listening}");
 
     // The private listener serves forever or fails: never resolves
     // when it is off.
     let private = match private_listener {
-        Some(l) => crate::dataplane::listener::spawn_private(l, plane.clone(), &cfg)?,
+        Some(l) => {
+            crate::dataplane::listener::spawn_private(l, plane.clone(), &cfg, drain.clone())?
+        }
         None => tokio::spawn(std::future::pending()),
     };
     // One max_connections for the public and the TLS listener.
     let conns = crate::net::ConnCap::new(cfg.data.max_connections);
     // The TLS listener is served on this (the main) runtime.
     let tls = match (tls_listener, &tls_certs) {
-        (Some(l), Some(certs)) => {
-            crate::dataplane::listener::spawn_tls(l, plane.clone(), &cfg, conns.clone(), certs)?
-        }
+        (Some(l), Some(certs)) => crate::dataplane::listener::spawn_tls(
+            l,
+            plane.clone(),
+            &cfg,
+            conns.clone(),
+            certs,
+            drain.clone(),
+        )?,
         _ => tokio::spawn(std::future::pending()),
     };
-    let data = crate::dataplane::listener::spawn_data_workers(data_listeners, plane, &cfg, conns)?;
+    let data = crate::dataplane::listener::spawn_data_workers(
+        data_listeners,
+        plane,
+        &cfg,
+        conns,
+        drain.clone(),
+    )?;
     let admin = tokio::spawn(crate::admin::listener::serve_admin(
         admin_listener,
         app,
         crate::admin::listener::AdminTimeouts::from_config(&cfg.admin),
         cfg.admin.max_connections,
+        drain.clone(),
     ));
 
+    // The listeners resolve only on failure until the drain starts.
     tokio::select! {
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            if let Err(e) = quota.flush() {
-                tracing::warn!(error = %e, "final quota flush failed");
-            }
-            // Off the runtime: the PostgreSQL client blocks.
-            let s = stats.clone();
-            let _ = tokio::task::spawn_blocking(move || s.flush()).await;
-        }
-        r = data => { r??; }
-        r = admin => { r??; }
-        r = private => { r??; }
-        r = tls => { r??; }
-        _ = reload_on_sighup(tls_certs.clone()) => {}
+        _ = shutdown_signal() => {}
+        r = data => { r??; return Ok(()); }
+        r = admin => { r??; return Ok(()); }
+        r = private => { r??; return Ok(()); }
+        r = tls => { r??; return Ok(()); }
+        _ = reload_on_sighup(tls_certs.clone()) => { return Ok(()); }
     }
+    // Drain: unready, (wait), stop accepting, let connections finish
+    // within the timeout, flush, exit 0.
+    tracing::info!(
+        connections = drain.open(),
+        timeout_ms = cfg.drain.timeout_ms,
+        "draining"
+    );
+    for hook in &on_drain_start {
+        hook();
+    }
+    tokio::time::sleep(cfg.drain.unready_delay()).await;
+    drain.start();
+    // This process's copies of the sockets, if a successor took them.
+    if let Some(o) = &offer {
+        o.withdraw();
+    }
+    let signal = shutdown_signal();
+    tokio::select! {
+        r = tokio::time::timeout(cfg.drain.timeout(), drain.all_closed()) => match r {
+            Ok(()) => tracing::info!("drained: every connection closed"),
+            Err(_) => tracing::warn!(
+                open = drain.open(),
+                "drain timeout: closing the connections still open"
+            ),
+        },
+        _ = signal => tracing::warn!(open = drain.open(), "second signal: not waiting any longer"),
+    }
+    if let Err(e) = quota.flush() {
+        tracing::warn!(error = %e, "final quota flush failed");
+    }
+    // Off the runtime: the PostgreSQL client blocks.
+    let s = stats.clone();
+    let _ = tokio::task::spawn_blocking(move || s.flush()).await;
+    tracing::info!("shut down");
     Ok(())
 }
 
@@ -230,7 +339,13 @@ async fn start_telemetry(
     cfg: &Config,
     health: &Arc<crate::telemetry::health::Health>,
     store: &Arc<dyn store::Store>,
-) -> anyhow::Result<(crate::telemetry::Telemetry, Option<std::net::SocketAddr>)> {
+    drain: &Arc<crate::net::drain::Drain>,
+    inherited: &mut Vec<crate::net::handover::Handed>,
+) -> anyhow::Result<(
+    crate::telemetry::Telemetry,
+    Option<std::net::SocketAddr>,
+    Option<std::os::fd::OwnedFd>,
+)> {
     use crate::telemetry::{access_log, endpoint, metrics::Metrics, Telemetry};
     let t = &cfg.telemetry;
     let metrics = Metrics::new();
@@ -248,10 +363,19 @@ async fn start_telemetry(
         None => None,
     };
     let mut addr = None;
+    let mut fd = None;
     let metrics = match t.metrics_addr()? {
         Some(a) => {
-            let listener = bind_admin(a)?;
+            // Handed over by the running gateway on a restart, else bound.
+            let listener = match take(inherited, "metrics", Some(a)).pop() {
+                Some(l) => TcpListener::from_std(l)?,
+                None => bind_admin(a)?,
+            };
             addr = Some(listener.local_addr()?);
+            {
+                use std::os::fd::AsFd;
+                fd = Some(listener.as_fd().try_clone_to_owned()?);
+            }
             let reachable = {
                 let store = store.clone();
                 Arc::new(move || store.reachable()) as endpoint::Reachable
@@ -262,6 +386,7 @@ async fn start_telemetry(
                 app,
                 crate::admin::listener::AdminTimeouts::from_config(&cfg.admin),
                 t.metrics_max_connections,
+                drain.clone(),
             ));
             Some(metrics)
         }
@@ -272,7 +397,31 @@ async fn start_telemetry(
         access_log,
     };
     crate::telemetry::install(telemetry.clone());
-    Ok((telemetry, addr))
+    Ok((telemetry, addr, fd))
+}
+
+/// The listeners of `kind` handed over by the previous process, when the
+/// listener is configured (`at`) and at the same address (or port 0).
+fn take(
+    inherited: &mut Vec<crate::net::handover::Handed>,
+    kind: &str,
+    at: Option<std::net::SocketAddr>,
+) -> Vec<std::net::TcpListener> {
+    let Some(at) = at else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < inherited.len() {
+        let fits = inherited[i].kind == kind
+            && (at.port() == 0 || inherited[i].listener.local_addr().ok() == Some(at));
+        if fits {
+            out.push(inherited.remove(i).listener);
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 /// On every SIGHUP, read the TLS certificates again (a no-op without a

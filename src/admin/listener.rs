@@ -112,6 +112,7 @@ pub async fn serve_admin(
     app: Router,
     timeouts: AdminTimeouts,
     max: usize,
+    drain: Arc<crate::net::drain::Drain>,
 ) -> anyhow::Result<()> {
     tracing::info!(
         cap = admin_cap(max, nofile_soft_limit()),
@@ -127,7 +128,11 @@ pub async fn serve_admin(
     let builders = Arc::new((h1, h2));
     let slots = Arc::new(AdminSlots::default());
     let mut warned: Option<Instant> = None;
+    let mut stop = drain.signal();
     loop {
+        if stop.is_draining() {
+            break;
+        }
         let cap = admin_cap(max, nofile_soft_limit());
         if slots.open.load(Ordering::Acquire) >= cap {
             if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -141,10 +146,16 @@ pub async fn serve_admin(
             tokio::select! {
                 _ = slots.freed.notified() => {}
                 _ = tokio::time::sleep(CAP_RECHECK) => {}
+                _ = stop.started() => {}
             }
             continue;
         }
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.started() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 use std::io::ErrorKind;
@@ -163,11 +174,17 @@ pub async fn serve_admin(
         let slot = AdminSlot(slots.clone());
         let app = app.clone();
         let builders = builders.clone();
+        let (tracked, signal) = (drain.track(), drain.signal());
         tokio::spawn(async move {
             let _slot = slot;
-            serve_admin_conn(stream, peer, app, &builders, timeouts).await;
+            let _tracked = tracked;
+            serve_admin_conn(stream, peer, app, &builders, timeouts, signal).await;
         });
     }
+    // Draining: no more connections here; the open ones finish (the
+    // caller waits for them, within the drain timeout).
+    drop(listener);
+    Ok(())
 }
 
 async fn serve_admin_conn(
@@ -176,6 +193,7 @@ async fn serve_admin_conn(
     app: Router,
     builders: &(http1::Builder, http2::Builder<TokioExecutor>),
     t: AdminTimeouts,
+    drain: crate::net::drain::DrainSignal,
 ) {
     let watch = Arc::new(Watch::new());
     let proto = match tokio::time::timeout(t.header, sniff(&stream)).await {
@@ -192,8 +210,8 @@ async fn serve_admin_conn(
         watch: watch.clone(),
     };
     match proto {
-        Proto::H1 => serve_admin_h1(&builders.0, stream, svc, &watch, t).await,
-        Proto::H2 => serve_admin_h2(&builders.1, stream, svc, &watch, t).await,
+        Proto::H1 => serve_admin_h1(&builders.0, stream, svc, &watch, t, drain).await,
+        Proto::H2 => serve_admin_h2(&builders.1, stream, svc, &watch, t, drain).await,
     }
 }
 
@@ -210,6 +228,7 @@ async fn serve_admin_h1(
     svc: AdminService,
     watch: &Watch,
     t: AdminTimeouts,
+    mut drain: crate::net::drain::DrainSignal,
 ) {
     let peer = svc.peer;
     let io = TokioIo::new(Watched {
@@ -219,10 +238,19 @@ async fn serve_admin_h1(
     let mut conn = Box::new(builder.serve_connection(io, svc));
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     let mut armed: Option<Instant> = None;
+    // Draining: hyper closes the connection if it is idle, else after the
+    // response in progress (with `Connection: close`).
+    let drained = drain.started();
+    let mut drained = std::pin::pin!(drained);
+    let mut shut = false;
     // Every change the deadline depends on (bytes read, a request begun or
     // answered) happens while hyper is polled here, so the deadline is
     // recomputed after each poll and the timer is only armed for it.
     let end = std::future::poll_fn(|cx| {
+        if !shut && drained.as_mut().poll(cx).is_ready() {
+            Pin::new(&mut *conn).graceful_shutdown();
+            shut = true;
+        }
         if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
             return Poll::Ready(End::Done(r));
         }
@@ -268,9 +296,13 @@ async fn serve_admin_h2(
     svc: AdminService,
     watch: &Watch,
     t: AdminTimeouts,
+    mut drain: crate::net::drain::DrainSignal,
 ) {
     let peer = svc.peer;
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let drained = drain.started();
+    let mut drained = std::pin::pin!(drained);
+    let mut shut = false;
     let mut conn = std::pin::pin!(conn);
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     let mut armed: Option<Instant> = None;
@@ -281,6 +313,11 @@ async fn serve_admin_h2(
     // does not necessarily poll this one: while one is in flight the
     // timer re-checks every `keepalive`.
     let r = std::future::poll_fn(|cx| loop {
+        if !shut && drained.as_mut().poll(cx).is_ready() {
+            // GOAWAY; streams in flight finish.
+            conn.as_mut().graceful_shutdown();
+            shut = true;
+        }
         if let Poll::Ready(r) = conn.as_mut().poll(cx) {
             return Poll::Ready(r);
         }

@@ -117,6 +117,7 @@ macro_rules! settings {
 
 mod admin;
 mod data;
+mod drain;
 mod jwks;
 pub mod legacy;
 mod quota;
@@ -130,6 +131,7 @@ mod upstream;
 
 pub use admin::AdminConfig;
 pub use data::DataConfig;
+pub use drain::DrainConfig;
 pub use jwks::JwksConfig;
 pub use quota::QuotaConfig;
 pub use render::settings_help;
@@ -233,6 +235,8 @@ settings! {
         tls: TlsConfig;
         /// `[telemetry]`: metrics, health and access logs.
         telemetry: TelemetryConfig;
+        /// `[drain]`: graceful shutdown and restarts.
+        drain: DrainConfig;
     }
 }
 

@@ -38,6 +38,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+pub use crate::net::drain::DrainSignal;
 pub use crate::net::WaitReadable;
 
 /// Requests started on a connection and those not yet answered in full.
@@ -138,11 +139,17 @@ content-length: 56\r\n\
 /// Serve one HTTP/1 connection until the client closes it, an error ends
 /// it, or it stays parked for `idle.keepalive`. `make_svc` makes the
 /// service of each hyper session, given the connection's activity.
+///
+/// Draining (`drain`): a request in flight, or the next one to arrive
+/// within the drain's idle grace, is answered with `Connection: close`;
+/// a connection idle for the grace is closed (see `session`).
 pub async fn serve_h1<IO, S, F>(
     builder: &http1::Builder,
     mut stream: IO,
     idle: Idle,
     activity: Arc<Activity>,
+    mut drain: DrainSignal,
+    grace: Duration,
     make_svc: F,
 ) -> Result<(), hyper::Error>
 where
@@ -158,17 +165,32 @@ where
     // the parked connection has bytes again.
     let mut leftover = Bytes::new();
     loop {
-        let Some((s, rest)) =
-            session(builder, stream, leftover, idle, &activity, &make_svc).await?
+        let Some((s, rest)) = session(
+            builder, stream, leftover, idle, &activity, &mut drain, grace, &make_svc,
+        )
+        .await?
         else {
             return Ok(());
         };
         (stream, leftover) = (s, rest);
         if leftover.is_empty() {
             // Parked: wait for the client's next bytes (peeked on TCP, so
-            // `read` stays empty and allocates nothing).
+            // `read` stays empty and allocates nothing); draining, for
+            // the grace at most.
             let mut read = BytesMut::new();
-            match tokio::time::timeout(idle.keepalive, stream.wait_readable(&mut read)).await {
+            let until = tokio::time::Instant::now() + idle.keepalive;
+            let readable = {
+                let wait = stream.wait_readable(&mut read);
+                let mut wait = std::pin::pin!(wait);
+                tokio::select! {
+                    r = tokio::time::timeout_at(until, &mut wait) => r,
+                    _ = drain.started() => {
+                        let until = until.min(tokio::time::Instant::now() + grace);
+                        tokio::time::timeout_at(until, &mut wait).await
+                    }
+                }
+            };
+            match readable {
                 Ok(Ok(true)) => leftover = read.freeze(),
                 _ => return Ok(()), // closed, failed, or idle too long
             }
@@ -179,12 +201,15 @@ where
 /// One hyper session on the socket, `prefix` read before it. `None` when
 /// the connection is over; else it was parked: the socket and the bytes
 /// hyper had read ahead. Everything of the session is dropped on return.
+#[allow(clippy::too_many_arguments)]
 async fn session<IO, S, F>(
     builder: &http1::Builder,
     stream: IO,
     prefix: Bytes,
     idle: Idle,
     activity: &Activity,
+    drain: &mut DrainSignal,
+    grace: Duration,
     make_svc: &F,
 ) -> Result<Option<(IO, Bytes)>, hyper::Error>
 where
@@ -198,24 +223,60 @@ where
 {
     let io = TokioIo::new(Prefixed { prefix, stream });
     let mut conn = Box::new(builder.serve_connection(io, make_svc()));
-    let Some(park) = idle.park else {
-        std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
-        return Ok(None);
-    };
-    let mut tick = Box::pin(tokio::time::sleep(park));
+    // Without parking the timer only serves the drain's grace.
+    const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+    let mut tick = Box::pin(tokio::time::sleep(idle.park.unwrap_or(NEVER)));
     let mut seen = activity.started();
     let mut parking = false;
     // How long no request has started with none in flight, in ticks.
     let mut quiet = Duration::ZERO;
     let mut too_slow = false;
+    let drained = drain.started();
+    let mut drained = std::pin::pin!(drained);
+    // Draining: requests started when it began, and when an idle
+    // connection is closed.
+    let mut draining: Option<(u64, tokio::time::Instant)> = None;
+    // graceful_shutdown asked (for parking or draining).
+    let mut shut = false;
     std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
                 return Poll::Ready(r);
             }
+            match draining {
+                None => {
+                    if drained.as_mut().poll(cx).is_ready() {
+                        let until = tokio::time::Instant::now() + grace;
+                        draining = Some((activity.started(), until));
+                        tick.as_mut().reset(until);
+                        continue;
+                    }
+                }
+                Some((started, until)) if !shut => {
+                    // A request in flight or just begun: hyper answers it
+                    // with `Connection: close` (keep-alive off while it is
+                    // in progress) and then ends. Idle for the grace:
+                    // closed now.
+                    if !activity.idle()
+                        || activity.started() != started
+                        || tokio::time::Instant::now() >= until
+                    {
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        shut = true;
+                        continue;
+                    }
+                }
+                Some(_) => {}
+            }
             if tick.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            let Some(park) = idle.park.filter(|_| draining.is_none()) else {
+                // Draining: the grace has passed (handled above), or a
+                // shut connection finishing its last response.
+                tick.as_mut().reset(tokio::time::Instant::now() + NEVER);
+                continue;
+            };
             let now = activity.started();
             if now == seen && activity.idle() {
                 quiet += park;
@@ -224,6 +285,7 @@ where
                     // has begun to read is answered first.
                     Pin::new(&mut *conn).graceful_shutdown();
                     parking = true;
+                    shut = true;
                 } else if quiet >= idle.header {
                     // Still not idle: a request head is arriving too slowly.
                     too_slow = true;
@@ -245,11 +307,12 @@ where
             stream.write_all(REQUEST_TIMEOUT).await?;
             stream.shutdown().await
         };
-        let _ = tokio::time::timeout(park, answer).await;
+        let _ = tokio::time::timeout(idle.park.unwrap_or(idle.header), answer).await;
         return Ok(None);
     }
-    if !parking {
-        return Ok(None); // the client closed, or the exchange said close
+    if !parking || draining.is_some() {
+        // The client closed, the exchange said close, or draining.
+        return Ok(None);
     }
     let parts = conn.into_parts();
     let Prefixed { prefix, stream } = parts.io.into_inner();
@@ -314,8 +377,20 @@ mod tests {
                 )))
             })
         };
-        let driver =
-            tokio::spawn(async move { serve_h1(&builder, server, idle, activity, make_svc).await });
+        let drain = crate::net::drain::Drain::new(Duration::from_millis(100));
+        let signal = drain.signal();
+        let driver = tokio::spawn(async move {
+            serve_h1(
+                &builder,
+                server,
+                idle,
+                activity,
+                signal,
+                Duration::from_millis(100),
+                make_svc,
+            )
+            .await
+        });
 
         client
             .write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")

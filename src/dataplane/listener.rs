@@ -13,6 +13,7 @@
 
 use super::{pipeline, DataPlane};
 use crate::config::Config;
+use crate::net::drain::{Drain, DrainSignal};
 use crate::net::{sniff, ConnCap, ConnSlot, Proto, WaitReadable};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -84,12 +85,13 @@ pub fn spawn_private(
     listener: std::net::TcpListener,
     plane: Arc<DataPlane>,
     cfg: &Config,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = TcpListener::from_std(listener)?;
     let conns = ConnCap::new(cfg.data.max_connections);
     let cfg = cfg.clone();
     Ok(tokio::spawn(async move {
-        serve_data(listener, plane, cfg, conns, ListenerKind::Private).await
+        serve_data(listener, plane, cfg, conns, ListenerKind::Private, drain).await
     }))
 }
 
@@ -103,6 +105,7 @@ pub fn spawn_data_workers(
     plane: Arc<DataPlane>,
     cfg: &Config,
     conns: Arc<ConnCap>,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
@@ -113,12 +116,16 @@ pub fn spawn_data_workers(
         }
     };
     if !cfg.data.per_worker_runtimes() {
-        let mut listeners = listeners;
-        let listener = TcpListener::from_std(listeners.remove(0))?;
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            report(serve_data(listener, plane, cfg, conns, ListenerKind::Public).await)
-        });
+        // One task per listener (more than one only when taken over from
+        // a process that had per-worker sockets).
+        for l in listeners {
+            let listener = TcpListener::from_std(l)?;
+            let (plane, cfg, conns) = (plane.clone(), cfg.clone(), conns.clone());
+            let (report, drain) = (report.clone(), drain.clone());
+            tokio::spawn(async move {
+                report(serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain).await)
+            });
+        }
         return Ok(rx);
     }
     for (i, l) in listeners.into_iter().enumerate() {
@@ -126,6 +133,7 @@ pub fn spawn_data_workers(
         let cfg = cfg.clone();
         let conns = conns.clone();
         let report = report.clone();
+        let drain = drain.clone();
         std::thread::Builder::new()
             .name(format!("apigw-data-{i}"))
             .spawn(move || {
@@ -135,7 +143,7 @@ pub fn spawn_data_workers(
                         .build()?;
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(l)?;
-                        serve_data(listener, plane, cfg, conns, ListenerKind::Public).await
+                        serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain).await
                     })
                 })();
                 report(r);
@@ -179,6 +187,7 @@ async fn serve_data(
     cfg: Config,
     conns: Arc<ConnCap>,
     kind: ListenerKind,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<()> {
     let (builders, idle) = builders(&cfg);
     // Memory freed on this worker (parked connections' buffers, finished
@@ -192,8 +201,14 @@ async fn serve_data(
             crate::dataplane::alloc::release_free_memory();
         }
     });
+    let mut stop = drain.signal();
     loop {
-        let (mut stream, mut peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.started() => break,
+            r = listener.accept() => r,
+        };
+        let (mut stream, mut peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -213,7 +228,9 @@ async fn serve_data(
         let builders = builders.clone();
         let private = kind == ListenerKind::Private;
         let proxy_protocol = cfg.data.proxy_protocol || private;
+        let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
+            let mut signal = signal;
             let mut endpoint_id = None;
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
@@ -235,7 +252,12 @@ async fn serve_data(
             } else {
                 super::Peer::new(peer)
             };
-            let proto = match tokio::time::timeout(idle.header, sniff(&stream)).await {
+            // Nothing sent yet when the drain starts: the grace to send.
+            let first = tokio::select! {
+                r = tokio::time::timeout(idle.header, sniff(&stream)) => r,
+                _ = signal.started() => tokio::time::timeout(grace, sniff(&stream)).await,
+            };
+            let proto = match first {
                 Ok(Ok(Some(p))) => p,
                 Ok(Ok(None)) | Ok(Err(_)) => return,
                 Err(_) => {
@@ -243,16 +265,28 @@ async fn serve_data(
                     return;
                 }
             };
-            serve_conn(stream, proto, conn_peer, plane, &builders, idle, slot).await;
+            serve_conn(
+                stream, proto, conn_peer, plane, &builders, idle, slot, signal, grace, tracked,
+            )
+            .await;
         });
     }
+    // Closed: the kernel queues no more connections to this socket (a
+    // successor that took it over keeps it open and accepting). This
+    // worker's runtime must outlive its connections.
+    drop(listener);
+    drain.all_closed().await;
+    Ok(())
 }
 
 /// Serve one client connection that speaks `proto` until it ends, on
 /// whatever stream carries it; `peer` is the client (the PROXY header's
 /// source when there was one) and the listener it came on, `slot` its
 /// place under `max_connections`.
-/// HTTP/1 is served in this task; HTTP/2 gets its own.
+/// HTTP/1 is served in this task; HTTP/2 gets its own. Draining
+/// (`drain`): HTTP/2 sends GOAWAY and finishes its streams; HTTP/1 see
+/// `conn::serve_h1`.
+#[allow(clippy::too_many_arguments)]
 async fn serve_conn<IO: WaitReadable>(
     stream: IO,
     proto: Proto,
@@ -261,6 +295,9 @@ async fn serve_conn<IO: WaitReadable>(
     builders: &Arc<Builders>,
     idle: crate::dataplane::conn::Idle,
     slot: ConnSlot,
+    mut drain: DrainSignal,
+    grace: std::time::Duration,
+    tracked: crate::net::drain::DrainGuard,
 ) {
     let conn_peer = Arc::new(peer);
     let peer: SocketAddr = conn_peer.addr;
@@ -289,20 +326,140 @@ async fn serve_conn<IO: WaitReadable>(
             let builders = builders.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let io = TokioIo::new(stream);
-                if let Err(e) = builders.1.serve_connection(io, svc).await {
+                let io = TokioIo::new(Linger {
+                    io: Some(stream),
+                    tracked: Some(tracked),
+                    drain: drain.clone(),
+                });
+                let conn = builders.1.serve_connection(io, svc);
+                let mut conn = std::pin::pin!(conn);
+                let r = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = drain.started() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "h2 connection ended with error");
                 }
             });
         }
         Proto::H1 => {
-            if let Err(e) =
-                crate::dataplane::conn::serve_h1(&builders.0, stream, idle, activity, make_svc)
-                    .await
+            if let Err(e) = crate::dataplane::conn::serve_h1(
+                &builders.0,
+                stream,
+                idle,
+                activity,
+                drain,
+                grace,
+                make_svc,
+            )
+            .await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
             drop(slot);
+            drop(tracked);
+        }
+    }
+}
+
+/// An HTTP/2 connection's stream. Closed while draining, it is not
+/// dropped at once: a client may have sent a new stream before it read
+/// the GOAWAY, and closing a socket with unread bytes sends a reset that
+/// makes the client discard the GOAWAY too (its request fails instead of
+/// being retried elsewhere). So the socket is read and discarded until the
+/// client closes it (at most 2 s), as nginx's lingering close does.
+struct Linger<IO: WaitReadable> {
+    io: Option<IO>,
+    tracked: Option<crate::net::drain::DrainGuard>,
+    drain: DrainSignal,
+}
+
+impl<IO: WaitReadable> Drop for Linger<IO> {
+    fn drop(&mut self) {
+        let (Some(mut io), tracked) = (self.io.take(), self.tracked.take()) else {
+            return;
+        };
+        if !self.drain.is_draining() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let _tracked = tracked;
+                let mut buf = [0u8; 4096];
+                let discard = async {
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), discard).await;
+            });
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::NotConnected)
+}
+
+impl<IO: WaitReadable> tokio::io::AsyncRead for Linger<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<IO: WaitReadable> tokio::io::AsyncWrite for Linger<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_flush(cx),
+            None => std::task::Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            None => std::task::Poll::Ready(Err(gone())),
         }
     }
 }
@@ -326,12 +483,13 @@ pub fn spawn_tls(
     cfg: &Config,
     conns: Arc<ConnCap>,
     certs: &Arc<crate::dataplane::tls::TlsCerts>,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = TcpListener::from_std(listener)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config()?);
     let cfg = cfg.clone();
     Ok(tokio::spawn(async move {
-        serve_tls(listener, acceptor, plane, cfg, conns).await
+        serve_tls(listener, acceptor, plane, cfg, conns, drain).await
     }))
 }
 
@@ -341,11 +499,18 @@ async fn serve_tls(
     plane: Arc<DataPlane>,
     cfg: Config,
     conns: Arc<ConnCap>,
+    drain: Arc<Drain>,
 ) -> anyhow::Result<()> {
     let (builders, idle) = builders(&cfg);
     let proxy_protocol = cfg.data.proxy_protocol;
+    let mut stop = drain.signal();
     loop {
-        let (mut stream, mut peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.started() => break,
+            r = listener.accept() => r,
+        };
+        let (mut stream, mut peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "tls accept failed");
@@ -361,6 +526,7 @@ async fn serve_tls(
         let plane = plane.clone();
         let builders = builders.clone();
         let acceptor = acceptor.clone();
+        let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
             if proxy_protocol {
                 match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
@@ -412,8 +578,14 @@ async fn serve_tls(
                 &builders,
                 idle,
                 slot,
+                signal,
+                grace,
+                tracked,
             )
             .await;
         });
     }
+    drop(listener);
+    drain.all_closed().await;
+    Ok(())
 }

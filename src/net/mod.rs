@@ -13,6 +13,8 @@
 //! May import: nothing of the gateway (std, tokio, bytes, libc).
 
 pub mod confined;
+pub mod drain;
+pub mod handover;
 
 use bytes::BytesMut;
 use std::future::Future;

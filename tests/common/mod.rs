@@ -225,6 +225,19 @@ impl Gateway {
         self.admin_addr = admin_addr;
     }
 
+    /// Start a second process on the same config file and store while
+    /// this one may still run (with `drain_handover_socket` set it takes
+    /// the listeners over; otherwise this one must have exited). This
+    /// gateway follows the new process; the previous one is returned, to
+    /// be stopped with [`sigterm`] and [`wait_exit`].
+    pub fn start_successor(&mut self) -> Child {
+        let (child, data_addr, admin_addr) =
+            spawn_gateway(&self.config_path, self.dir.path(), &self.env, &self.logs);
+        self.data_addr = data_addr;
+        self.admin_addr = admin_addr;
+        std::mem::replace(&mut self.child, child)
+    }
+
     pub fn admin(&self) -> Admin {
         Admin::new(self.admin_addr)
     }
@@ -261,6 +274,29 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Send SIGTERM to a gateway process.
+pub fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// Wait up to `within` for a process to exit (`None`: still running,
+/// then it is killed).
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
