@@ -39,7 +39,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
-read -r PG_PORT REDIS_PORT LB_PORT LB_STATS D1 D2 D3 A1 A2 A3 <<<"$(free_ports 10)"
+read -r PG_PORT REDIS_PORT LB_PORT LB_STATS D1 D2 D3 A1 A2 A3 M1 M2 M3 <<<"$(free_ports 13)"
 
 ACCESS_KEY="${APIGW_ACCESS_KEY:-apigw-dev-access-key}"
 SECRET_KEY="${APIGW_SECRET_KEY:-apigw-dev-secret-key}"
@@ -91,7 +91,7 @@ SH
 
 # --- apigw nodes: one shared store, one Redis; own local file and ports.
 for i in 1 2 3; do
-  eval "dport=\$D$i; aport=\$A$i"
+  eval "dport=\$D$i; aport=\$A$i; mport=\$M$i"
   mkdir -p "$DIR/node$i"
   cat >"$DIR/node$i/apigw.toml" <<TOML
 log = "warn"
@@ -101,6 +101,8 @@ invoke_domain = "apigw.localhost"
 [admin]
 listen = "127.0.0.1:$aport"
 public_base_url = ""
+[telemetry]
+metrics_listen = "127.0.0.1:$mport"
 [store]
 url = "postgres://apigw@127.0.0.1:$PG_PORT/postgres"
 local_path = "$DIR/node$i/local.db"
@@ -134,8 +136,8 @@ done
 # --- haproxy: round robin over the nodes' data ports. A failed connect
 # or a connection closed before an answer is retried on another node
 # (retries + redispatch), so clients do not see a node dying.
-# TODO([10]): check `option httpchk GET /readyz` on the nodes' metrics
-# port once it exists; until then a TCP connect to the data port.
+# Health: `GET /readyz` on each node's metrics port, so a node that is
+# not ready yet or draining leaves the rotation before it stops accepting.
 mkdir -p "$DIR/haproxy"
 cat >"$DIR/haproxy/haproxy.cfg" <<CFG
 global
@@ -156,10 +158,11 @@ frontend stats
   http-request return status 200 content-type text/plain string "ok"
 backend nodes
   balance roundrobin
+  option httpchk GET /readyz
   default-server check inter 200ms fall 2 rise 2
-  server node1 127.0.0.1:$D1
-  server node2 127.0.0.1:$D2
-  server node3 127.0.0.1:$D3
+  server node1 127.0.0.1:$D1 port $M1
+  server node2 127.0.0.1:$D2 port $M2
+  server node3 127.0.0.1:$D3 port $M3
 CFG
 cat >"$DIR/run-haproxy.sh" <<SH
 #!/usr/bin/env bash
