@@ -226,7 +226,12 @@ async fn a_node_cut_off_from_the_store_serves_its_snapshot_refuses_writes_and_ca
 
     let backend = Backend::start("b");
     let n1 = node(&url);
-    let n2 = node(&via_relay);
+    // Node 2 also serves /readyz (metrics listener).
+    let n2 = Gateway::start_with(&[
+        ("store_url", &format!("\"{via_relay}\"")),
+        ("metrics_listen", "\"127.0.0.1:0\""),
+    ]);
+    let readyz = format!("http://{}/readyz", n2.listening("metrics"));
     let (a1, a2) = (n1.admin(), n2.admin());
     let c = data_client();
     let before = simple_api(&a1, "before", "items", &backend.url("/items")).await;
@@ -241,6 +246,11 @@ async fn a_node_cut_off_from_the_store_serves_its_snapshot_refuses_writes_and_ca
     )
     .await;
 
+    let r = c.get(&readyz).send().await.expect("readyz");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.expect("readyz json");
+    assert_eq!(body["store"], "reachable", "{body}");
+
     relay.cut();
     // Node 2 serves its snapshot, answers reads, and refuses writes with
     // a 503 in the SCP envelope (nothing is committed).
@@ -251,6 +261,12 @@ async fn a_node_cut_off_from_the_store_serves_its_snapshot_refuses_writes_and_ca
         .await;
     refused.expect_error(503, "ServiceUnavailable");
     assert!(refused.err_detail().contains("store"), "{}", refused.text());
+    // It stays ready (a load balancer must not drop every node when the
+    // shared store blinks) and says the store is unreachable.
+    let r = c.get(&readyz).send().await.expect("readyz");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.expect("readyz json");
+    assert_eq!(body["store"], "unreachable", "{body}");
     // Node 1 still writes; node 2 cannot see it yet.
     let during = simple_api(&a1, "made-while-cut", "items", &backend.url("/items")).await;
     let during_on2 = n2.invoke_url(&during.api_id, "/dev/items");

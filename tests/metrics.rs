@@ -9,16 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 fn metrics_addr(gw: &Gateway) -> String {
-    let line = gw
-        .logs()
-        .lines()
-        .find(|l| l.contains("apigw listening"))
-        .map(str::to_string)
-        .expect("listening line");
-    line.split_whitespace()
-        .find_map(|t| t.strip_prefix("metrics="))
-        .expect("metrics= in the listening line")
-        .to_string()
+    gw.listening("metrics")
 }
 
 /// Samples as (name, sorted labels) → value, parsed by prometheus_client.

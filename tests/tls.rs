@@ -200,12 +200,9 @@ fn start(settings: &[(String, String)]) -> Gateway {
 
 /// The TLS listener's address from the startup line (` tls=ADDR`).
 fn tls_addr(gw: &Gateway) -> SocketAddr {
-    let logs = gw.logs();
-    logs.lines()
-        .filter(|l| l.contains("apigw listening"))
-        .flat_map(|l| l.split_whitespace())
-        .find_map(|t| t.strip_prefix("tls=").and_then(|a| a.parse().ok()))
-        .unwrap_or_else(|| panic!("no tls= in the listening line:\n{logs}"))
+    let a = gw.listening("tls");
+    a.parse()
+        .unwrap_or_else(|_| panic!("tls={a} is not an address"))
 }
 
 // ---------------------------------------------------------------------------

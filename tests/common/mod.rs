@@ -268,6 +268,19 @@ impl Gateway {
     pub fn logs(&self) -> String {
         self.logs.text()
     }
+
+    /// An address of the startup line (`apigw listening data=... tls=...
+    /// metrics=...`) by its name; panics when the line has none.
+    pub fn listening(&self, name: &str) -> String {
+        let prefix = format!("{name}=");
+        let logs = self.logs();
+        logs.lines()
+            .filter(|l| l.contains("apigw listening"))
+            .flat_map(|l| l.split_whitespace())
+            .find_map(|t| t.strip_prefix(prefix.as_str()))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {prefix} in the listening line:\n{logs}"))
+    }
 }
 
 impl Drop for Gateway {
