@@ -261,3 +261,79 @@ async fn access_log_keeps_no_secret_reopens_on_sighup_and_traces() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.lines().count() >= 2);
 }
+
+/// Label sets stay bounded: APIs created, deployed (a stage), called (so
+/// they have request series) and deleted in turn leave no series behind,
+/// and memory stays flat: after a warm-up of 100 cycles and a first 1,000
+/// (caches such as SQLite's page cache and the signature replay cache
+/// fill up), a second 1,000 cycles add nothing to RSS (4 MiB allowed for
+/// allocator noise). Measured: 40.0 → 54.3 → 50.4 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_stays_flat_when_a_thousand_apis_come_and_go() {
+    let gw = Gateway::start_with(&[("metrics_listen", "\"127.0.0.1:0\"")]);
+    let maddr = metrics_addr(&gw);
+    let series = |m: &HashMap<String, f64>| {
+        m.keys()
+            .filter(|k| k.starts_with("apigw_requests_total"))
+            .count()
+    };
+    // `n` cycles (create, deploy, call, delete: one API at a time per
+    // worker) over 4 concurrent workers; returns the ids used. The first
+    // cycle of each worker checks that its API had request series while
+    // it existed (so "none left" means something).
+    async fn churn(gw: &Gateway, maddr: &str, from: usize, n: usize) -> Vec<String> {
+        let workers = (0..4).map(|w| {
+            let admin = gw.admin();
+            let c = data_client();
+            let mine: Vec<usize> = (from..from + n).filter(|i| i % 4 == w).collect();
+            async move {
+                let mut ids = Vec::new();
+                for (k, i) in mine.into_iter().enumerate() {
+                    let api = admin.create_api(&format!("churn-{i}")).await;
+                    admin.deploy(&api, "new", Some("dev")).await;
+                    // Not allowed by the default access control, or no such
+                    // resource: either way a 4xx counted for (api, dev).
+                    let s = status_of(&c, &gw.invoke_url(&api, "/dev/anything")).await;
+                    assert!((400..500).contains(&s), "{api}: {s}");
+                    if k == 0 {
+                        let (text, _) = scrape(maddr).await;
+                        assert!(
+                            text.contains(&format!("api=\"{api}\"")),
+                            "no series for live {api}:\n{text}"
+                        );
+                    }
+                    admin.delete(&format!("/v1/apis/{api}")).await.expect(204);
+                    ids.push(api);
+                }
+                ids
+            }
+        });
+        futures_util::future::join_all(workers)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+    let (_, m0) = scrape(&maddr).await;
+    let base_series = series(&m0);
+    churn(&gw, &maddr, 0, 100).await;
+    let rss_warm = gw.vm_rss_kib();
+    let first = churn(&gw, &maddr, 100, 1000).await;
+    let rss_mid = gw.vm_rss_kib();
+    let ids = churn(&gw, &maddr, 1100, 1000).await;
+    let rss_after = gw.vm_rss_kib();
+    println!("RSS {rss_warm} KiB → {rss_mid} KiB after 1,000 → {rss_after} KiB after 2,000");
+    let ids: Vec<String> = first.into_iter().chain(ids).collect();
+    let (text, m1) = scrape(&maddr).await;
+    println!("request series {base_series} before, {} after", series(&m1));
+    assert_eq!(series(&m1), base_series, "series left behind:\n{text}");
+    for id in ids.iter().step_by(97) {
+        assert!(!text.contains(id.as_str()), "{id} still in /metrics");
+    }
+    // Flat: the second thousand holds nothing the first did not.
+    assert!(
+        rss_after <= rss_mid + 4 * 1024,
+        "RSS grew from {rss_mid} to {rss_after} KiB over the second 1,000 APIs \
+         (after warm-up {rss_warm} KiB)"
+    );
+}
