@@ -110,6 +110,7 @@ LABELS = {
     "apigw-plain": "apigw plain (no filters)",
     "nginx-gateway": "nginx-gateway",
     "apigw-full": "apigw full pipeline",
+    "apigw-full-log": "apigw full + metrics + access log",
 }
 # The TLS section's targets (wrk over https) and the h2 section's (h2load).
 TLS_TARGETS = ["nginx-tls", "apigw-tls", "nginx-tls-new", "apigw-tls-new"]
@@ -557,10 +558,6 @@ backend be_relay
         if tls_on:
             tls_settings = (f'tls_listen = "127.0.0.1:0"\ntls_cert_file = "{self.cert}"\n'
                             f'tls_key_file = "{self.key}"\n')
-        if getattr(a, "telemetry", False):
-            # Metrics listener on, access log to a file (the cost to compare).
-            tls_settings += (f'metrics_listen = "127.0.0.1:0"\n'
-                             f'access_log = "{gdir}/access.log"\n')
         with open(toml, "w") as f:
             f.write(f'''data_listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -594,6 +591,9 @@ account_id = "{ACCOUNT_ID}"
         self.apigw_cfg = cfg
         log(f"  apigw data={data} admin={admin_addr} full API {cfg['full_api']}, "
             f"plain API {cfg['plain_api']}")
+
+        if getattr(a, "telemetry", False):
+            self.start_logged_apigw()
 
         port = self.apigw_port
         self.targets = {
@@ -630,8 +630,54 @@ account_id = "{ACCOUNT_ID}"
             "tcp-relay": self.pids["tcp-relay"],
             "apigw-full": self.pids["apigw"], "apigw-plain": self.pids["apigw"],
         }
+        if getattr(a, "telemetry", False):
+            lport, lcfg = self.logged_port, self.logged_cfg
+            self.targets["apigw-full-log"] = (
+                f"http://127.0.0.1:{lport}/full/bench",
+                [f"Host: {lcfg['full_api']}.{INVOKE_DOMAIN}:{lport}",
+                 f"Authorization: Bearer {lcfg['token']}",
+                 f"x-scp-apikey: {lcfg['key']}",
+                 f"Origin: {ORIGIN}"])
+            self.proxy_of["apigw-full-log"] = self.pids["apigw-log"]
         for t in TLS_TARGETS + H2_TARGETS:
             self.proxy_of[t] = self.pids["apigw"] if t.startswith("apigw") else self.pids.get("nginx-tls")
+
+    def start_logged_apigw(self):
+        """A second apigw, configured the same way, with the metrics
+        listener on and a JSON access log to a file: the `apigw-full-log`
+        target, to compare with `apigw-full` in the same run (issue [10]:
+        at most 5 % fewer requests/s)."""
+        a = self.args
+        gdir = os.path.join(self.work, "apigw-log")
+        os.makedirs(gdir)
+        toml = os.path.join(gdir, "apigw.toml")
+        with open(toml, "w") as f:
+            f.write(f'''data_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+invoke_domain = "{INVOKE_DOMAIN}"
+store_url = "sqlite://{gdir}/apigw.db"
+region = "{REGION}"
+srn_offering = "{OFFERING}"
+log = "warn"
+worker_threads = {self.workers}
+metrics_listen = "127.0.0.1:0"
+access_log = "{gdir}/access.log"
+[[credentials]]
+access_key = "{ACCESS_KEY}"
+secret_key = "{SECRET_KEY}"
+account_id = "{ACCOUNT_ID}"
+''')
+        shutil.copy(toml, os.path.join(self.outdir, f"{self.arr}-apigw-log.toml"))
+        p = self.procs.start("apigw-log", self.pin([a.apigw, "serve", "--config", toml]),
+                             stdout=subprocess.PIPE, stderr=self.logfile("apigw-log"))
+        line = self.read_listening(p)
+        m = re.search(r"data=(\S+) admin=(\S+)", line)
+        if not m:
+            die(f"unexpected apigw line: {line!r}")
+        self.logged_port = int(m.group(1).rsplit(":", 1)[1])
+        self.pids["apigw-log"] = p
+        self.logged_cfg = configure_apigw(Admin(f"http://{m.group(2)}"))
+        log(f"  apigw (metrics + access log) data={m.group(1)}")
 
     def nginx_tls(self):
         """nginx terminating TLS (1.2 and 1.3, h2 and http/1.1) with apigw's
@@ -988,7 +1034,8 @@ def table(results, args):
     for (arr, conns), per in results.items():
         for ours, peer, goal in (("apigw-full", "nginx-gateway", ("rps", 1.2, True)),
                                  ("apigw-plain", "nginx-proxy", ("rps", 1.2, False)),
-                                 ("apigw-plain", "haproxy", ("rps", 1.0, False))):
+                                 ("apigw-plain", "haproxy", ("rps", 1.0, False)),
+                                 ("apigw-full-log", "apigw-full", ("rps", 0.95, False))):
             if ours not in per or peer not in per:
                 continue
             a, b = per[ours], per[peer]
@@ -1078,8 +1125,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s (debugging)")
     ap.add_argument("--telemetry", action="store_true",
-                    help="run apigw with the metrics listener and a file access log on "
-                         "(compare its rps with a run without the flag)")
+                    help="also run a second apigw with the metrics listener and a file access "
+                         "log on (target apigw-full-log; its rps against apigw-full, same run)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per target and connection count [3]")
     ap.add_argument("--duration", type=int, default=None, help="seconds per wrk run [10; 3 with --quick]")
     ap.add_argument("--warmup", type=int, default=None,
@@ -1110,6 +1157,8 @@ def main():
     duration = args.duration or (3 if args.quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     arrangements = [a.strip() for a in args.arrangements.split(",") if a.strip()]
+    if args.telemetry:
+        TARGETS.append("apigw-full-log")
     args.sections = {x.strip() for x in args.sections.split(",") if x.strip()}
     for x in args.sections:
         if x not in SECTIONS:

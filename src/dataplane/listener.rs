@@ -202,28 +202,7 @@ async fn serve_data(
         }
     });
     let mut stop = drain.signal();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.started() => break,
-            r = listener.accept() => r,
-        };
-        let (mut stream, mut peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        // Over max_connections: closed at once (dropped), before any
-        // task or buffer is spent on it.
-        let Some(slot) = conns.try_acquire() else {
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((mut stream, mut peer, slot)) = accept(&listener, &mut stop, &conns).await {
         let plane = plane.clone();
         let builders = builders.clone();
         let private = kind == ListenerKind::Private;
@@ -493,6 +472,38 @@ pub fn spawn_tls(
     }))
 }
 
+/// The next connection of a data-plane listener, within `max_connections`
+/// (one over it is closed at once, before any task or buffer is spent on
+/// it), with TCP_NODELAY; None once the drain has started. Accept errors
+/// (EMFILE and friends) back off briefly rather than spin.
+async fn accept(
+    listener: &TcpListener,
+    stop: &mut DrainSignal,
+    conns: &Arc<ConnCap>,
+) -> Option<(tokio::net::TcpStream, SocketAddr, ConnSlot)> {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.started() => return None,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(slot) = conns.try_acquire() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        return Some((stream, peer, slot));
+    }
+}
+
 async fn serve_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -504,25 +515,7 @@ async fn serve_tls(
     let (builders, idle) = builders(&cfg);
     let proxy_protocol = cfg.data.proxy_protocol;
     let mut stop = drain.signal();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.started() => break,
-            r = listener.accept() => r,
-        };
-        let (mut stream, mut peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "tls accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Some(slot) = conns.try_acquire() else {
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((mut stream, mut peer, slot)) = accept(&listener, &mut stop, &conns).await {
         let plane = plane.clone();
         let builders = builders.clone();
         let acceptor = acceptor.clone();
