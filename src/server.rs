@@ -329,6 +329,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Off the runtime: the PostgreSQL client blocks.
     let s = stats.clone();
     let _ = tokio::task::spawn_blocking(move || s.flush()).await;
+    // The access log's last lines (written every 20 ms).
+    if let Some(log) = &telemetry.access_log {
+        log.flush(std::time::Duration::from_secs(1)).await;
+    }
     tracing::info!("shut down");
     Ok(())
 }

@@ -4,8 +4,8 @@
 //! The logging phase formats the line (one `String`) and hands it to a
 //! bounded queue with `try_send`: when the queue is full the line is
 //! dropped and counted (`apigw_access_log_dropped_total`), a worker never
-//! waits. One writer thread drains the queue into a buffered stdout or
-//! file, flushing whenever the queue is empty. SIGHUP (logrotate's
+//! waits. One writer thread takes every queued line each 20 ms into a
+//! buffered stdout or file and flushes. SIGHUP (logrotate's
 //! `postrotate`) reopens the file by its path.
 //!
 //! What a line holds is chosen, not copied: never a header value, a query
@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,12 +36,18 @@ impl Target {
     }
 }
 
+/// How often the writer thread takes the queued lines (the queue must
+/// hold what arrives meanwhile: `access_log_queue` lines).
+const WRITE_EVERY: Duration = Duration::from_millis(20);
+
 /// The handle the data plane writes through (cheap to clone).
 #[derive(Clone)]
 pub struct AccessLog {
     tx: SyncSender<String>,
     reopen: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
+    /// Ticks the writer has completed (see [`AccessLog::flush`]).
+    ticks: Arc<AtomicU64>,
 }
 
 /// One request, as the logging phase knows it.
@@ -94,16 +100,38 @@ fn opt_u64(out: &mut String, v: Option<u64>) {
     }
 }
 
+/// The current UTC time as RFC 3339 with milliseconds. The part down to
+/// the second is formatted once per second and thread (chrono's
+/// formatter parses its pattern on every call).
+fn push_time(out: &mut String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    SECOND.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            c.0 = secs;
+            c.1 = chrono::DateTime::from_timestamp(secs as i64, 0)
+                .map(|d| d.format("%Y-%m-%dT%H:%M:%S").to_string())
+                .unwrap_or_default();
+        }
+        out.push_str(&c.1);
+    });
+    let _ = write!(out, ".{:03}Z", now.subsec_millis());
+}
+
 impl Entry<'_> {
     /// The JSON line, newline included.
     pub fn format(&self) -> String {
         let mut s = String::with_capacity(384);
-        let now = chrono::Utc::now();
-        let _ = write!(
-            s,
-            "{{\"time\":\"{}\",\"request_id\":",
-            now.format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        );
+        s.push_str("{\"time\":\"");
+        push_time(&mut s);
+        s.push_str("\",\"request_id\":");
         json_str(&mut s, self.request_id);
         let _ = write!(s, ",\"trace_id\":\"{:032x}\",\"api\":", self.trace_id);
         opt_str(&mut s, self.api);
@@ -171,17 +199,15 @@ impl AccessLog {
         let (tx, rx) = sync_channel::<String>(queue.max(1));
         let reopen = Arc::new(AtomicBool::new(false));
         let flag = reopen.clone();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticked = ticks.clone();
         std::thread::Builder::new()
             .name("apigw-access-log".into())
             .spawn(move || loop {
-                let line = match rx.recv_timeout(Duration::from_millis(500)) {
-                    Ok(l) => Some(l),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        let _ = sink.out().flush();
-                        return;
-                    }
-                };
+                // Lines are picked up every WRITE_EVERY, never one by one:
+                // a request never wakes this thread (no futex, no write
+                // per line), and each tick is one buffered write.
+                std::thread::sleep(WRITE_EVERY);
                 if flag.swap(false, Relaxed) {
                     let _ = sink.out().flush();
                     match Sink::open(&target) {
@@ -190,21 +216,33 @@ impl AccessLog {
                     }
                 }
                 let mut failed = false;
-                if let Some(l) = line {
-                    failed |= sink.out().write_all(l.as_bytes()).is_err();
-                    while let Ok(l) = rx.try_recv() {
-                        failed |= sink.out().write_all(l.as_bytes()).is_err();
+                let mut wrote = false;
+                let gone = loop {
+                    match rx.try_recv() {
+                        Ok(l) => {
+                            wrote = true;
+                            failed |= sink.out().write_all(l.as_bytes()).is_err();
+                        }
+                        Err(TryRecvError::Empty) => break false,
+                        Err(TryRecvError::Disconnected) => break true,
                     }
+                };
+                if wrote || gone {
+                    failed |= sink.out().flush().is_err();
                 }
-                failed |= sink.out().flush().is_err();
                 if failed {
                     tracing::warn!("access log: write failed");
+                }
+                ticked.fetch_add(1, Relaxed);
+                if gone {
+                    return;
                 }
             })?;
         Ok(AccessLog {
             tx,
             reopen,
             dropped,
+            ticks,
         })
     }
 
@@ -216,11 +254,23 @@ impl AccessLog {
         }
     }
 
+    /// Wait (at most `within`) until every line queued before this call is
+    /// written and flushed: two writer ticks, the second of which started
+    /// after the call. For the end of a drain.
+    pub async fn flush(&self, within: Duration) {
+        let from = self.ticks.load(Relaxed);
+        let _ = tokio::time::timeout(within, async {
+            while self.ticks.load(Relaxed) < from + 2 {
+                tokio::time::sleep(WRITE_EVERY / 2).await;
+            }
+        })
+        .await;
+    }
+
     /// Reopen the file by its path before the next write (SIGHUP).
     pub fn reopen(&self) {
+        // Taken by the writer at its next tick.
         self.reopen.store(true, Relaxed);
-        // Wake the writer (an empty line writes nothing).
-        let _ = self.tx.try_send(String::new());
     }
 
     /// On every SIGHUP, reopen (a task of the current runtime).
