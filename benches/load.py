@@ -551,36 +551,11 @@ backend be_relay
             self.pids["nginx-tls"] = self.nginx_tls()
 
         # apigw on free ports with a temp SQLite file.
-        gdir = os.path.join(self.work, "apigw")
-        os.makedirs(gdir)
-        toml = os.path.join(gdir, "apigw.toml")
         tls_settings = ""
         if tls_on:
             tls_settings = (f'tls_listen = "127.0.0.1:0"\ntls_cert_file = "{self.cert}"\n'
                             f'tls_key_file = "{self.key}"\n')
-        with open(toml, "w") as f:
-            f.write(f'''data_listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-invoke_domain = "{INVOKE_DOMAIN}"
-store_url = "sqlite://{gdir}/apigw.db"
-region = "{REGION}"
-srn_offering = "{OFFERING}"
-log = "warn"
-worker_threads = {self.workers}
-{tls_settings}
-[[credentials]]
-access_key = "{ACCESS_KEY}"
-secret_key = "{SECRET_KEY}"
-account_id = "{ACCOUNT_ID}"
-''')
-        shutil.copy(toml, os.path.join(self.outdir, f"{self.arr}-apigw.toml"))
-        p = self.procs.start("apigw", self.pin([a.apigw, "serve", "--config", toml]),
-                             stdout=subprocess.PIPE, stderr=self.logfile("apigw"))
-        line = self.read_listening(p)
-        m = re.search(r"data=(\S+) admin=(\S+)", line)
-        if not m:
-            die(f"unexpected apigw line: {line!r}")
-        data, admin_addr = m.group(1), m.group(2)
+        p, line, data, admin_addr = self.launch_apigw("apigw", tls_settings)
         self.apigw_port = int(data.rsplit(":", 1)[1])
         m = re.search(r"tls=(\S+)", line)
         if tls_on and not m:
@@ -642,15 +617,14 @@ account_id = "{ACCOUNT_ID}"
         for t in TLS_TARGETS + H2_TARGETS:
             self.proxy_of[t] = self.pids["apigw"] if t.startswith("apigw") else self.pids.get("nginx-tls")
 
-    def start_logged_apigw(self):
-        """A second apigw, configured the same way, with the metrics
-        listener on and a JSON access log to a file: the `apigw-full-log`
-        target, to compare with `apigw-full` in the same run (issue [10]:
-        at most 5 % fewer requests/s)."""
-        a = self.args
-        gdir = os.path.join(self.work, "apigw-log")
+    def launch_apigw(self, name, settings):
+        """Start apigw `name` on free ports with its own temp SQLite file and
+        `settings` (flat TOML lines) besides the common ones; returns the
+        process, its listening line, data and admin addresses."""
+        gdir = os.path.join(self.work, name)
         os.makedirs(gdir)
         toml = os.path.join(gdir, "apigw.toml")
+        settings = settings.replace("{dir}", gdir)
         with open(toml, "w") as f:
             f.write(f'''data_listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -660,24 +634,32 @@ region = "{REGION}"
 srn_offering = "{OFFERING}"
 log = "warn"
 worker_threads = {self.workers}
-metrics_listen = "127.0.0.1:0"
-access_log = "{gdir}/access.log"
+{settings}
 [[credentials]]
 access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
 account_id = "{ACCOUNT_ID}"
 ''')
-        shutil.copy(toml, os.path.join(self.outdir, f"{self.arr}-apigw-log.toml"))
-        p = self.procs.start("apigw-log", self.pin([a.apigw, "serve", "--config", toml]),
-                             stdout=subprocess.PIPE, stderr=self.logfile("apigw-log"))
+        shutil.copy(toml, os.path.join(self.outdir, f"{self.arr}-{name}.toml"))
+        p = self.procs.start(name, self.pin([self.args.apigw, "serve", "--config", toml]),
+                             stdout=subprocess.PIPE, stderr=self.logfile(name))
         line = self.read_listening(p)
         m = re.search(r"data=(\S+) admin=(\S+)", line)
         if not m:
             die(f"unexpected apigw line: {line!r}")
-        self.logged_port = int(m.group(1).rsplit(":", 1)[1])
+        return p, line, m.group(1), m.group(2)
+
+    def start_logged_apigw(self):
+        """A second apigw, configured the same way, with the metrics
+        listener on and a JSON access log to a file: the `apigw-full-log`
+        target, to compare with `apigw-full` in the same run (issue [10]:
+        at most 5 % fewer requests/s)."""
+        p, _, data, admin_addr = self.launch_apigw(
+            "apigw-log", 'metrics_listen = "127.0.0.1:0"\naccess_log = "{dir}/access.log"\n')
+        self.logged_port = int(data.rsplit(":", 1)[1])
         self.pids["apigw-log"] = p
-        self.logged_cfg = configure_apigw(Admin(f"http://{m.group(2)}"))
-        log(f"  apigw (metrics + access log) data={m.group(1)}")
+        self.logged_cfg = configure_apigw(Admin(f"http://{admin_addr}"))
+        log(f"  apigw (metrics + access log) data={data}")
 
     def nginx_tls(self):
         """nginx terminating TLS (1.2 and 1.3, h2 and http/1.1) with apigw's
