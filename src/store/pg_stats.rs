@@ -72,18 +72,21 @@ impl PgStats {
 fn rows_of(rows: Vec<postgres::Row>) -> Vec<DailyRow> {
     let mut out = Vec::new();
     for row in rows {
-        let (api_id, stage, date, body): (String, String, String, String) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        match serde_json::from_str::<DailyRow>(&body) {
-            Ok(mut r) => {
-                r.api_id = api_id;
-                r.stage = stage;
-                r.date = date;
-                out.push(r);
+        // try_get: a NULL or a column of another type (a hand-edited
+        // table) skips the row instead of panicking.
+        let cols = (|| -> Result<(String, String, String, String), postgres::Error> {
+            Ok((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            ))
+        })();
+        match cols {
+            Ok((api_id, stage, date, body)) => {
+                out.extend(DailyRow::from_stored(api_id, stage, date, &body))
             }
-            Err(e) => {
-                tracing::warn!(%api_id, %stage, %date, error = %e, "stats: skipping a corrupt row")
-            }
+            Err(e) => tracing::warn!(error = %e, "stats: skipping an unreadable row"),
         }
     }
     out

@@ -46,17 +46,7 @@ impl StatsStore for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (api_id, stage, date, body) = row.map_err(es)?;
-            match serde_json::from_str::<DailyRow>(&body) {
-                Ok(mut r) => {
-                    r.api_id = api_id;
-                    r.stage = stage;
-                    r.date = date;
-                    out.push(r);
-                }
-                Err(e) => {
-                    tracing::warn!(%api_id, %stage, %date, error = %e, "stats: skipping a corrupt row")
-                }
-            }
+            out.extend(DailyRow::from_stored(api_id, stage, date, &body));
         }
         Ok(out)
     }

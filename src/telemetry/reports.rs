@@ -355,6 +355,31 @@ pub struct DailyRow {
     pub routes_other: u64,
 }
 
+impl DailyRow {
+    /// A row as a stats store keeps it: the key columns and the JSON of
+    /// the counters. None (logged) when the JSON is corrupt: the row is
+    /// skipped rather than failing the whole load.
+    pub fn from_stored(
+        api_id: String,
+        stage: String,
+        date: String,
+        body: &str,
+    ) -> Option<DailyRow> {
+        match serde_json::from_str::<DailyRow>(body) {
+            Ok(mut r) => {
+                r.api_id = api_id;
+                r.stage = stage;
+                r.date = date;
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(%api_id, %stage, %date, error = %e, "stats: skipping a corrupt row");
+                None
+            }
+        }
+    }
+}
+
 /// Durable storage of daily rows (SQLite: `store::sqlite_stats`).
 pub trait StatsStore: Send + Sync {
     fn load(&self) -> Result<Vec<DailyRow>, String>;
