@@ -141,10 +141,14 @@ impl<'a> RequestCtx<'a> {
             Some(r) => (Some(r.api), Some(r.stage), r.method),
             None => (None, None, None),
         };
+        let allow_origin = match (&stage, &self.origin) {
+            (Some(stage), Some(origin)) => stage.cors.allow_origin(origin),
+            _ => None,
+        };
         ResponseCtx {
             started: self.started,
             request_id: Some(self.request_id),
-            origin: self.origin,
+            allow_origin,
             stage,
             rate: self.rate,
             route_ix: self.route_ix,
@@ -217,7 +221,10 @@ pub struct ResponseCtx {
     /// Moved into the response by the request-id response filter (the
     /// logging phase reads it from the response).
     pub request_id: Option<HeaderValue>,
-    pub origin: Option<HeaderValue>,
+    /// The `Access-Control-Allow-Origin` value (the stage's CORS allowed
+    /// the request's `Origin`), decided before the upstream exchange so
+    /// that nothing of the request is carried across it.
+    pub allow_origin: Option<HeaderValue>,
     /// The routed stage: its CORS and report counters.
     pub stage: Option<Arc<StageRoutes>>,
     pub rate: Option<RateInfo>,

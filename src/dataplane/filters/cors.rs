@@ -32,29 +32,32 @@ impl RequestFilter for Cors {
 impl ResponseFilter for Cors {
     /// CORS response headers, on backend answers and gateway errors alike.
     fn response_filter(ctx: &mut ResponseCtx, resp: &mut Response<RespBody>) {
-        if let (Some(stage), Some(origin)) = (&ctx.stage, &ctx.origin) {
-            stage.cors.decorate(origin, resp.headers_mut());
+        if let (Some(stage), Some(acao)) = (&ctx.stage, ctx.allow_origin.take()) {
+            stage.cors.decorate(acao, resp.headers_mut());
         }
     }
 }
 
 impl StageCors {
     /// The Access-Control-Allow-Origin value for this origin, if allowed.
-    fn allow_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
+    ///
+    /// Never a clone of the client's value: that would share the
+    /// connection's read buffer and keep hyper from reusing it for the
+    /// next request (hyper #4060) while the answer is awaited. It is
+    /// `*`, the configured origin (the snapshot's value), or, echoing
+    /// any origin with credentials, a copy.
+    pub fn allow_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
         if !self.enabled {
             return None;
         }
         if self.any_origin {
-            return Some(if self.credentials {
-                origin.clone()
+            return if self.credentials {
+                HeaderValue::from_bytes(origin.as_bytes()).ok()
             } else {
-                HeaderValue::from_static("*")
-            });
+                Some(HeaderValue::from_static("*"))
+            };
         }
-        self.origins
-            .iter()
-            .any(|o| o == origin)
-            .then(|| origin.clone())
+        self.origins.iter().find(|o| *o == origin).cloned()
     }
 
     pub fn is_preflight(&self, req: &Parts) -> bool {
@@ -104,11 +107,9 @@ impl StageCors {
         Ok(resp)
     }
 
-    /// CORS headers on an actual (or error) response.
-    pub fn decorate(&self, origin: &HeaderValue, h: &mut HeaderMap) {
-        let Some(acao) = self.allow_origin(origin) else {
-            return;
-        };
+    /// CORS headers on an actual (or error) response, for an origin
+    /// [`StageCors::allow_origin`] allowed.
+    pub fn decorate(&self, acao: HeaderValue, h: &mut HeaderMap) {
         let star = acao == "*";
         h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, acao);
         if let Some(e) = &self.expose_headers {
@@ -169,18 +170,32 @@ mod tests {
         assert_eq!(c.preflight(&h).unwrap_err(), ErrorCode::CorsOriginDenied);
     }
 
+    /// What `decorate` adds for an origin `allow_origin` let through.
+    fn decorated(c: &StageCors, origin: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(acao) = c.allow_origin(&HeaderValue::from_static(origin)) {
+            c.decorate(acao, &mut h);
+        }
+        h
+    }
+
     #[test]
     fn decorate_star_and_credentials() {
-        let mut h = HeaderMap::new();
-        cors(&["*"], false).decorate(&HeaderValue::from_static("http://a"), &mut h);
+        let h = decorated(&cors(&["*"], false), "http://a");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(!h.contains_key(VARY));
-        let mut h = HeaderMap::new();
-        cors(&["*"], true).decorate(&HeaderValue::from_static("http://a"), &mut h);
+        let h = decorated(&cors(&["*"], true), "http://a");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "http://a");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-        let mut h = HeaderMap::new();
-        StageCors::default().decorate(&HeaderValue::from_static("http://a"), &mut h);
-        assert!(h.is_empty());
+        assert!(decorated(&StageCors::default(), "http://a").is_empty());
+    }
+
+    #[test]
+    fn decorate_listed_origin_only() {
+        let c = cors(&["http://app.example"], false);
+        let h = decorated(&c, "http://app.example");
+        assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "http://app.example");
+        assert_eq!(h[VARY], "Origin");
+        assert!(decorated(&c, "http://evil.example").is_empty());
     }
 }

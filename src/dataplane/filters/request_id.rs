@@ -29,10 +29,15 @@ impl ResponseFilter for RequestId {
     }
 }
 
+/// The client's id is copied, not shared: a clone would keep the
+/// connection's read buffer from being reused while the answer is
+/// awaited (hyper #4060).
 pub fn take_or_make(h: &HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(&X_REQUEST_ID) {
         if !v.is_empty() && v.len() <= 200 {
-            return v.clone();
+            if let Ok(copy) = HeaderValue::from_bytes(v.as_bytes()) {
+                return copy;
+            }
         }
     }
     make()
