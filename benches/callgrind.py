@@ -41,15 +41,19 @@ def ensure_valgrind():
                    check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def total_ir(outfile):
-    """The instruction total of the newest callgrind dump for `outfile`."""
+def totals(outfile):
+    """The event totals of the newest callgrind dump for `outfile`, by
+    event name (Ir; with the cache simulation also DLmr, DLmw, ...)."""
     dumps = sorted(glob.glob(outfile + "*"), key=os.path.getmtime)
     for path in reversed(dumps):
+        events = None
         with open(path) as f:
             for line in f:
-                m = re.match(r"(summary|totals): (\d+)", line)
-                if m:
-                    return int(m.group(2)), path
+                if line.startswith("events:"):
+                    events = line.split()[1:]
+                m = re.match(r"(summary|totals):((?: \d+)+)", line)
+                if m and events:
+                    return dict(zip(events, map(int, m.group(2).split()))), path
     load.die(f"no callgrind totals in {dumps}")
 
 
@@ -66,7 +70,8 @@ def wrk(url, headers, seconds, conns=10):
     return int(m.group(1))
 
 
-def measure(binary, peers, seconds, work, keep=None):
+def measure(binary, peers, seconds, work, keep=None, conns=10, cache_sim=False,
+            telemetry=False):
     procs = load.Procs()
     try:
         backend_dir = os.path.join(work, "backend")
@@ -79,6 +84,9 @@ def measure(binary, peers, seconds, work, keep=None):
         gdir = os.path.join(work, "apigw")
         os.makedirs(gdir)
         toml = os.path.join(gdir, "apigw.toml")
+        # As load.py's apigw-full-log: metrics listener and access log on.
+        telemetry_lines = (f'metrics_listen = "127.0.0.1:0"\naccess_log = "{gdir}/access.log"\n'
+                           if telemetry else "")
         with open(toml, "w") as f:
             f.write(f'''data_listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -88,15 +96,18 @@ region = "{load.REGION}"
 srn_offering = "{load.OFFERING}"
 log = "warn"
 worker_threads = 1
-
+{telemetry_lines}
 [[credentials]]
 access_key = "{load.ACCESS_KEY}"
 secret_key = "{load.SECRET_KEY}"
 account_id = "{load.ACCOUNT_ID}"
 ''')
         out = os.path.join(gdir, "callgrind.out")
+        # The cache simulation's last level stands in for a per-core L2
+        # (docs/performance.md: cold memory at many connections).
+        sim = ["--cache-sim=yes", "--LL=1048576,16,64"] if cache_sim else []
         p = procs.start("apigw", ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                                  "--dump-instr=no", binary, "serve", "--config", toml],
+                                  "--dump-instr=no", *sim, binary, "serve", "--config", toml],
                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         line = ""
         deadline = time.time() + 120
@@ -124,15 +135,16 @@ account_id = "{load.ACCOUNT_ID}"
         }
         result = {}
         for name, (url, headers) in targets.items():
-            wrk(url, headers, 3)  # warm up: connections, pool, caches
+            wrk(url, headers, 3, conns)  # warm up: connections, pool, caches
             subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
                            stdout=subprocess.DEVNULL)
-            n = wrk(url, headers, seconds)
+            n = wrk(url, headers, seconds, conns)
             subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
                            stdout=subprocess.DEVNULL)
             time.sleep(0.5)
-            ir, dump = total_ir(out)
-            result[name] = (ir / n, n)
+            ev, dump = totals(out)
+            ll = ev.get("DLmr", 0) + ev.get("DLmw", 0) + ev.get("ILmr", 0)
+            result[name] = (ev["Ir"] / n, n, ll / n)
             if keep:
                 os.makedirs(keep, exist_ok=True)
                 tag = os.path.basename(binary) + "-" + name.replace(" ", "-")
@@ -148,6 +160,13 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds of wrk per stage [10]")
     ap.add_argument("--keep", default=None,
                     help="copy each stage's callgrind dump here (for callgrind_annotate)")
+    ap.add_argument("--conns", type=int, default=10, help="wrk connections [10]")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also simulate the caches (1 MiB last level) and print "
+                         "last-level misses per request")
+    ap.add_argument("--telemetry", action="store_true",
+                    help="each build is measured twice: as is, then with the metrics "
+                         "listener and an access log on (load.py's apigw-full-log)")
     ap.add_argument("--peers", default=os.path.normpath(
         os.path.join(load.REPO, "..", "shared", "peers")))
     args = ap.parse_args()
@@ -155,18 +174,25 @@ def main():
     ensure_valgrind()
     rows = []
     for binary in args.apigw:
-        with tempfile.TemporaryDirectory(prefix="apigw-callgrind-") as work:
-            r = measure(os.path.abspath(binary), args.peers, args.duration, work, args.keep)
-        rows.append((binary, r))
-    print("| build | no-filter instr/req | full pipeline instr/req | requests (no-filter, full) |")
-    print("|---|---:|---:|---:|")
+        for tel in ([False, True] if args.telemetry else [False]):
+            with tempfile.TemporaryDirectory(prefix="apigw-callgrind-") as work:
+                r = measure(os.path.abspath(binary), args.peers, args.duration, work, args.keep,
+                            args.conns, args.cache_sim, tel)
+            rows.append((binary + (" +metrics+access log" if tel else ""), r))
+    print(f"wrk -t1 -c{args.conns}, {args.duration} s per stage")
+    ll = " no-filter LL misses/req | full LL misses/req |" if args.cache_sim else ""
+    print(f"| build | no-filter instr/req | full pipeline instr/req |{ll} requests (no-filter, full) |")
+    print("|---|---:|---:|" + ("---:|---:|" if args.cache_sim else "") + "---:|")
     for binary, r in rows:
-        print(f"| {binary} | {r['no-filter'][0]:,.0f} | {r['full pipeline'][0]:,.0f} "
-              f"| {r['no-filter'][1]:,}, {r['full pipeline'][1]:,} |")
+        sim = (f" {r['no-filter'][2]:,.1f} | {r['full pipeline'][2]:,.1f} |"
+               if args.cache_sim else "")
+        print(f"| {binary} | {r['no-filter'][0]:,.0f} | {r['full pipeline'][0]:,.0f} |{sim}"
+              f" {r['no-filter'][1]:,}, {r['full pipeline'][1]:,} |")
     if len(rows) == 2:
         (_, a), (_, b) = rows
         for k in ("no-filter", "full pipeline"):
-            print(f"{k}: {b[k][0] / a[k][0] - 1:+.2%} (second vs first)")
+            extra = f", LL misses {b[k][2] / a[k][2] - 1:+.2%}" if args.cache_sim and a[k][2] else ""
+            print(f"{k}: {b[k][0] / a[k][0] - 1:+.2%} instructions{extra} (second vs first)")
 
 
 if __name__ == "__main__":

@@ -69,19 +69,60 @@ pub struct Entry<'a> {
     pub error: Option<&'static str>,
 }
 
+/// `s` as a JSON string. Most values (ids, paths, methods) need no
+/// escaping: they are copied whole; only a value with a quote, a
+/// backslash or a control character is escaped character by character.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
             }
-            c => out.push(c),
         }
     }
     out.push('"');
+}
+
+/// A decimal integer, without `core::fmt`.
+fn push_u64(out: &mut String, v: u64) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// Microseconds as milliseconds with three decimals (`1500` → `1.500`),
+/// exactly what `{:.3}` of `us / 1000.0` prints, without float
+/// formatting.
+fn push_ms(out: &mut String, us: u64) {
+    push_u64(out, us / 1000);
+    let frac = us % 1000;
+    out.push('.');
+    out.push(char::from(b'0' + (frac / 100) as u8));
+    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
+    out.push(char::from(b'0' + (frac % 10) as u8));
+}
+
+/// The client address (IPv4 without `core::fmt`).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, o as u64);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn opt_str(out: &mut String, s: Option<&str>) {
@@ -93,9 +134,7 @@ fn opt_str(out: &mut String, s: Option<&str>) {
 
 fn opt_u64(out: &mut String, v: Option<u64>) {
     match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Some(v) => push_u64(out, v),
         None => out.push_str("null"),
     }
 }
@@ -122,7 +161,12 @@ fn push_time(out: &mut String) {
         }
         out.push_str(&c.1);
     });
-    let _ = write!(out, ".{:03}Z", now.subsec_millis());
+    let ms = now.subsec_millis();
+    out.push('.');
+    out.push(char::from(b'0' + (ms / 100) as u8));
+    out.push(char::from(b'0' + (ms / 10 % 10) as u8));
+    out.push(char::from(b'0' + (ms % 10) as u8));
+    out.push('Z');
 }
 
 impl Entry<'_> {
@@ -133,7 +177,11 @@ impl Entry<'_> {
         push_time(&mut s);
         s.push_str("\",\"request_id\":");
         json_str(&mut s, self.request_id);
-        let _ = write!(s, ",\"trace_id\":\"{:032x}\",\"api\":", self.trace_id);
+        s.push_str(",\"trace_id\":\"");
+        let mut hex = [0u8; 32];
+        crate::telemetry::trace::hex_into(&mut hex, self.trace_id);
+        s.push_str(std::str::from_utf8(&hex).unwrap_or(""));
+        s.push_str("\",\"api\":");
         opt_str(&mut s, self.api);
         s.push_str(",\"stage\":");
         opt_str(&mut s, self.stage);
@@ -141,17 +189,19 @@ impl Entry<'_> {
         opt_str(&mut s, self.resource_path);
         s.push_str(",\"method\":");
         json_str(&mut s, self.method);
-        let _ = write!(
-            s,
-            ",\"status\":{},\"latency_ms\":{:.3},\"integration_latency_ms\":{:.3},\"bytes_in\":",
-            self.status,
-            self.latency_us as f64 / 1000.0,
-            self.integration_us as f64 / 1000.0
-        );
+        s.push_str(",\"status\":");
+        push_u64(&mut s, self.status as u64);
+        s.push_str(",\"latency_ms\":");
+        push_ms(&mut s, self.latency_us);
+        s.push_str(",\"integration_latency_ms\":");
+        push_ms(&mut s, self.integration_us);
+        s.push_str(",\"bytes_in\":");
         opt_u64(&mut s, self.bytes_in);
         s.push_str(",\"bytes_out\":");
         opt_u64(&mut s, self.bytes_out);
-        let _ = write!(s, ",\"client\":\"{}\",\"api_key_id\":", self.client);
+        s.push_str(",\"client\":\"");
+        push_ip(&mut s, self.client);
+        s.push_str("\",\"api_key_id\":");
         opt_str(&mut s, self.api_key_id);
         s.push_str(",\"auth_id\":");
         opt_str(&mut s, self.auth_id);
@@ -325,5 +375,31 @@ mod tests {
         assert_eq!(v["stage"], serde_json::Value::Null);
         assert_eq!(v["latency_ms"], 1.5);
         assert_eq!(v["bytes_out"], 12);
+        assert_eq!(v["client"], "127.0.0.1");
+    }
+
+    #[test]
+    fn numbers_and_escapes_as_core_fmt_would_write_them() {
+        for us in [0u64, 7, 999, 1000, 1500, 12_345_678] {
+            let mut s = String::new();
+            push_ms(&mut s, us);
+            assert_eq!(s, format!("{:.3}", us as f64 / 1000.0));
+        }
+        for ip in ["10.0.255.1", "0.0.0.0", "::1", "2001:db8::8"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+        for raw in ["plain/path", "q\"uote", "back\\slash", "tab\there", "ünï"] {
+            let mut s = String::new();
+            json_str(&mut s, raw);
+            let back: String = serde_json::from_str(&s).unwrap();
+            assert_eq!(back, raw);
+        }
+        let mut t = String::new();
+        push_time(&mut t);
+        assert_eq!(t.len(), "2026-12-02T05:00:00.000Z".len());
+        assert!(t.ends_with('Z'));
     }
 }
