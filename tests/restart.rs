@@ -304,7 +304,8 @@ async fn quota_counts_add_up_over_a_restarts_overlap() {
     let st = tokio::task::block_in_place(|| wait_exit(&mut gw.child, Duration::from_secs(15)))
         .expect("the new process exits");
     assert!(st.success(), "new process exit {st:?}");
-    let _ = tokio::task::block_in_place(|| gw.start_successor());
+    let mut exited = tokio::task::block_in_place(|| gw.start_successor());
+    let _ = exited.wait(); // reaped already by wait_exit; a no-op
     let url = gw.invoke_url(&api, "/dev/data");
     assert_eq!(
         keyed_get(&url, &key).await,
