@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -260,6 +260,176 @@ async fn access_log_keeps_no_secret_reopens_on_sighup_and_traces() {
     );
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.lines().count() >= 2);
+}
+
+/// The access log names who called: the id of the auth whose token the
+/// JWT filter accepted (of two auths on the stage, the right one) and the
+/// id of the API key the call was counted on, never the token, the key or
+/// the auth's secret. A refused token names no auth.
+#[tokio::test]
+async fn access_log_names_the_accepting_auth_and_the_key() {
+    let backend = Backend::start("al-auth");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("access.log");
+    let gw = Gateway::start_with(&[("access_log", &format!("{:?}", log_path.to_str().unwrap()))]);
+    let admin = gw.admin();
+    let s = simple_api(&admin, "log-auth", "open", &backend.url("/open")).await;
+    let api = s.api_id.clone();
+    let rid = admin.create_resource(&api, &s.root_id, "data").await;
+    admin
+        .post(
+            &format!("/v1/apis/{api}/resources/{rid}/methods"),
+            &json!({"method_type": "GET", "integration_type": "HTTP",
+                    "endpoint_url": backend.url("/data"), "api_key_required": true}),
+        )
+        .await
+        .expect(200);
+    admin.deploy(&api, "existing", Some("dev")).await;
+    let plan_id = admin
+        .post(
+            &format!("/v1/apis/{api}/usage-plans"),
+            &json!({"name": "gold", "description": "d", "limit": 100, "rate": "hour"}),
+        )
+        .await
+        .expect(200)["usage_plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kv = admin
+        .post(
+            &format!("/v1/apis/{api}/usage-plans/{plan_id}/api-keys"),
+            &json!({"name": "client-one", "description": "first"}),
+        )
+        .await
+        .expect(200)["api_key"]
+        .clone();
+    let (key_id, key) = (
+        kv["id"].as_str().unwrap().to_string(),
+        kv["key"].as_str().unwrap().to_string(),
+    );
+    // Two auths on dev: the line must name the one whose token it was.
+    let mut auths = Vec::new();
+    for name in ["tok-one", "tok-two"] {
+        let created = admin
+            .post(
+                &format!("/v1/apis/{api}/auths"),
+                &json!({"name": name, "expiration_period": 9, "connected_stages": ["dev"]}),
+            )
+            .await;
+        let body = created.expect(201).clone();
+        auths.push((
+            body["id"].as_str().unwrap().to_string(),
+            body["access_token"].as_str().unwrap().to_string(),
+        ));
+    }
+    admin
+        .put(
+            &format!("/v1/apis/{api}/stages/dev/config"),
+            &json!({"cors_enabled": false, "jwt_enabled": true, "usage_plan_id": plan_id,
+                    "connected_api_keys": [key_id]}),
+        )
+        .await
+        .expect(200);
+    let c = data_client();
+    let data = gw.invoke_url(&api, "/dev/data");
+    let open = gw.invoke_url(&api, "/dev/open");
+    let (one, two) = (&auths[0], &auths[1]);
+    // Keyed and token-checked, with tok-two's token (twice: the second
+    // is a cache hit, which must name the auth too).
+    let served = eventually(Duration::from_secs(10), || async {
+        c.get(&data)
+            .header("x-scp-apikey", &key)
+            .header("authorization", format!("Bearer {}", two.1))
+            .header("x-request-id", "keyed-two")
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(served, "the keyed, token-checked call is served");
+    let call = |url: &str, token: &str, rid: &str| {
+        c.get(url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-request-id", rid)
+            .send()
+    };
+    let r = c
+        .get(&data)
+        .header("x-scp-apikey", &key)
+        .header("authorization", format!("Bearer {}", two.1))
+        .header("x-request-id", "keyed-two-again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Token only (no key needed on /open), with tok-one's token.
+    assert_eq!(call(&open, &one.1, "open-one").await.unwrap().status(), 200);
+    // A token the stage does not accept: no auth named.
+    let last = if one.1.ends_with('A') { "Q" } else { "A" };
+    let forged = format!("{}{last}", &one.1[..one.1.len() - 1]);
+    assert_eq!(call(&open, &forged, "forged").await.unwrap().status(), 401);
+
+    let want = 4;
+    let complete = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&log_path)
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|l| {
+                        l["request_id"] == "forged"
+                            || l["request_id"] == "open-one"
+                            || l["request_id"] == "keyed-two-again"
+                    })
+                    .count()
+                    >= 3
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(complete, "lines written");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= want, "{text}");
+    let by_id = |rid: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == rid)
+            .unwrap_or_else(|| panic!("no line {rid}:\n{text}"))
+            .clone()
+    };
+    for rid in ["keyed-two", "keyed-two-again"] {
+        let l = by_id(rid);
+        assert_eq!(l["status"], 200, "{l}");
+        assert_eq!(l["auth_id"], two.0.as_str(), "{l}");
+        assert_eq!(l["api_key_id"], key_id.as_str(), "{l}");
+    }
+    let l = by_id("open-one");
+    assert_eq!(l["auth_id"], one.0.as_str(), "{l}");
+    assert_eq!(l["api_key_id"], Value::Null, "no key on /open: {l}");
+    let l = by_id("forged");
+    assert_eq!(
+        (l["status"].clone(), l["auth_id"].clone()),
+        (json!(401), Value::Null),
+        "{l}"
+    );
+    assert_eq!(l["error"], "TokenBadSignature", "{l}");
+    // Ids only: no token (nor any of its three parts), no key value.
+    for (_, token) in &auths {
+        for part in token.split('.').chain([token.as_str()]) {
+            assert!(
+                !text.contains(part),
+                "a token part is in the access log:\n{text}"
+            );
+        }
+    }
+    assert!(
+        !text.contains(&key),
+        "the API key is in the access log:\n{text}"
+    );
 }
 
 /// Label sets stay bounded: APIs created, deployed (a stage), called (so

@@ -139,3 +139,177 @@ async fn three_restarts_under_load_fail_no_request() {
     assert_eq!(f1 + f2, 0, "failed requests: {errors:#?}\n{}", gw.logs());
     assert!(ok1 > 0 && ok2 > 0);
 }
+
+/// One keyed GET on a raw HTTP/1 keep-alive connection: the status line
+/// and `x-ratelimit-remaining`.
+fn keyed_get_on(s: &mut std::net::TcpStream, host: &str, path: &str, key: &str) -> (u16, u64) {
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nx-scp-apikey: {key}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let header = |name: &str| {
+            text[..end].lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if got.len() >= end + 4 + len {
+            let status = text[9..12].parse().unwrap_or(0);
+            let remaining = header("x-ratelimit-remaining")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX);
+            return (status, remaining);
+        }
+    }
+}
+
+async fn keyed_get(url: &str, key: &str) -> (u16, u64) {
+    // A new client: a new connection, to whichever process accepts it.
+    let r = data_client()
+        .get(url)
+        .header("x-scp-apikey", key)
+        .send()
+        .await
+        .unwrap();
+    let remaining = r
+        .headers()
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(u64::MAX);
+    (r.status().as_u16(), remaining)
+}
+
+/// Quota counts over a restart's overlap: the new process loads the
+/// stored count while the old one still answers its connections, and
+/// both flush to the same SQLite file. Flushes add what each counted
+/// (they used to write absolute counts, so the last writer erased the
+/// other's calls): the new process, after its next flush, and a third
+/// process started on the file afterwards both see every call made
+/// through either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_counts_add_up_over_a_restarts_overlap() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("handover.sock");
+    let mut gw = Gateway::start_with(&[
+        ("drain_handover_socket", &format!("\"{}\"", sock.display())),
+        ("drain_timeout_ms", "10000"),
+        ("quota_flush_interval_ms", "200"),
+    ]);
+    let admin = gw.admin();
+    let backend = Backend::start("quota-overlap");
+    let s = simple_api(&admin, "quota-overlap", "open", &backend.url("/open")).await;
+    let api = s.api_id.clone();
+    let rid = admin.create_resource(&api, &s.root_id, "data").await;
+    admin
+        .post(
+            &format!("/v1/apis/{api}/resources/{rid}/methods"),
+            &serde_json::json!({"method_type": "GET", "integration_type": "HTTP",
+                    "endpoint_url": backend.url("/data"), "api_key_required": true}),
+        )
+        .await
+        .expect(200);
+    admin.deploy(&api, "existing", Some("dev")).await;
+    let plan_id = admin
+        .post(
+            &format!("/v1/apis/{api}/usage-plans"),
+            &serde_json::json!({"name": "gold", "description": "d", "limit": 100, "rate": "day"}),
+        )
+        .await
+        .expect(200)["usage_plan"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kv = admin
+        .post(
+            &format!("/v1/apis/{api}/usage-plans/{plan_id}/api-keys"),
+            &serde_json::json!({"name": "client-one", "description": "first"}),
+        )
+        .await
+        .expect(200)["api_key"]
+        .clone();
+    let key = kv["key"].as_str().unwrap().to_string();
+    admin
+        .put(
+            &format!("/v1/apis/{api}/stages/dev/config"),
+            &serde_json::json!({"cors_enabled": false, "jwt_enabled": false,
+                    "usage_plan_id": plan_id, "connected_api_keys": [kv["id"]]}),
+        )
+        .await
+        .expect(200);
+    let host = gw.host(&api);
+    let url = gw.invoke_url(&api, "/dev/data");
+
+    // Five calls through the old process, on a keep-alive connection
+    // that stays with it; flushed (every 200 ms).
+    let mut old_conn = std::net::TcpStream::connect(gw.data_addr).unwrap();
+    old_conn
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for i in 1..=5 {
+        assert_eq!(
+            keyed_get_on(&mut old_conn, &host, "/dev/data", &key),
+            (200, 100 - i)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The new process takes the listeners over and loads 5.
+    let mut old = tokio::task::block_in_place(|| gw.start_successor());
+    // Overlap: four more through the old process, three on new
+    // connections (either process may take them).
+    for i in 6..=9 {
+        assert_eq!(
+            keyed_get_on(&mut old_conn, &host, "/dev/data", &key),
+            (200, 100 - i)
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(keyed_get(&url, &key).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The old one drains (its last flush) and exits.
+    sigterm(&old);
+    let st = tokio::task::block_in_place(|| wait_exit(&mut old, Duration::from_secs(15)))
+        .expect("the old process exits");
+    assert!(st.success(), "old process exit {st:?}");
+    // Two through the new process alone; after its next flush it counts
+    // all 14, and the 15th call leaves 85.
+    for _ in 0..2 {
+        assert_eq!(keyed_get(&url, &key).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        keyed_get(&url, &key).await,
+        (200, 85),
+        "the new process's count after its flush: 5 + 4 + 3 + 2 + 1 calls of 100\n{}",
+        gw.logs()
+    );
+    // The file has them all: a process started on it afterwards counts
+    // the 16th.
+    sigterm(&gw.child);
+    let st = tokio::task::block_in_place(|| wait_exit(&mut gw.child, Duration::from_secs(15)))
+        .expect("the new process exits");
+    assert!(st.success(), "new process exit {st:?}");
+    let mut exited = tokio::task::block_in_place(|| gw.start_successor());
+    let _ = exited.wait(); // reaped already by wait_exit; a no-op
+    let url = gw.invoke_url(&api, "/dev/data");
+    assert_eq!(
+        keyed_get(&url, &key).await,
+        (200, 84),
+        "16 calls of 100 stored"
+    );
+}

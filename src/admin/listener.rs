@@ -174,11 +174,11 @@ pub async fn serve_admin(
         let slot = AdminSlot(slots.clone());
         let app = app.clone();
         let builders = builders.clone();
-        let (tracked, signal) = (drain.track(), drain.signal());
+        let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
             let _slot = slot;
             let _tracked = tracked;
-            serve_admin_conn(stream, peer, app, &builders, timeouts, signal).await;
+            serve_admin_conn(stream, peer, app, &builders, timeouts, signal, grace).await;
         });
     }
     // Draining: no more connections here; the open ones finish (the
@@ -187,20 +187,25 @@ pub async fn serve_admin(
     Ok(())
 }
 
+/// Draining (`drain`): a connection that has sent nothing yet, or whose
+/// request head is still incomplete, is closed `grace` after the drain
+/// starts (not at its header timeout); an idle keep-alive one at once
+/// (hyper's graceful shutdown); a request in flight is answered first.
 async fn serve_admin_conn(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     builders: &(http1::Builder, http2::Builder<TokioExecutor>),
     t: AdminTimeouts,
-    drain: crate::net::drain::DrainSignal,
+    mut drain: crate::net::drain::DrainSignal,
+    grace: Duration,
 ) {
     let watch = Arc::new(Watch::new());
-    let proto = match tokio::time::timeout(t.header, sniff(&stream)).await {
+    let proto = match drain.within(t.header, grace, sniff(&stream)).await {
         Ok(Ok(Some(p))) => p,
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Err(_) => {
-            tracing::debug!(%peer, "management: nothing received within admin_header_read_timeout_ms");
+            tracing::debug!(%peer, "management: nothing received within admin_header_read_timeout_ms (or the drain's grace)");
             return;
         }
     };
@@ -210,7 +215,7 @@ async fn serve_admin_conn(
         watch: watch.clone(),
     };
     match proto {
-        Proto::H1 => serve_admin_h1(&builders.0, stream, svc, &watch, t, drain).await,
+        Proto::H1 => serve_admin_h1(&builders.0, stream, svc, &watch, t, drain, grace).await,
         Proto::H2 => serve_admin_h2(&builders.1, stream, svc, &watch, t, drain).await,
     }
 }
@@ -229,6 +234,7 @@ async fn serve_admin_h1(
     watch: &Watch,
     t: AdminTimeouts,
     mut drain: crate::net::drain::DrainSignal,
+    grace: Duration,
 ) {
     let peer = svc.peer;
     let io = TokioIo::new(Watched {
@@ -243,6 +249,9 @@ async fn serve_admin_h1(
     let drained = drain.started();
     let mut drained = std::pin::pin!(drained);
     let mut shut = false;
+    // Draining: a request head still arriving `grace` after the drain
+    // started is cut then.
+    let mut cut_heads_at: Option<Instant> = None;
     // Every change the deadline depends on (bytes read, a request begun or
     // answered) happens while hyper is polled here, so the deadline is
     // recomputed after each poll and the timer is only armed for it.
@@ -250,12 +259,17 @@ async fn serve_admin_h1(
         if !shut && drained.as_mut().poll(cx).is_ready() {
             Pin::new(&mut *conn).graceful_shutdown();
             shut = true;
+            cut_heads_at = Some(Instant::now() + grace);
         }
         if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
             return Poll::Ready(End::Done(r));
         }
         let Some((at, why)) = watch.h1_deadline(&t) else {
             return Poll::Pending; // a request is being served
+        };
+        let at = match (&why, cut_heads_at) {
+            (End::SlowHead, Some(cut)) => at.min(cut),
+            _ => at,
         };
         if armed != Some(at) {
             armed = Some(at);

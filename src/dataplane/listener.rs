@@ -211,17 +211,25 @@ async fn serve_data(
         tokio::spawn(async move {
             let mut signal = signal;
             let mut endpoint_id = None;
+            // Until the first request, every wait ends at the drain's
+            // grace (draining), else at header_read_timeout.
+            let deadline = tokio::time::Instant::now() + idle.header;
             if proxy_protocol {
-                match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
-                {
-                    Ok(info) => {
+                let header =
+                    crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header);
+                match signal.until(deadline, grace, header).await {
+                    Ok(Ok(info)) => {
                         if let Some(src) = info.source {
                             peer = src;
                         }
                         endpoint_id = info.endpoint_id;
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "PROXY header rejected");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
                         return;
                     }
                 }
@@ -232,10 +240,7 @@ async fn serve_data(
                 super::Peer::new(peer)
             };
             // Nothing sent yet when the drain starts: the grace to send.
-            let first = tokio::select! {
-                r = tokio::time::timeout(idle.header, sniff(&stream)) => r,
-                _ = signal.started() => tokio::time::timeout(grace, sniff(&stream)).await,
-            };
+            let first = signal.until(deadline, grace, sniff(&stream)).await;
             let proto = match first {
                 Ok(Ok(Some(p))) => p,
                 Ok(Ok(None)) | Ok(Err(_)) => return,
@@ -521,31 +526,38 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
         tokio::spawn(async move {
+            let mut signal = signal;
+            // The PROXY header, the handshake and then the first bytes of
+            // a request within header_read_timeout, as a plain
+            // connection's first bytes; draining, within the grace.
+            let deadline = tokio::time::Instant::now() + idle.header;
             if proxy_protocol {
-                match crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header).await
-                {
-                    Ok(info) => {
+                let header =
+                    crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header);
+                match signal.until(deadline, grace, header).await {
+                    Ok(Ok(info)) => {
                         if let Some(src) = info.source {
                             peer = src;
                         }
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "PROXY header rejected");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
                         return;
                     }
                 }
             }
-            // The handshake and then the first bytes of a request within
-            // header_read_timeout, as a plain connection's first bytes.
-            let deadline = tokio::time::Instant::now() + idle.header;
-            let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            let mut tls = match signal.until(deadline, grace, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "tls handshake failed");
                     return;
                 }
                 Err(_) => {
-                    tracing::debug!(%peer, "tls handshake not done within header_read_timeout");
+                    tracing::debug!(%peer, "tls handshake not done within header_read_timeout (or the drain's grace)");
                     return;
                 }
             };
@@ -554,7 +566,10 @@ async fn serve_tls(
                 _ => Proto::H1,
             };
             let mut first = bytes::BytesMut::new();
-            match tokio::time::timeout_at(deadline, tls.wait_readable(&mut first)).await {
+            match signal
+                .until(deadline, grace, tls.wait_readable(&mut first))
+                .await
+            {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) | Ok(Err(_)) => return,
                 Err(_) => {

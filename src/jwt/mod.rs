@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// `iss` of tokens minted by the gateway.
 pub const GATEWAY_ISSUER: &str = "apigw";
@@ -275,15 +276,21 @@ pub fn validate_jwks(jwks: &Value) -> Result<(), String> {
     parse_jwks(jwks).map(|_| ())
 }
 
+/// Which auth of the stage accepted a token: an index into
+/// [`StageJwt`]'s auth ids (so the cache holds a `u32`, not a string).
+type AuthIx = u32;
+
 struct GwKey {
     key: DecodingKey,
     expires_at: i64,
+    auth: AuthIx,
 }
 
 struct Issuer {
     issuer: String,
     audience: Option<String>,
     keys: Vec<ExtKey>,
+    auth: AuthIx,
 }
 
 impl Issuer {
@@ -297,11 +304,18 @@ impl Issuer {
     }
 }
 
-/// The bounded cache of verified tokens: token → first instant (unix s) at
-/// which it is no longer valid.
+/// A cached verdict: the first instant (unix s) at which the token is no
+/// longer valid, and the auth that accepted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Verified {
+    deadline: i64,
+    auth: AuthIx,
+}
+
+/// The bounded cache of verified tokens: token → [`Verified`].
 struct TokenCache {
     // ahash (keyed per process): tokens are long and come from clients.
-    map: DashMap<Box<str>, i64, ahash::RandomState>,
+    map: DashMap<Box<str>, Verified, ahash::RandomState>,
     entries: AtomicUsize,
     bytes: AtomicUsize,
     last_sweep: AtomicI64,
@@ -321,14 +335,14 @@ impl TokenCache {
         }
     }
 
-    /// No allocation: hashes the `&str` and copies the `i64` out.
+    /// No allocation: hashes the `&str` and copies the verdict out.
     #[inline]
-    fn get(&self, token: &str) -> Option<i64> {
+    fn get(&self, token: &str) -> Option<Verified> {
         self.map.get(token).map(|d| *d)
     }
 
     fn remove_expired(&self, token: &str, now: i64) {
-        if let Some((k, _)) = self.map.remove_if(token, |_, d| now >= *d) {
+        if let Some((k, _)) = self.map.remove_if(token, |_, d| now >= d.deadline) {
             self.entries.fetch_sub(1, Ordering::Relaxed);
             self.bytes.fetch_sub(k.len(), Ordering::Relaxed);
         }
@@ -340,7 +354,7 @@ impl TokenCache {
     }
 
     /// Concurrent inserts may overshoot the bounds by a few entries at most.
-    fn insert(&self, token: &str, deadline: i64, now: i64) {
+    fn insert(&self, token: &str, verified: Verified, now: i64) {
         if self.full(token.len()) {
             self.sweep(now);
             if self.full(token.len()) {
@@ -348,7 +362,7 @@ impl TokenCache {
             }
         }
         if let Entry::Vacant(v) = self.map.entry(token.into()) {
-            v.insert(deadline);
+            v.insert(verified);
             self.entries.fetch_add(1, Ordering::Relaxed);
             self.bytes.fetch_add(token.len(), Ordering::Relaxed);
         }
@@ -366,7 +380,7 @@ impl TokenCache {
             return;
         }
         self.map.retain(|k, d| {
-            let keep = now < *d;
+            let keep = now < d.deadline;
             if !keep {
                 self.entries.fetch_sub(1, Ordering::Relaxed);
                 self.bytes.fetch_sub(k.len(), Ordering::Relaxed);
@@ -466,6 +480,10 @@ pub struct StageJwt {
     api_id: String,
     gateway: HashMap<Box<str>, GwKey>,
     issuers: Vec<Issuer>,
+    /// The ids of the stage's auths, indexed by [`AuthIx`]: what
+    /// [`StageJwt::verify_auth`] hands out (a reference count, never a
+    /// copy, and never anything of the token).
+    auths: Vec<Arc<str>>,
     cache: TokenCache,
 }
 
@@ -492,6 +510,12 @@ impl StageJwt {
         external: Vec<IssuerKeys>,
     ) -> Result<StageJwt, String> {
         let mut gw = HashMap::with_capacity(gateway.len());
+        let mut auths: Vec<Arc<str>> = Vec::with_capacity(gateway.len() + external.len());
+        let mut auth_ix = |id: &str| -> Result<AuthIx, String> {
+            let ix = AuthIx::try_from(auths.len()).map_err(|_| "too many auths".to_string())?;
+            auths.push(Arc::from(id));
+            Ok(ix)
+        };
         for g in gateway {
             if g.secret.is_empty() {
                 return Err(format!("auth {}: empty secret", g.auth_id));
@@ -499,6 +523,7 @@ impl StageJwt {
             let key = GwKey {
                 key: DecodingKey::from_secret(&g.secret),
                 expires_at: g.expires_at,
+                auth: auth_ix(&g.auth_id)?,
             };
             gw.insert(g.auth_id.into_boxed_str(), key);
         }
@@ -512,12 +537,14 @@ impl StageJwt {
                 issuer: x.issuer,
                 audience: x.audience.filter(|a| !a.is_empty()),
                 keys,
+                auth: auth_ix(&x.auth_id)?,
             });
         }
         Ok(StageJwt {
             api_id: api_id.to_string(),
             gateway: gw,
             issuers,
+            auths,
             cache: TokenCache::new(CACHE_MAX_ENTRIES, CACHE_MAX_BYTES),
         })
     }
@@ -526,21 +553,39 @@ impl StageJwt {
     /// as received); `now` is unix seconds. A cached token costs a hash
     /// lookup and no signature check.
     pub fn verify(&self, authorization: Option<&[u8]>, now: i64) -> Result<(), JwtError> {
-        let token = bearer_token(authorization)?;
-        if let Some(deadline) = self.cache.get(token) {
-            if now < deadline {
-                return Ok(());
-            }
-            self.cache.remove_expired(token, now);
-            return Err(JwtError::Expired);
-        }
-        let deadline = self.verify_uncached(token, now)?;
-        self.cache.insert(token, deadline, now);
-        Ok(())
+        self.verify_auth(authorization, now).map(|_| ())
     }
 
-    /// Full check; returns the instant from which the token is invalid.
-    fn verify_uncached(&self, token: &str, now: i64) -> Result<i64, JwtError> {
+    /// [`StageJwt::verify`], answering with the id of the auth that
+    /// accepted the token (for the access log). Allocates nothing: the id
+    /// was made when the stage was compiled; a cached token keeps the
+    /// auth's index.
+    pub fn verify_auth(
+        &self,
+        authorization: Option<&[u8]>,
+        now: i64,
+    ) -> Result<&Arc<str>, JwtError> {
+        let token = bearer_token(authorization)?;
+        let verified = match self.cache.get(token) {
+            Some(v) if now < v.deadline => v,
+            Some(_) => {
+                self.cache.remove_expired(token, now);
+                return Err(JwtError::Expired);
+            }
+            None => {
+                let v = self.verify_uncached(token, now)?;
+                self.cache.insert(token, v, now);
+                v
+            }
+        };
+        self.auths
+            .get(verified.auth as usize)
+            .ok_or(JwtError::Internal)
+    }
+
+    /// Full check; returns the instant from which the token is invalid
+    /// and the auth that accepted it.
+    fn verify_uncached(&self, token: &str, now: i64) -> Result<Verified, JwtError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -569,7 +614,10 @@ impl StageJwt {
                 }
                 let deadline = claims.check_time(now, 0)?.min(g.expires_at);
                 return if now < deadline {
-                    Ok(deadline)
+                    Ok(Verified {
+                        deadline,
+                        auth: g.auth,
+                    })
                 } else {
                     Err(JwtError::Expired)
                 };
@@ -594,7 +642,12 @@ impl StageJwt {
                 }
             };
             match r {
-                Ok(deadline) => return Ok(deadline),
+                Ok(deadline) => {
+                    return Ok(Verified {
+                        deadline,
+                        auth: iss.auth,
+                    })
+                }
                 // Prefer the error of an entry whose signature verified.
                 Err(e) if err.is_none() || err == Some(JwtError::BadSignature) => err = Some(e),
                 Err(_) => {}
@@ -1055,14 +1108,49 @@ MC4CAQAwBQYDK2VwBCIEIH9jQ9gTDOPdCjjtq+rmHWAZDIfTfUTY2b5XrYGcFYxE
         );
     }
 
+    fn at(deadline: i64) -> Verified {
+        Verified { deadline, auth: 0 }
+    }
+
+    #[test]
+    fn the_accepting_auth_is_named_cached_or_not() {
+        let j = stage(vec![ext(None)]);
+        let gw_t = mint(SECRET, "auth-a", API, NOW + 3600).unwrap();
+        let ext_t = sign(Algorithm::RS256, Some("rsa1"), &rsa(), claims(NOW + 100));
+        for _ in 0..2 {
+            for (t, want) in [(&gw_t, "auth-a"), (&ext_t, "auth-x")] {
+                let h = HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
+                let got = j
+                    .verify_auth(Some(h.as_bytes()), NOW)
+                    .map(|a| a.to_string());
+                assert_eq!(got.as_deref(), Ok(want));
+            }
+        }
+        assert_eq!(
+            j.cache.entries.load(Ordering::Relaxed),
+            2,
+            "second round from the cache"
+        );
+        // The same Arc every time: nothing allocated per request.
+        let h = HeaderValue::from_str(&format!("Bearer {gw_t}")).unwrap();
+        let (a, b) = (
+            j.verify_auth(Some(h.as_bytes()), NOW).unwrap(),
+            j.verify_auth(Some(h.as_bytes()), NOW).unwrap(),
+        );
+        assert!(Arc::ptr_eq(a, b));
+    }
+
     #[test]
     fn cache_hits_skip_signature_and_honour_exp() {
         let j = stage(vec![ext(None)]);
         let ext_t = sign(Algorithm::RS256, Some("rsa1"), &rsa(), claims(NOW + 100));
         assert_eq!(check(&j, &ext_t, NOW), Ok(()));
-        assert_eq!(j.cache.get(&ext_t), Some(NOW + 100 + EXTERNAL_LEEWAY_SECS));
+        assert_eq!(
+            j.cache.get(&ext_t).map(|v| v.deadline),
+            Some(NOW + 100 + EXTERNAL_LEEWAY_SECS)
+        );
         // A hit does no signature check: a planted entry is accepted...
-        j.cache.insert("planted.token.x", NOW + 5, NOW);
+        j.cache.insert("planted.token.x", at(NOW + 5), NOW);
         assert_eq!(check(&j, "planted.token.x", NOW + 4), Ok(()));
         // ...until its exp, then rejected and dropped.
         assert_eq!(
@@ -1074,21 +1162,21 @@ MC4CAQAwBQYDK2VwBCIEIH9jQ9gTDOPdCjjtq+rmHWAZDIfTfUTY2b5XrYGcFYxE
         assert_eq!(j.cache.entries.load(Ordering::Relaxed), 0);
         // Bounded: when full, expired entries are swept, else no insert.
         let c = TokenCache::new(2, 1 << 20);
-        c.insert("a", NOW + 1, NOW);
-        c.insert("b", NOW + 10, NOW);
-        c.insert("c", NOW + 10, NOW);
+        c.insert("a", at(NOW + 1), NOW);
+        c.insert("b", at(NOW + 10), NOW);
+        c.insert("c", at(NOW + 10), NOW);
         assert_eq!(
             (c.get("a"), c.get("c"), c.map.len()),
-            (Some(NOW + 1), None, 2)
+            (Some(at(NOW + 1)), None, 2)
         );
-        c.insert("c", NOW + 10, NOW + 1);
+        c.insert("c", at(NOW + 10), NOW + 1);
         assert_eq!(
             (c.get("a"), c.get("c"), c.map.len()),
-            (None, Some(NOW + 10), 2)
+            (None, Some(at(NOW + 10)), 2)
         );
         let small = TokenCache::new(100, 4);
-        small.insert("abc", NOW + 1, NOW);
-        small.insert("de", NOW + 1, NOW);
+        small.insert("abc", at(NOW + 1), NOW);
+        small.insert("de", at(NOW + 1), NOW);
         assert_eq!(
             (small.map.len(), small.bytes.load(Ordering::Relaxed)),
             (1, 3)

@@ -106,6 +106,37 @@ impl DrainSignal {
     pub fn is_draining(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// `fut` until `deadline`, or until `grace` after the drain starts if
+    /// that comes first: what a connection waits for before its first
+    /// request (a PROXY header, a TLS handshake, the first bytes) is cut
+    /// at the drain's idle grace, not left to its header-read timeout.
+    pub async fn until<F: std::future::Future>(
+        &mut self,
+        deadline: tokio::time::Instant,
+        grace: Duration,
+        fut: F,
+    ) -> Result<F::Output, tokio::time::error::Elapsed> {
+        let mut fut = std::pin::pin!(fut);
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, &mut fut) => r,
+            _ = self.started() => {
+                let cut = deadline.min(tokio::time::Instant::now() + grace);
+                tokio::time::timeout_at(cut, fut).await
+            }
+        }
+    }
+
+    /// [`DrainSignal::until`] `limit` from now.
+    pub async fn within<F: std::future::Future>(
+        &mut self,
+        limit: Duration,
+        grace: Duration,
+        fut: F,
+    ) -> Result<F::Output, tokio::time::error::Elapsed> {
+        self.until(tokio::time::Instant::now() + limit, grace, fut)
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +164,40 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn waits_before_a_first_request_end_at_the_grace() {
+        let d = Drain::new(Duration::from_millis(100));
+        let mut s = d.signal();
+        let grace = d.idle_grace();
+        let long = Duration::from_secs(60);
+        let never = std::future::pending::<()>;
+        // Not draining: the limit holds.
+        let t = std::time::Instant::now();
+        assert!(s
+            .within(Duration::from_millis(150), grace, never())
+            .await
+            .is_err());
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        // The drain starts during a long wait: cut `grace` later.
+        let t = std::time::Instant::now();
+        let wait = tokio::spawn({
+            let mut s = d.signal();
+            async move { s.within(long, grace, never()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        d.start();
+        assert!(wait.await.unwrap().is_err());
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+        // Already draining: `grace` at most; what finishes first is kept.
+        let t = std::time::Instant::now();
+        assert!(s.within(long, grace, never()).await.is_err());
+        assert!(t.elapsed() >= grace && t.elapsed() < Duration::from_secs(10));
+        assert_eq!(s.within(long, grace, async { 7 }).await, Ok(7));
     }
 }

@@ -6,6 +6,14 @@
 //! clusters) and are flushed to the store every `flush_interval`, so a
 //! crash loses at most that much counting.
 //!
+//! Flushes are additive: each adds the calls counted here since the
+//! last flush to the stored count (`count = count + delta` in one SQLite
+//! statement) and reads the sum back. Two processes on one SQLite file (a
+//! zero-downtime restart's overlap, where the old one still answers its
+//! connections while the new one counts from what it loaded) therefore
+//! add up instead of overwriting each other, and each learns the other's
+//! calls at its next flush.
+//!
 //! Counting answers now ([`Acquiring::Ready`]: local counters, the hot
 //! path, nothing allocated) or later ([`Acquiring::Pending`]: a counter
 //! shared over the network); the data plane's API-key filter defers the
@@ -72,7 +80,11 @@ pub trait QuotaCounters: Send + Sync {
 #[derive(Debug, Default)]
 struct Counter {
     window: i64,
+    /// Calls in `window` as this process knows them: the stored count
+    /// (at load or the last flush) plus `pending`.
     count: u64,
+    /// Calls counted here in `window` and not yet added to the store.
+    pending: u64,
 }
 
 /// In-process counters, persisted by [`LocalQuota::flush`].
@@ -112,6 +124,7 @@ impl LocalQuota {
                             Counter {
                                 window: w,
                                 count: c.max(0) as u64,
+                                pending: 0,
                             },
                         );
                     }
@@ -127,7 +140,10 @@ impl LocalQuota {
         }))
     }
 
-    /// Write every counter to the store (one transaction).
+    /// Add the calls counted since the last flush to the store (one
+    /// transaction), and take the stored sums back: what other processes
+    /// on the same file counted meanwhile is then counted here too. A
+    /// failed flush keeps its calls for the next one.
     pub fn flush(&self) -> anyhow::Result<()> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
@@ -135,24 +151,74 @@ impl LocalQuota {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let rows: Vec<(String, i64, u64)> = self
-            .counters
-            .iter()
-            .map(|e| (e.key().clone(), e.value().window, e.value().count))
-            .collect();
-        let mut conn = store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("quota store lock poisoned"))?;
-        let tx = conn.transaction()?;
-        for (k, w, c) in rows {
-            tx.execute(
-                "INSERT INTO quota_counters(key_id, window, count) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(key_id) DO UPDATE SET window = excluded.window, count = excluded.count",
-                rusqlite::params![k, w, c as i64],
-            )?;
+        // The deltas, taken out of the counters (calls counted from here
+        // on go to the next flush).
+        let mut rows: Vec<(String, i64, u64)> = Vec::new();
+        for mut e in self.counters.iter_mut() {
+            let (key, c) = e.pair_mut();
+            if c.pending > 0 {
+                rows.push((key.clone(), c.window, std::mem::take(&mut c.pending)));
+            }
         }
-        tx.commit()?;
-        Ok(())
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let written = (|| -> anyhow::Result<Vec<(i64, i64)>> {
+            let mut conn = store
+                .lock()
+                .map_err(|_| anyhow::anyhow!("quota store lock poisoned"))?;
+            let tx = conn.transaction()?;
+            let mut stored = Vec::with_capacity(rows.len());
+            {
+                // A row of an older window starts over with the delta; a
+                // newer one (another process is in the next window
+                // already) is left alone: these calls' window is over.
+                let mut add = tx.prepare(
+                    "INSERT INTO quota_counters(key_id, window, count) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key_id) DO UPDATE SET
+                         count = CASE WHEN window = excluded.window
+                                      THEN count + excluded.count ELSE excluded.count END,
+                         window = excluded.window
+                     WHERE excluded.window >= window",
+                )?;
+                let mut read =
+                    tx.prepare("SELECT window, count FROM quota_counters WHERE key_id = ?1")?;
+                for (k, w, delta) in &rows {
+                    let delta = i64::try_from(*delta).unwrap_or(i64::MAX);
+                    add.execute(rusqlite::params![k, w, delta])?;
+                    stored.push(read.query_row([k], |r| Ok((r.get(0)?, r.get(1)?)))?);
+                }
+            }
+            tx.commit()?;
+            Ok(stored)
+        })();
+        match written {
+            Ok(stored) => {
+                for ((k, w, _), (sw, sc)) in rows.iter().zip(stored) {
+                    if let Some(mut c) = self.counters.get_mut(k) {
+                        // Same window still: the stored sum (this
+                        // process's calls and others') plus the calls
+                        // counted here since the deltas were taken.
+                        if c.window == *w && sw == *w {
+                            c.count = (sc.max(0) as u64).saturating_add(c.pending);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Not written: back into the counters, for the next flush.
+                for (k, w, delta) in rows {
+                    if let Some(mut c) = self.counters.get_mut(&k) {
+                        if c.window == w {
+                            c.pending += delta;
+                        }
+                    }
+                }
+                self.dirty.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     /// Flush every `interval` until the process ends.
@@ -213,11 +279,13 @@ fn bump(c: &mut Counter, window: i64, limit: u64) -> Acquire {
     if c.window != window {
         c.window = window;
         c.count = 0;
+        c.pending = 0;
     }
     if c.count >= limit {
         return Acquire::Exceeded;
     }
     c.count += 1;
+    c.pending += 1;
     Acquire::Allowed {
         remaining: limit - c.count,
     }
@@ -278,5 +346,45 @@ mod tests {
         let q2 = LocalQuota::open(Some(&db)).unwrap();
         assert_eq!(q2.used("k1", 8), 1);
         assert_eq!(q2.used("k1", 7), 0);
+        // Flushing again without new calls changes nothing.
+        q.flush().unwrap();
+        q.count("k1", 8, 1000);
+        q.flush().unwrap();
+        q.flush().unwrap();
+        assert_eq!(LocalQuota::open(Some(&db)).unwrap().used("k1", 8), 2);
+    }
+
+    #[test]
+    fn two_processes_on_one_file_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("q.db");
+        let old = LocalQuota::open(Some(&db)).unwrap();
+        for _ in 0..5 {
+            old.count("k", 7, 100);
+        }
+        old.flush().unwrap();
+        // The new process loads 5; both count on from there.
+        let new = LocalQuota::open(Some(&db)).unwrap();
+        assert_eq!(new.used("k", 7), 5);
+        for _ in 0..4 {
+            old.count("k", 7, 100);
+        }
+        for _ in 0..3 {
+            new.count("k", 7, 100);
+        }
+        old.flush().unwrap();
+        new.flush().unwrap();
+        // Each sees the other's calls after its flush; the file has all.
+        assert_eq!(new.used("k", 7), 12);
+        old.count("k", 7, 100);
+        old.flush().unwrap();
+        assert_eq!(old.used("k", 7), 13);
+        assert_eq!(LocalQuota::open(Some(&db)).unwrap().used("k", 7), 13);
+        // A stale window does not overwrite a newer one.
+        new.count("k", 8, 100);
+        new.flush().unwrap();
+        old.count("k", 7, 100);
+        old.flush().unwrap();
+        assert_eq!(LocalQuota::open(Some(&db)).unwrap().used("k", 8), 1);
     }
 }

@@ -1,7 +1,8 @@
 //! JWT: on a stage with JWT on (always on PRIVATE APIs), a valid
 //! `Authorization: Bearer <token>` of an auth connected to the stage is
 //! required; otherwise 401 with `WWW-Authenticate: Bearer` and a code that
-//! says why. The checking itself is `crate::jwt` (no HTTP in it); this
+//! says why. The auth that accepted the token is recorded for the access
+//! log (its id only). The checking itself is `crate::jwt` (no HTTP in it); this
 //! filter maps its verdicts to the data plane's codes.
 
 use super::{ErrorCode, Flow, RequestCtx, RequestFilter};
@@ -20,9 +21,14 @@ impl RequestFilter for Jwt {
             return Ok(Flow::Continue);
         };
         let authorization = req.headers.get(http::header::AUTHORIZATION);
-        jwt.verify(authorization.map(|v| v.as_bytes()), now)
-            .map(|()| Flow::Continue)
-            .map_err(code)
+        // The accepting auth's id for the access log: a reference count of
+        // the id compiled into the snapshot, nothing of the token.
+        let auth = jwt
+            .verify_auth(authorization.map(|v| v.as_bytes()), now)
+            .map_err(code)?
+            .clone();
+        ctx.logged.auth_id = Some(auth);
+        Ok(Flow::Continue)
     }
 }
 
