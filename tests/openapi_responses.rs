@@ -11,7 +11,7 @@
 //! openapi-spec-validator). Error answers are validated too (the SCP
 //! envelope). The test fails when an operation of the description is not
 //! exercised with a success, when a status is answered that the
-//! description does not list, when a success schema is not closed
+//! description does not list, when a response schema is not closed
 //! (`additionalProperties: false` and `required` on every object with
 //! properties), and it checks that the validation itself catches an
 //! added field, a missing one and a mistyped one.
@@ -801,7 +801,7 @@ async fn every_operation_answers_what_the_description_says() {
     );
     let report: Value = serde_json::from_str(stdout.trim()).expect("validator report");
     println!(
-        "validated {} answers; {} operations; {} closed success schemas; self-checks {}",
+        "validated {} answers; {} operations; {} closed response schemas; self-checks {}",
         report["validated"], report["operations"], report["closed_schemas"], report["self_checks"]
     );
     let failures = report["failures"].as_array().cloned().unwrap_or_default();
