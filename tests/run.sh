@@ -5,7 +5,8 @@
 #
 # The integration tests drive the real binary, run examples/quickstart.sh
 # (curl, openssl, python3; h2load for the TLS tests), mint external-issuer JWTs with PyJWT, validate
-# the management API's OpenAPI description with openapi-spec-validator, and load
+# the management API's OpenAPI description with openapi-spec-validator (and
+# the answers against it with jsonschema), and load
 # a page in headless Chromium for the CORS test. A throwaway PostgreSQL
 # server (initdb in a temporary directory, run as an unprivileged user,
 # trust auth on 127.0.0.1 only, stopped on exit) backs the cluster-store
@@ -67,10 +68,11 @@ if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
   python3 -m pip install --quiet pyjwt cryptography 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
 fi
-# Validates the management API's own OpenAPI description (tests/openapi.rs).
-if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
-  python3 -m pip install --quiet openapi-spec-validator 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages openapi-spec-validator
+# Validates the management API's own OpenAPI description (tests/openapi.rs)
+# and every answer against it (tests/openapi_responses.rs, with jsonschema).
+if ! python3 -c 'import openapi_spec_validator, jsonschema' 2>/dev/null; then
+  python3 -m pip install --quiet openapi-spec-validator jsonschema 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages openapi-spec-validator jsonschema
 fi
 
 # --- PostgreSQL ---------------------------------------------------------

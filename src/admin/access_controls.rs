@@ -12,7 +12,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 pub const MAX_IPS: usize = 100;
 
@@ -113,7 +112,11 @@ fn ac_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a AccessControl, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("access control {id} not found")))
 }
 
-fn view_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Value, ApiError> {
+fn view_after(
+    st: &crate::store::State,
+    api_id: &str,
+    id: &str,
+) -> Result<views::AccessControl, ApiError> {
     let a = st
         .api(api_id)
         .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
@@ -126,14 +129,14 @@ fn view_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Value,
     operation_id = "access_controls_create",
     tag = "Access controls",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+    responses((status = 201, description = "Created.", body = views::AccessControl, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::AccessControl>), ApiError> {
     validate::name("name", &req.name)?;
     check_ips(&req.allowed_ip_addr)?;
     let description = req.description.unwrap_or_default();
@@ -170,23 +173,26 @@ pub async fn create(
     operation_id = "access_controls_list",
     tag = "Access controls",
     params(crate::admin::openapi::ListQueryParams),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::AccessControlListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::AccessControlListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let all: Vec<&AccessControl> = a.access_controls.values().collect();
     let (count, page) = q.page_named(all);
-    Ok(Json(json!({
-        "access_controls": page.into_iter().map(|x| views::access_control(a, x)).collect::<Vec<_>>(),
-        "count": count,
-    })))
+    Ok(Json(views::AccessControlListResponse {
+        access_controls: page
+            .into_iter()
+            .map(|x| views::access_control(a, x))
+            .collect(),
+        count,
+    }))
 }
 
 #[utoipa::path(
@@ -194,19 +200,19 @@ pub async fn list(
     path = "/v1/apis/{api_id}/access-controls/{access_control_id}",
     operation_id = "access_controls_show",
     tag = "Access controls",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::AccessControlShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::AccessControlShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let ac = ac_of(a, &id)?;
-    Ok(Json(
-        json!({ "access_control": views::access_control(a, ac) }),
-    ))
+    Ok(Json(views::AccessControlShowResponse {
+        access_control: views::access_control(a, ac),
+    }))
 }
 
 #[utoipa::path(
@@ -215,14 +221,14 @@ pub async fn show(
     operation_id = "access_controls_set",
     tag = "Access controls",
     request_body(content = SetReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::AccessControlShowResponse, content_type = "application/json"))
 )]
 pub async fn set(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
     JsonBody(req): JsonBody<SetReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::AccessControlShowResponse>, ApiError> {
     check_ips(&req.allowed_ip_addr)?;
     if let Some(d) = &req.description {
         validate::max_len("description", d, 50)?;
@@ -243,9 +249,9 @@ pub async fn set(
     }
     changes.insert(0, Change::Put(Entity::AccessControl(ac)));
     app.commit(&mut st, changes).await?;
-    Ok(Json(
-        json!({ "access_control": view_after(&st, &api_id, &id)? }),
-    ))
+    Ok(Json(views::AccessControlShowResponse {
+        access_control: view_after(&st, &api_id, &id)?,
+    }))
 }
 
 #[utoipa::path(

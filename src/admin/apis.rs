@@ -8,7 +8,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = apis::CreateReq)]
@@ -36,13 +35,13 @@ pub struct CreateReq {
     operation_id = "apis_create",
     tag = "APIs",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 202, description = "Accepted.", body = Object, content_type = "application/json"))
+    responses((status = 202, description = "Accepted.", body = views::ApiCreateResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::ApiCreateResponse>), ApiError> {
     validate::name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
@@ -98,7 +97,11 @@ pub async fn create(
         is_default: true,
         created_at: now,
     };
-    let out = json!({"description": api.description, "id": api.id, "name": api.name});
+    let out = views::ApiCreateResponse {
+        description: api.description.clone(),
+        id: api.id.clone(),
+        name: api.name.clone(),
+    };
     app.commit(
         &mut st,
         vec![
@@ -117,13 +120,13 @@ pub async fn create(
     operation_id = "apis_list",
     tag = "APIs",
     params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
     let st = app.state.read().await;
     let name = q.get("name");
@@ -135,10 +138,10 @@ pub async fn list(
         .filter(|a| name.is_none_or(|n| a.name.contains(n)))
         .collect();
     let (count, page) = q.page_named(all);
-    Ok(Json(json!({
-        "apis": page.into_iter().map(views::api).collect::<Vec<_>>(),
-        "count": count,
-    })))
+    Ok(Json(views::ApiListResponse {
+        apis: page.into_iter().map(views::api).collect(),
+        count,
+    }))
 }
 
 #[utoipa::path(
@@ -146,16 +149,21 @@ pub async fn list(
     path = "/v1/apis/{api_id}",
     operation_id = "apis_show",
     tag = "APIs",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
-    Ok(Json(json!({ "api": a.api().map(views::api) })))
+    let api = a
+        .api()
+        .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
+    Ok(Json(views::ApiShowResponse {
+        api: views::api(api),
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -171,14 +179,14 @@ pub struct DescriptionReq {
     operation_id = "apis_set_description",
     tag = "APIs",
     request_body(content = DescriptionReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiShowResponse, content_type = "application/json"))
 )]
 pub async fn set_description(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     JsonBody(req): JsonBody<DescriptionReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiShowResponse>, ApiError> {
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
     let mut st = app.state.write().await;
@@ -191,7 +199,7 @@ pub async fn set_description(
     let out = views::api(&api);
     app.commit(&mut st, vec![Change::Put(Entity::Api(api))])
         .await?;
-    Ok(Json(json!({ "api": out })))
+    Ok(Json(views::ApiShowResponse { api: out }))
 }
 
 #[utoipa::path(

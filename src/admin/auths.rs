@@ -7,7 +7,7 @@
 
 use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
-use super::{api_of, AdminState, ApiError, Caller};
+use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::store::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
@@ -16,7 +16,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub const MAX_AUTHS: usize = 50;
 pub const MAX_EXPIRATION_DAYS: i64 = 3650;
@@ -68,24 +68,6 @@ pub struct SetReq {
     connected_stages: Option<Vec<String>>,
 }
 
-pub fn view(a: &Auth) -> Value {
-    let mut v = json!({
-        "auth_method": "JWT(JSON WEB Token)",
-        "connected_stages": a.connected_stages,
-        "expired_at": a.expired_at,
-        "id": a.id,
-        "name": a.name,
-    });
-    if let Some(x) = &a.external {
-        v["external_issuer"] = json!({
-            "issuer": x.issuer,
-            "audience": x.audience,
-            "jwks_source": x.jwks_source,
-        });
-    }
-    v
-}
-
 /// The key set of an external issuer and where it came from. Files and
 /// URLs are read within the bounds of [`crate::admin::jwks`]; errors name the
 /// field and never echo a file's content or a path outside `jwks_dir`.
@@ -128,14 +110,14 @@ async fn load_jwks(
     operation_id = "auths_create",
     tag = "Authentications",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+    responses((status = 201, description = "Created.", body = views::AuthCreateResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::AuthCreateResponse>), ApiError> {
     validate::name("name", &req.name)?;
     let days = match &req.expiration_period {
         Days::Int(n) => Some(*n),
@@ -193,18 +175,21 @@ pub async fn create(
         external,
     };
     let token = if auth.external.is_some() {
-        Value::Null
+        None
     } else {
         let t = crate::jwt::mint(&secret, &auth.id, &api_id, auth.expires_at_unix)
             .map_err(|e| ApiError::internal(format!("mint token: {e:?}")))?;
-        Value::String(t)
+        Some(t)
     };
     let id = auth.id.clone();
     app.commit(&mut st, vec![Change::Put(Entity::Auth(auth))])
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "access_token": token, "id": id })),
+        Json(views::AuthCreateResponse {
+            access_token: token,
+            id,
+        }),
     ))
 }
 
@@ -214,23 +199,23 @@ pub async fn create(
     operation_id = "auths_list",
     tag = "Authentications",
     params(crate::admin::openapi::ListQueryParams),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::AuthListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::AuthListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let all: Vec<&Auth> = a.auths.values().collect();
     let (count, page) = q.page_named(all);
-    Ok(Json(json!({
-        "auths": page.into_iter().map(view).collect::<Vec<_>>(),
-        "count": count,
-    })))
+    Ok(Json(views::AuthListResponse {
+        auths: page.into_iter().map(views::auth).collect(),
+        count,
+    }))
 }
 
 fn auth_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a Auth, ApiError> {
@@ -244,16 +229,18 @@ fn auth_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a Auth, ApiError> {
     path = "/v1/apis/{api_id}/auths/{auth_id}",
     operation_id = "auths_show",
     tag = "Authentications",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::AuthShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::AuthShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
-    Ok(Json(json!({ "auth": view(auth_of(a, &id)?) })))
+    Ok(Json(views::AuthShowResponse {
+        auth: views::auth(auth_of(a, &id)?),
+    }))
 }
 
 #[utoipa::path(
@@ -262,22 +249,22 @@ pub async fn show(
     operation_id = "auths_set",
     tag = "Authentications",
     request_body(content = SetReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::AuthShowResponse, content_type = "application/json"))
 )]
 pub async fn set(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
     JsonBody(req): JsonBody<SetReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::AuthShowResponse>, ApiError> {
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut auth = auth_of(a, &id)?.clone();
     auth.connected_stages = super::connected_stages(a, &req.connected_stages)?;
-    let out = view(&auth);
+    let out = views::auth(&auth);
     app.commit(&mut st, vec![Change::Put(Entity::Auth(auth))])
         .await?;
-    Ok(Json(json!({ "auth": out })))
+    Ok(Json(views::AuthShowResponse { auth: out }))
 }
 
 #[utoipa::path(

@@ -10,7 +10,6 @@ use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 #[derive(Deserialize, PartialEq, Clone, Copy, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -65,14 +64,14 @@ pub fn freeze(a: &ApiState, api_id: &str, description: String) -> Deployment {
     operation_id = "deployments_create",
     tag = "Deployments",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiDeploymentResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiDeploymentResponse>, ApiError> {
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 50)?;
     let stage_name = match req.stage_type {
@@ -117,7 +116,10 @@ pub async fn create(
             StageType::None => {}
         }
     }
-    let out = json!({"deployment_id": dep.id, "description": dep.description});
+    let out = views::ApiDeploymentResponse {
+        deployment_id: dep.id.clone(),
+        description: dep.description.clone(),
+    };
     changes.insert(0, Change::Put(Entity::Deployment(dep)));
     app.commit(&mut st, changes).await?;
     Ok(Json(out))
@@ -129,14 +131,14 @@ pub async fn create(
     operation_id = "deployments_list",
     tag = "Deployments",
     params(crate::admin::openapi::ListQueryParams, ("stage_name" = Option<String>, Query, description = "Filter: stage_name contains / equals this value"), ("deployment_id" = Option<String>, Query, description = "Filter: deployment_id contains / equals this value")),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiDeploymentListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiDeploymentListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at"])?;
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
@@ -154,8 +156,11 @@ pub async fn list(
         .collect();
     let count = all.len();
     let page = q.page_of(all, |d, _| (d.created_at.clone(), d.id.clone()));
-    Ok(Json(json!({
-        "count": count,
-        "deployments": page.into_iter().map(|d| views::deployment(a, d, stage)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(views::ApiDeploymentListResponse {
+        count,
+        deployments: page
+            .into_iter()
+            .map(|d| views::deployment(a, d, stage))
+            .collect(),
+    }))
 }

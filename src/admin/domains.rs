@@ -30,7 +30,7 @@
 //!   files ([`domain_certificates`]).
 
 use super::extract::JsonBody;
-use super::{api_of, AdminState, ApiError, Caller};
+use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::net::confined::Confined;
 use crate::store::model::*;
 use crate::store::State as St;
@@ -38,7 +38,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::path::PathBuf;
 
 /// Domain names per account.
@@ -64,26 +63,6 @@ pub struct MappingReq {
     base_path: Option<String>,
     api_id: String,
     stage_name: String,
-}
-
-pub fn view(d: &DomainName, st: &St) -> Value {
-    json!({
-        "domain_name": d.domain_name,
-        "certificate_file": d.certificate_file,
-        "private_key_file": d.private_key_file,
-        "base_path_mapping_count": st.mappings_of(&d.domain_name).count(),
-        "created_at": d.created_at,
-    })
-}
-
-pub fn mapping_view(m: &BasePathMapping) -> Value {
-    json!({
-        "domain_name": m.domain_name,
-        "base_path": m.base_path,
-        "api_id": m.api_id,
-        "stage_name": m.stage_name,
-        "created_at": m.created_at,
-    })
 }
 
 /// A domain name as typed: lower case, no trailing dot.
@@ -269,13 +248,13 @@ pub fn refuse_if_mapped(st: &St, api_id: &str, stage_name: Option<&str>) -> Resu
     operation_id = "domains_create",
     tag = "Custom domain names (extension)",
     request_body(content = DomainReq, content_type = "application/json"),
-    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+    responses((status = 201, description = "Created.", body = views::DomainNameShowResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     JsonBody(req): JsonBody<DomainReq>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::DomainNameShowResponse>), ApiError> {
     let name = canonical(&req.domain_name);
     check_domain_name(&name, &app.cfg.data.invoke_domain)?;
     check_certificate(
@@ -308,10 +287,13 @@ pub async fn create(
         private_key_file: req.private_key_file,
         created_at: now_rfc3339(),
     };
-    let out = view(&d, &st);
+    let out = views::domain_name(&d, &st);
     app.commit(&mut st, vec![Change::Put(Entity::DomainName(d))])
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "domain_name": out }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(views::DomainNameShowResponse { domain_name: out }),
+    ))
 }
 
 #[utoipa::path(
@@ -319,20 +301,23 @@ pub async fn create(
     path = "/v1/domain-names",
     operation_id = "domains_list",
     tag = "Custom domain names (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::DomainNameListResponse, content_type = "application/json"))
 )]
-pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<AdminState>,
+    caller: Caller,
+) -> Result<Json<views::DomainNameListResponse>, ApiError> {
     let st = app.state.read().await;
-    let all: Vec<Value> = st
+    let all: Vec<views::DomainName> = st
         .domain_names
         .values()
         .filter(|d| d.account_id == caller.account_id)
-        .map(|d| view(d, &st))
+        .map(|d| views::domain_name(d, &st))
         .collect();
-    Ok(Json(json!({
-        "count": all.len(),
-        "domain_names": all,
-    })))
+    Ok(Json(views::DomainNameListResponse {
+        count: all.len(),
+        domain_names: all,
+    }))
 }
 
 #[utoipa::path(
@@ -340,16 +325,18 @@ pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<
     path = "/v1/domain-names/{domain_name}",
     operation_id = "domains_show",
     tag = "Custom domain names (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::DomainNameShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path(domain_name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::DomainNameShowResponse>, ApiError> {
     let st = app.state.read().await;
     let d = domain_of(&st, &caller, &domain_name)?;
-    Ok(Json(json!({ "domain_name": view(d, &st) })))
+    Ok(Json(views::DomainNameShowResponse {
+        domain_name: views::domain_name(d, &st),
+    }))
 }
 
 #[utoipa::path(
@@ -416,14 +403,14 @@ fn base_path_param(p: &str) -> &str {
     operation_id = "domains_create_mapping",
     tag = "Custom domain names (extension)",
     request_body(content = MappingReq, content_type = "application/json"),
-    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+    responses((status = 201, description = "Created.", body = views::BasePathMappingShowResponse, content_type = "application/json"))
 )]
 pub async fn create_mapping(
     State(app): State<AdminState>,
     caller: Caller,
     Path(domain_name): Path<String>,
     JsonBody(req): JsonBody<MappingReq>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::BasePathMappingShowResponse>), ApiError> {
     let base_path = req.base_path.unwrap_or_default();
     check_base_path(&base_path)?;
     let mut st = app.state.write().await;
@@ -464,12 +451,14 @@ pub async fn create_mapping(
         stage_name: req.stage_name,
         created_at: now_rfc3339(),
     };
-    let out = mapping_view(&m);
+    let out = views::base_path_mapping(&m);
     app.commit(&mut st, vec![Change::Put(Entity::BasePathMapping(m))])
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "base_path_mapping": out })),
+        Json(views::BasePathMappingShowResponse {
+            base_path_mapping: out,
+        }),
     ))
 }
 
@@ -478,20 +467,23 @@ pub async fn create_mapping(
     path = "/v1/domain-names/{domain_name}/base-path-mappings",
     operation_id = "domains_list_mappings",
     tag = "Custom domain names (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::BasePathMappingListResponse, content_type = "application/json"))
 )]
 pub async fn list_mappings(
     State(app): State<AdminState>,
     caller: Caller,
     Path(domain_name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::BasePathMappingListResponse>, ApiError> {
     let st = app.state.read().await;
     let d = domain_of(&st, &caller, &domain_name)?;
-    let all: Vec<Value> = st.mappings_of(&d.domain_name).map(mapping_view).collect();
-    Ok(Json(json!({
-        "count": all.len(),
-        "base_path_mappings": all,
-    })))
+    let all: Vec<views::BasePathMapping> = st
+        .mappings_of(&d.domain_name)
+        .map(views::base_path_mapping)
+        .collect();
+    Ok(Json(views::BasePathMappingListResponse {
+        count: all.len(),
+        base_path_mappings: all,
+    }))
 }
 
 fn mapping_of<'a>(
@@ -517,16 +509,18 @@ fn mapping_of<'a>(
     path = "/v1/domain-names/{domain_name}/base-path-mappings/{base_path}",
     operation_id = "domains_show_mapping",
     tag = "Custom domain names (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::BasePathMappingShowResponse, content_type = "application/json"))
 )]
 pub async fn show_mapping(
     State(app): State<AdminState>,
     caller: Caller,
     Path((domain_name, base_path)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::BasePathMappingShowResponse>, ApiError> {
     let st = app.state.read().await;
     let m = mapping_of(&st, &caller, &domain_name, &base_path)?;
-    Ok(Json(json!({ "base_path_mapping": mapping_view(m) })))
+    Ok(Json(views::BasePathMappingShowResponse {
+        base_path_mapping: views::base_path_mapping(m),
+    }))
 }
 
 #[utoipa::path(

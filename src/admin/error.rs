@@ -74,6 +74,29 @@ impl ApiError {
     }
 }
 
+/// SCP's error envelope, as sent (and described in `GET /v1/openapi.json`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorEnvelope {
+    #[schema(min_items = 1)]
+    pub errors: Vec<ErrorItem>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorItem {
+    /// e.g. BadRequest, Unauthorized, ReplayedRequest, Forbidden, NotFound,
+    /// MethodNotAllowed, Conflict, PayloadTooLarge, UnsupportedMediaType,
+    /// InternalServerError, ServiceUnavailable.
+    #[schema(pattern = "^[A-Za-z]+$")]
+    pub code: &'static str,
+    /// What went wrong; for a field, `"{field}: {message}"`.
+    pub detail: String,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+}
+
 /// Marks the response of [`ApiError::stale`] for [`super::rerun_stale`].
 #[derive(Clone, Copy, Debug)]
 pub struct Stale;
@@ -81,13 +104,13 @@ pub struct Stale;
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let stale = self.rerun;
-        let body = serde_json::json!({
-            "errors": [{
-                "code": self.code,
-                "status": self.status.as_u16(),
-                "detail": self.detail,
-            }]
-        });
+        let body = ErrorEnvelope {
+            errors: vec![ErrorItem {
+                code: self.code,
+                detail: self.detail,
+                status: self.status.as_u16(),
+            }],
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if stale {
             resp.extensions_mut().insert(Stale);

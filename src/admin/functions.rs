@@ -6,7 +6,7 @@
 
 use super::extract::JsonBody;
 use super::validate::{self, Obj};
-use super::{AdminState, ApiError, Caller};
+use super::{views, AdminState, ApiError, Caller};
 use crate::snapshot::UrlTemplate;
 use crate::store::model::*;
 use crate::store::State as St;
@@ -14,7 +14,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// Functions per account.
 pub const MAX_FUNCTIONS: usize = 100;
@@ -28,18 +27,6 @@ pub struct FunctionReq {
     timeout_ms: Option<u64>,
     #[schema(value_type = Option<super::openapi::FunctionAuthHeader>)]
     auth_header: Option<Obj<FunctionAuthHeader>>,
-}
-
-pub fn view(f: &Function) -> Value {
-    json!({
-        "id": f.id,
-        "name": f.name,
-        "url": f.url,
-        "description": f.description,
-        "timeout_ms": f.timeout_ms,
-        "created_at": f.created_at,
-        "modified_at": f.modified_at,
-    })
 }
 
 /// The caller's function, or 404 (also for another account's).
@@ -233,13 +220,13 @@ fn name_taken(st: &St, caller: &Caller, name: &str, except: &str) -> Result<(), 
     operation_id = "functions_create",
     tag = "Cloud Functions (extension)",
     request_body(content = FunctionReq, content_type = "application/json"),
-    responses((status = 201, description = "Created.", body = Object, content_type = "application/json"))
+    responses((status = 201, description = "Created.", body = views::FunctionShowResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     JsonBody(req): JsonBody<FunctionReq>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<views::FunctionShowResponse>), ApiError> {
     let c = check(req, app.cfg.upstream.timeout_ms)?;
     let mut st = app.state.write().await;
     name_taken(&st, &caller, &c.name, "")?;
@@ -266,10 +253,13 @@ pub async fn create(
         created_at: now.clone(),
         modified_at: now,
     };
-    let out = view(&f);
+    let out = views::function(&f);
     app.commit(&mut st, vec![Change::Put(Entity::Function(f))])
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "function": out }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(views::FunctionShowResponse { function: out }),
+    ))
 }
 
 #[utoipa::path(
@@ -277,9 +267,12 @@ pub async fn create(
     path = "/v1/functions",
     operation_id = "functions_list",
     tag = "Cloud Functions (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::FunctionListResponse, content_type = "application/json"))
 )]
-pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<AdminState>,
+    caller: Caller,
+) -> Result<Json<views::FunctionListResponse>, ApiError> {
     let st = app.state.read().await;
     let mut all: Vec<&Function> = st
         .functions
@@ -287,10 +280,10 @@ pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<
         .filter(|f| f.account_id == caller.account_id)
         .collect();
     all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    Ok(Json(json!({
-        "functions": all.iter().map(|f| view(f)).collect::<Vec<_>>(),
-        "count": all.len(),
-    })))
+    Ok(Json(views::FunctionListResponse {
+        count: all.len(),
+        functions: all.into_iter().map(views::function).collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -298,16 +291,18 @@ pub async fn list(State(app): State<AdminState>, caller: Caller) -> Result<Json<
     path = "/v1/functions/{function_id}",
     operation_id = "functions_show",
     tag = "Cloud Functions (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::FunctionShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path(function_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::FunctionShowResponse>, ApiError> {
     let st = app.state.read().await;
     let f = function_of(&st, &caller, &function_id)?;
-    Ok(Json(json!({ "function": view(f) })))
+    Ok(Json(views::FunctionShowResponse {
+        function: views::function(f),
+    }))
 }
 
 #[utoipa::path(
@@ -316,7 +311,7 @@ pub async fn show(
     operation_id = "functions_set",
     tag = "Cloud Functions (extension)",
     request_body(content = FunctionReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::FunctionShowResponse, content_type = "application/json"))
 )]
 /// Replace every field (an absent `auth_header` removes it).
 pub async fn set(
@@ -324,7 +319,7 @@ pub async fn set(
     caller: Caller,
     Path(function_id): Path<String>,
     JsonBody(req): JsonBody<FunctionReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::FunctionShowResponse>, ApiError> {
     let c = check(req, app.cfg.upstream.timeout_ms)?;
     let mut st = app.state.write().await;
     let old = function_of(&st, &caller, &function_id)?;
@@ -338,10 +333,10 @@ pub async fn set(
         modified_at: now_rfc3339(),
         ..old.clone()
     };
-    let out = view(&f);
+    let out = views::function(&f);
     app.commit(&mut st, vec![Change::Put(Entity::Function(f))])
         .await?;
-    Ok(Json(json!({ "function": out })))
+    Ok(Json(views::FunctionShowResponse { function: out }))
 }
 
 #[utoipa::path(

@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -319,14 +318,14 @@ fn path_method_type(s: &str) -> Result<Option<MethodType>, ApiError> {
     operation_id = "methods_create",
     tag = "Methods",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::MethodListResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, resource_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::MethodListResponse>, ApiError> {
     let types: Vec<MethodType> = match req.method_type.as_str() {
         "ANY" => MethodType::ALL.to_vec(),
         s => vec![MethodType::parse(s).ok_or_else(|| {
@@ -380,7 +379,7 @@ pub async fn create(
         .collect();
     let api = a.api().cloned();
     let path = r.path.clone();
-    let out: Vec<Value> = match &api {
+    let out: Vec<views::Method> = match &api {
         Some(api) => methods
             .iter()
             .map(|m| views::method(&app, &st.functions, api, m, &path, "*"))
@@ -395,7 +394,7 @@ pub async fn create(
             .collect(),
     )
     .await?;
-    Ok(Json(json!({ "methods": out })))
+    Ok(Json(views::MethodListResponse { methods: out }))
 }
 
 #[utoipa::path(
@@ -403,25 +402,25 @@ pub async fn create(
     path = "/v1/apis/{api_id}/resources/{resource_id}/methods",
     operation_id = "methods_list",
     tag = "Methods",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::MethodListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, resource_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::MethodListResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let r = resource_of(a, &resource_id)?;
     let api = a.api().cloned();
-    let out: Vec<Value> = match &api {
+    let out: Vec<views::Method> = match &api {
         Some(api) => a
             .methods_of(&r.id)
             .map(|m| views::method(&app, &st.functions, api, m, &r.path, "*"))
             .collect(),
         None => Vec::new(),
     };
-    Ok(Json(json!({ "methods": out })))
+    Ok(Json(views::MethodListResponse { methods: out }))
 }
 
 fn find<'a>(a: &'a ApiState, r: &Resource, method_type: &str) -> Result<&'a Method, ApiError> {
@@ -435,13 +434,13 @@ fn find<'a>(a: &'a ApiState, r: &Resource, method_type: &str) -> Result<&'a Meth
     path = "/v1/apis/{api_id}/resources/{resource_id}/methods/{method_type}",
     operation_id = "methods_show",
     tag = "Methods",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::MethodShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::MethodShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let r = resource_of(a, &resource_id)?;
@@ -450,9 +449,9 @@ pub async fn show(
         .api()
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
-    Ok(Json(
-        json!({ "method": views::method(&app, &st.functions, &api, m, &r.path, "*") }),
-    ))
+    Ok(Json(views::MethodShowResponse {
+        method: views::method(&app, &st.functions, &api, m, &r.path, "*"),
+    }))
 }
 
 #[utoipa::path(
@@ -461,14 +460,14 @@ pub async fn show(
     operation_id = "methods_set",
     tag = "Methods",
     request_body(content = SetReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::MethodShowResponse, content_type = "application/json"))
 )]
 pub async fn set(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, resource_id, method_type)): Path<(String, String, String)>,
     JsonBody(req): JsonBody<SetReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::MethodShowResponse>, ApiError> {
     path_method_type(&method_type)?;
     let integ = normalized(Integration {
         integration_type: req.integration_type,
@@ -500,7 +499,7 @@ pub async fn set(
     let out = views::method(&app, &st.functions, &api, &m, &r.path, "*");
     app.commit(&mut st, vec![Change::Put(Entity::Method(m))])
         .await?;
-    Ok(Json(json!({ "method": out })))
+    Ok(Json(views::MethodShowResponse { method: out }))
 }
 
 #[utoipa::path(

@@ -458,16 +458,21 @@ pub fn router(state: AdminState) -> Router {
     path = "/",
     operation_id = "versions",
     tag = "Versions",
-    responses((status = 200, description = "The API versions.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "The API versions.", body = views::VersionListResponse, content_type = "application/json"))
 )]
-async fn versions() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "versions": [
-            {"version": "1.0", "status": "DEPRECATED", "supported_until": "20251231"},
-            {"version": "1.1", "status": "DEPRECATED", "supported_until": "20260430"},
-            {"version": "1.2", "status": "CURRENT", "supported_until": null}
-        ]
-    }))
+async fn versions() -> axum::Json<views::VersionListResponse> {
+    let v = |version, status, supported_until| views::Version {
+        version,
+        status,
+        supported_until,
+    };
+    axum::Json(views::VersionListResponse {
+        versions: vec![
+            v("1.0", "DEPRECATED", Some("20251231")),
+            v("1.1", "DEPRECATED", Some("20260430")),
+            v("1.2", "CURRENT", None),
+        ],
+    })
 }
 
 async fn not_found() -> ApiError {

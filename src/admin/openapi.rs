@@ -129,27 +129,7 @@ pub async fn openapi_json() -> axum::response::Response {
     }
 }
 
-/// SCP's error envelope.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorEnvelope {
-    #[schema(min_items = 1)]
-    errors: Vec<ErrorItem>,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorItem {
-    /// e.g. BadRequest, Unauthorized, ReplayedRequest, Forbidden, NotFound,
-    /// Conflict, PayloadTooLarge, UnsupportedMediaType, InternalServerError,
-    /// ServiceUnavailable.
-    code: String,
-    /// The HTTP status, repeated.
-    #[schema(minimum = 400, maximum = 599)]
-    status: u16,
-    /// What went wrong; for a field, `"{field}: {message}"`.
-    detail: String,
-}
+pub use super::error::{ErrorEnvelope, ErrorItem};
 
 /// `page`, `size` and `sort` of list operations.
 #[derive(IntoParams)]
@@ -390,6 +370,7 @@ impl Modify for Shared {
 
 /// A stage's throttle: `rate` requests per second refilled, `burst` at once.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct Throttle {
     #[schema(minimum = 1, maximum = 1000000)]
@@ -400,6 +381,7 @@ pub struct Throttle {
 
 /// A throttle of one method of a stage.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct MethodThrottle {
     #[schema(max_length = 2000, pattern = "^/")]

@@ -11,14 +11,13 @@
 
 use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
-use super::{api_of, AdminState, ApiError, Caller};
+use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::store::model::*;
 use crate::store::State as St;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use regex::Regex;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::sync::LazyLock;
 
 use PrivatelinkStatus as S;
@@ -54,35 +53,6 @@ pub struct RequestReq {
 pub struct OwnerActionReq {
     api_id: String,
     r#type: String,
-}
-
-pub fn detail(e: &PrivatelinkEndpoint) -> Value {
-    json!({
-        "created_at": e.created_at,
-        "description": e.description,
-        "id": e.id,
-        "name": e.name,
-        "privatelink_service_id": e.privatelink_service_id,
-        "status": e.status.as_str(),
-    })
-}
-
-fn listed(e: &PrivatelinkEndpoint) -> Value {
-    json!({
-        "created_at": e.created_at,
-        "id": e.id,
-        "name": e.name,
-        "privatelink_service_id": e.privatelink_service_id,
-        "status": e.status.as_str(),
-    })
-}
-
-fn summary(e: &PrivatelinkEndpoint) -> Value {
-    json!({
-        "created_at": e.created_at,
-        "id": e.id,
-        "status": e.status.as_str(),
-    })
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -188,13 +158,13 @@ async fn transition(
     operation_id = "privatelink_create",
     tag = "PrivateLink endpoints (extension)",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::PrivateLinkEndpointShowResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointShowResponse>, ApiError> {
     if !NAME.is_match(&req.name) {
         return Err(ApiError::field(
             "name",
@@ -242,10 +212,12 @@ pub async fn create(
         created_at: now.clone(),
         modified_at: now,
     };
-    let out = detail(&e);
+    let out = views::privatelink_detail(&e);
     app.commit(&mut st, vec![Change::Put(Entity::PrivatelinkEndpoint(e))])
         .await?;
-    Ok(Json(json!({ "privatelink_endpoint": out })))
+    Ok(Json(views::PrivateLinkEndpointShowResponse {
+        privatelink_endpoint: out,
+    }))
 }
 
 #[utoipa::path(
@@ -254,13 +226,13 @@ pub async fn create(
     operation_id = "privatelink_list",
     tag = "PrivateLink endpoints (extension)",
     params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::PrivateLinkEndpointListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
     let st = app.state.read().await;
     let name = q.get("name");
@@ -275,10 +247,10 @@ pub async fn list(
         let primary = if f == "name" { &e.name } else { &e.created_at };
         (primary.clone(), e.id.clone())
     });
-    Ok(Json(json!({
-        "count": count,
-        "privatelink_endpoints": page.into_iter().map(listed).collect::<Vec<_>>(),
-    })))
+    Ok(Json(views::PrivateLinkEndpointListResponse {
+        count,
+        privatelink_endpoints: page.into_iter().map(views::privatelink_listed).collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -286,16 +258,18 @@ pub async fn list(
     path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}",
     operation_id = "privatelink_show",
     tag = "PrivateLink endpoints (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::PrivateLinkEndpointShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointShowResponse>, ApiError> {
     let st = app.state.read().await;
     let e = endpoint_of(&st, &caller, &id)?;
-    Ok(Json(json!({ "privatelink_endpoint": detail(e) })))
+    Ok(Json(views::PrivateLinkEndpointShowResponse {
+        privatelink_endpoint: views::privatelink_detail(e),
+    }))
 }
 
 #[utoipa::path(
@@ -304,7 +278,7 @@ pub async fn show(
     operation_id = "privatelink_set",
     tag = "PrivateLink endpoints (extension)",
     request_body(content = SetReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::PrivateLinkEndpointShowResponse, content_type = "application/json"))
 )]
 /// Set Description (the only settable field; absent or null clears it).
 pub async fn set(
@@ -312,7 +286,7 @@ pub async fn set(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<SetReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointShowResponse>, ApiError> {
     let description = description(req.description)?;
     let mut st = app.state.write().await;
     let old = endpoint_of(&st, &caller, &id)?;
@@ -321,10 +295,12 @@ pub async fn set(
         modified_at: now_rfc3339(),
         ..old.clone()
     };
-    let out = detail(&e);
+    let out = views::privatelink_detail(&e);
     app.commit(&mut st, vec![Change::Put(Entity::PrivatelinkEndpoint(e))])
         .await?;
-    Ok(Json(json!({ "privatelink_endpoint": out })))
+    Ok(Json(views::PrivateLinkEndpointShowResponse {
+        privatelink_endpoint: out,
+    }))
 }
 
 #[utoipa::path(
@@ -332,7 +308,7 @@ pub async fn set(
     path = "/v1/privatelink-endpoints/{privatelink_endpoint_id}",
     operation_id = "privatelink_delete",
     tag = "PrivateLink endpoints (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 204, description = "Done; no body."))
 )]
 pub async fn delete(
     State(app): State<AdminState>,
@@ -362,7 +338,7 @@ pub async fn delete(
     operation_id = "privatelink_request",
     tag = "PrivateLink endpoints (extension)",
     request_body(content = RequestReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::PrivateLinkEndpointShowResponse, content_type = "application/json"))
 )]
 /// The endpoint owner: CANCEL a pending request, or RE_REQUEST after a
 /// cancel or a rejection.
@@ -371,7 +347,7 @@ pub async fn request(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RequestReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointShowResponse>, ApiError> {
     let (from, to): (&[S], S) = match req.r#type.as_str() {
         "CANCEL" => (&[S::Requesting], S::Canceled),
         "RE_REQUEST" => (&[S::Canceled, S::Rejected], S::Requesting),
@@ -380,7 +356,9 @@ pub async fn request(
     let mut st = app.state.write().await;
     let e = endpoint_of(&st, &caller, &id)?.clone();
     let e = transition(&app, &mut st, e, from, to, &req.r#type).await?;
-    Ok(Json(json!({ "privatelink_endpoint": detail(&e) })))
+    Ok(Json(views::PrivateLinkEndpointShowResponse {
+        privatelink_endpoint: views::privatelink_detail(&e),
+    }))
 }
 
 #[utoipa::path(
@@ -389,7 +367,7 @@ pub async fn request(
     operation_id = "privatelink_approval",
     tag = "PrivateLink endpoints (extension)",
     request_body(content = OwnerActionReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::PrivateLinkEndpointSummaryShowResponse, content_type = "application/json"))
 )]
 /// The service owner: APPROVE or REJECT a pending request.
 pub async fn approval(
@@ -397,7 +375,7 @@ pub async fn approval(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<OwnerActionReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointSummaryShowResponse>, ApiError> {
     let to = match req.r#type.as_str() {
         "APPROVE" => S::Active,
         "REJECT" => S::Rejected,
@@ -412,7 +390,7 @@ pub async fn approval(
     operation_id = "privatelink_connection",
     tag = "PrivateLink endpoints (extension)",
     request_body(content = OwnerActionReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::PrivateLinkEndpointSummaryShowResponse, content_type = "application/json"))
 )]
 /// The service owner: DISCONNECT (block) an active endpoint, or RECONNECT
 /// a disconnected one.
@@ -421,7 +399,7 @@ pub async fn connection(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<OwnerActionReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointSummaryShowResponse>, ApiError> {
     let (from, to) = match req.r#type.as_str() {
         "DISCONNECT" => (S::Active, S::Disconnected),
         "RECONNECT" => (S::Disconnected, S::Active),
@@ -437,7 +415,7 @@ async fn owner_action(
     req: OwnerActionReq,
     from: &[S],
     to: S,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::PrivateLinkEndpointSummaryShowResponse>, ApiError> {
     if req.api_id.is_empty() {
         return Err(ApiError::field("api_id", "is required"));
     }
@@ -445,7 +423,9 @@ async fn owner_action(
     let external = external_service(&app, &req.api_id);
     let e = endpoint_for_owner(&st, external, &caller, &id, &req.api_id)?.clone();
     let e = transition(&app, &mut st, e, from, to, &req.r#type).await?;
-    Ok(Json(json!({ "privatelink_endpoint": summary(&e) })))
+    Ok(Json(views::PrivateLinkEndpointSummaryShowResponse {
+        privatelink_endpoint: views::privatelink_summary(&e),
+    }))
 }
 
 #[utoipa::path(
@@ -454,7 +434,7 @@ async fn owner_action(
     operation_id = "privatelink_list_connected",
     tag = "PrivateLink endpoints (extension)",
     params(crate::admin::openapi::ListQueryParams),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiConnectedEndpointListResponse, content_type = "application/json"))
 )]
 /// The API owner's view of the endpoints that target its API (every
 /// status, so that rejected and blocked ones stay visible).
@@ -463,7 +443,7 @@ pub async fn list_connected(
     caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiConnectedEndpointListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at"])?;
     let st = app.state.read().await;
     api_of(&st, &caller, &api_id)?;
@@ -474,8 +454,8 @@ pub async fn list_connected(
         .collect();
     let count = all.len();
     let page = q.page_of(all, |e, _| (e.created_at.clone(), e.id.clone()));
-    Ok(Json(json!({
-        "connected_endpoints": page.into_iter().map(summary).collect::<Vec<_>>(),
-        "count": count,
-    })))
+    Ok(Json(views::ApiConnectedEndpointListResponse {
+        connected_endpoints: page.into_iter().map(views::privatelink_summary).collect(),
+        count,
+    }))
 }

@@ -5,7 +5,6 @@
 use super::{api_of, AdminState, ApiError, Caller};
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde_json::Value;
 
 #[utoipa::path(
     get,
@@ -13,14 +12,14 @@ use serde_json::Value;
     operation_id = "reports_list",
     tag = "Reports (extension)",
     params(crate::admin::openapi::ReportQuery),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = crate::telemetry::reports::ReportListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::telemetry::reports::ReportListResponse>, ApiError> {
     let q = super::validate::ListQuery::parse(q.as_deref(), &["date"])?;
     let stage = q
         .get("stage_name")

@@ -4,24 +4,13 @@
 //! validates it, and stores it; the data plane evaluates its compiled form.
 
 use super::extract::JsonBytes;
-use super::{api_of, AdminState, ApiError, Caller};
+use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::store::model::*;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use serde_json::{json, Value};
-
-fn view(p: &ResourcePolicy) -> Value {
-    json!({
-        "resource_policy": {
-            "api_id": p.api_id,
-            "policy_document": p.document,
-            "created_at": p.created_at,
-            "modified_at": p.modified_at,
-        }
-    })
-}
+use serde_json::Value;
 
 /// Parse and validate a policy body; every error names the element.
 pub fn document_of(body: &Bytes) -> Result<Value, ApiError> {
@@ -49,20 +38,20 @@ pub fn document_of(body: &Bytes) -> Result<Value, ApiError> {
     path = "/v1/apis/{api_id}/resource-policies",
     operation_id = "resource_policies_show",
     tag = "Resource policies (extension)",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ResourcePolicyShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ResourcePolicyShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let p = a
         .resource_policy
         .as_ref()
         .ok_or_else(|| ApiError::not_found(format!("api {api_id} has no resource policy")))?;
-    Ok(Json(view(p)))
+    Ok(Json(views::resource_policy(p)))
 }
 
 #[utoipa::path(
@@ -71,14 +60,14 @@ pub async fn show(
     operation_id = "resource_policies_put",
     tag = "Resource policies (extension)",
     request_body(content = Object, description = "The policy document (JSON object with Version and Statement).", content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ResourcePolicyShowResponse, content_type = "application/json"))
 )]
 pub async fn put(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     JsonBytes(body): JsonBytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ResourcePolicyShowResponse>, ApiError> {
     let doc = document_of(&body)?;
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
@@ -92,7 +81,7 @@ pub async fn put(
             .map_or(now.clone(), |p| p.created_at.clone()),
         modified_at: now,
     };
-    let out = view(&p);
+    let out = views::resource_policy(&p);
     app.commit(&mut st, vec![Change::Put(Entity::ResourcePolicy(p))])
         .await?;
     Ok(Json(out))

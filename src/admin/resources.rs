@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 pub const MAX_RESOURCES: usize = 300;
 pub const MAX_DEPTH: usize = 30;
@@ -33,7 +32,7 @@ pub struct CreateReq {
     operation_id = "resources_create",
     tag = "Resources",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ResourceCreateResponse, content_type = "application/json"))
 )]
 /// `POST /v1/apis/{api_id}/resources/{parent_id}`.
 pub async fn create(
@@ -41,7 +40,7 @@ pub async fn create(
     caller: Caller,
     Path((api_id, parent_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ResourceCreateResponse>, ApiError> {
     let part = req.path_part;
     if part.len() < 3 || part.len() > 50 {
         return Err(ApiError::field("path_part", "must be 3 to 50 characters"));
@@ -104,7 +103,13 @@ pub async fn create(
         path,
         created_at: now_rfc3339(),
     };
-    let out = json!({"api_id": r.api_id, "id": r.id, "parent_id": r.parent_id, "path": r.path, "path_part": r.path_part});
+    let out = views::ResourceCreateResponse {
+        api_id: r.api_id.clone(),
+        id: r.id.clone(),
+        parent_id: r.parent_id.clone(),
+        path: r.path.clone(),
+        path_part: r.path_part.clone(),
+    };
     app.commit(&mut st, vec![Change::Put(Entity::Resource(r))])
         .await?;
     Ok(Json(out))
@@ -115,20 +120,23 @@ pub async fn create(
     path = "/v1/apis/{api_id}/resources",
     operation_id = "resources_list",
     tag = "Resources",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ResourceListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ResourceListResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut rs: Vec<&Resource> = a.resources.values().collect();
     rs.sort_by(|x, y| x.path.cmp(&y.path));
-    Ok(Json(json!({
-        "resources": rs.into_iter().map(|r| views::resource(&app, &st.functions, a, r)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(views::ResourceListResponse {
+        resources: rs
+            .into_iter()
+            .map(|r| views::resource(&app, &st.functions, a, r))
+            .collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -136,22 +144,22 @@ pub async fn list(
     path = "/v1/apis/{api_id}/resources/{resource_id}",
     operation_id = "resources_show",
     tag = "Resources",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ResourceShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, resource_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ResourceShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let r = a
         .resources
         .get(&resource_id)
         .ok_or_else(|| ApiError::not_found(format!("resource {resource_id} not found")))?;
-    Ok(Json(
-        json!({ "resource": views::resource(&app, &st.functions, a, r) }),
-    ))
+    Ok(Json(views::ResourceShowResponse {
+        resource: views::resource(&app, &st.functions, a, r),
+    }))
 }
 
 #[utoipa::path(

@@ -11,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 pub const MAX_STAGES: usize = 10;
@@ -76,14 +75,14 @@ pub struct CreateReq {
     operation_id = "stages_create",
     tag = "Stages",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::StageShowResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::StageShowResponse>, ApiError> {
     validate::name("stage_name", &req.stage_name)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
@@ -119,12 +118,14 @@ fn show_after(
     st: &crate::store::State,
     api_id: &str,
     name: &str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::StageShowResponse>, ApiError> {
     let a = st
         .api(api_id)
         .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
     let s = stage_of(a, name)?;
-    Ok(Json(json!({ "stage": views::stage(app, a, s, false) })))
+    Ok(Json(views::StageShowResponse {
+        stage: views::stage(app, a, s),
+    }))
 }
 
 #[utoipa::path(
@@ -132,20 +133,23 @@ fn show_after(
     path = "/v1/apis/{api_id}/stages",
     operation_id = "stages_list",
     tag = "Stages",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::StageListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::StageListResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut stages: Vec<&Stage> = a.stages.values().collect();
     stages.sort_by(|x, y| (&x.created_at, &x.name).cmp(&(&y.created_at, &y.name)));
-    Ok(Json(json!({
-        "stages": stages.into_iter().map(|s| views::stage(&app, a, s, true)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(views::StageListResponse {
+        stages: stages
+            .into_iter()
+            .map(|s| views::stage_listed(&app, a, s))
+            .collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -153,17 +157,19 @@ pub async fn list(
     path = "/v1/apis/{api_id}/stages/{stage_name}",
     operation_id = "stages_show",
     tag = "Stages",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::StageShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, stage_name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::StageShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
     let s = stage_of(a, &stage_name)?;
-    Ok(Json(json!({ "stage": views::stage(&app, a, s, false) })))
+    Ok(Json(views::StageShowResponse {
+        stage: views::stage(&app, a, s),
+    }))
 }
 
 #[utoipa::path(
@@ -214,14 +220,14 @@ pub struct SetDeploymentReq {
     operation_id = "stages_set_deployment",
     tag = "Stages",
     request_body(content = SetDeploymentReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::StageShowResponse, content_type = "application/json"))
 )]
 pub async fn set_deployment(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, stage_name)): Path<(String, String)>,
     JsonBody(req): JsonBody<SetDeploymentReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::StageShowResponse>, ApiError> {
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
     let mut s = stage_of(a, &stage_name)?.clone();
@@ -434,14 +440,14 @@ fn header_names(field: &str, v: &Option<Vec<String>>) -> Result<(), ApiError> {
     operation_id = "stages_set_config",
     tag = "Stages",
     request_body(content = SetConfigReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::StageShowResponse, content_type = "application/json"))
 )]
 pub async fn set_config(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, stage_name)): Path<(String, String)>,
     JsonBody(req): JsonBody<SetConfigReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::StageShowResponse>, ApiError> {
     header_names("allow_headers", &req.allow_headers)?;
     header_names("expose_headers", &req.expose_headers)?;
     if let Some(ms) = &req.allow_methods {

@@ -4,57 +4,17 @@
 
 use super::extract::JsonBody;
 use super::validate::{self, ListQuery};
-use super::{api_of, AdminState, ApiError, Caller};
+use super::{api_of, views, AdminState, ApiError, Caller};
 use crate::store::model::*;
 use crate::store::ApiState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 pub const MAX_PLANS: usize = 10;
 pub const MAX_KEYS_PER_PLAN: usize = 5;
 pub const MAX_LIMIT: u64 = 2_000_000_000;
-
-pub fn key_view(k: &ApiKey) -> Value {
-    json!({
-        "created_at": k.created_at,
-        "description": k.description,
-        "id": k.id,
-        "key": k.key,
-        "name": k.name,
-    })
-}
-
-fn detail(a: &ApiState, p: &UsagePlan) -> Value {
-    json!({
-        "api_keys": a.keys_of_plan(&p.id).map(key_view).collect::<Vec<_>>(),
-        "created_at": p.created_at,
-        "created_by_id": p.created_by,
-        "created_by_name": p.created_by,
-        "description": p.description,
-        "id": p.id,
-        "limit": p.limit,
-        "modified_at": p.modified_at,
-        "modified_by_id": p.modified_by,
-        "modified_by_name": p.modified_by,
-        "name": p.name,
-        "rate": p.rate.as_str(),
-    })
-}
-
-fn summary(a: &ApiState, p: &UsagePlan) -> Value {
-    json!({
-        "connected_api_keys": a.keys_of_plan(&p.id).map(|k| k.name.clone()).collect::<Vec<_>>(),
-        "created_at": p.created_at,
-        "description": p.description,
-        "id": p.id,
-        "limit": p.limit,
-        "name": p.name,
-        "rate": p.rate.as_str(),
-    })
-}
 
 fn plan_of<'a>(a: &'a ApiState, id: &str) -> Result<&'a UsagePlan, ApiError> {
     a.usage_plans
@@ -72,11 +32,17 @@ fn check_limit(limit: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn show_after(st: &crate::store::State, api_id: &str, id: &str) -> Result<Json<Value>, ApiError> {
+fn show_after(
+    st: &crate::store::State,
+    api_id: &str,
+    id: &str,
+) -> Result<Json<views::UsagePlanShowResponse>, ApiError> {
     let a = st
         .api(api_id)
         .ok_or_else(|| ApiError::not_found(format!("api {api_id} not found")))?;
-    Ok(Json(json!({ "usage_plan": detail(a, plan_of(a, id)?) })))
+    Ok(Json(views::UsagePlanShowResponse {
+        usage_plan: views::usage_plan_detail(a, plan_of(a, id)?),
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -102,14 +68,14 @@ pub struct CreateReq {
     operation_id = "usage_plans_create",
     tag = "Usage plans",
     request_body(content = CreateReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::UsagePlanShowResponse, content_type = "application/json"))
 )]
 pub async fn create(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     JsonBody(req): JsonBody<CreateReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::UsagePlanShowResponse>, ApiError> {
     validate::name("name", &req.name)?;
     check_limit(req.limit)?;
     let description = req.description.unwrap_or_default();
@@ -147,14 +113,14 @@ pub async fn create(
     operation_id = "usage_plans_list",
     tag = "Usage plans",
     params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::UsagePlanListResponse, content_type = "application/json"))
 )]
 pub async fn list(
     State(app): State<AdminState>,
     caller: Caller,
     Path(api_id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::UsagePlanListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
@@ -165,10 +131,10 @@ pub async fn list(
         .filter(|p| name.is_none_or(|n| p.name.contains(n)))
         .collect();
     let (count, page) = q.page_named(all);
-    Ok(Json(json!({
-        "count": count,
-        "usage_plans": page.into_iter().map(|p| summary(a, p)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(views::UsagePlanListResponse {
+        count,
+        usage_plans: page.into_iter().map(|p| views::usage_plan(a, p)).collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -176,16 +142,18 @@ pub async fn list(
     path = "/v1/apis/{api_id}/usage-plans/{usage_plan_id}",
     operation_id = "usage_plans_show",
     tag = "Usage plans",
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::UsagePlanShowResponse, content_type = "application/json"))
 )]
 pub async fn show(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::UsagePlanShowResponse>, ApiError> {
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
-    Ok(Json(json!({ "usage_plan": detail(a, plan_of(a, &id)?) })))
+    Ok(Json(views::UsagePlanShowResponse {
+        usage_plan: views::usage_plan_detail(a, plan_of(a, &id)?),
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -201,14 +169,14 @@ pub struct DescriptionReq {
     operation_id = "usage_plans_set_description",
     tag = "Usage plans",
     request_body(content = DescriptionReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::UsagePlanShowResponse, content_type = "application/json"))
 )]
 pub async fn set_description(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
     JsonBody(req): JsonBody<DescriptionReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::UsagePlanShowResponse>, ApiError> {
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
     let mut st = app.state.write().await;
@@ -237,14 +205,14 @@ pub struct QuotaReq {
     operation_id = "usage_plans_set_quota",
     tag = "Usage plans",
     request_body(content = QuotaReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::UsagePlanShowResponse, content_type = "application/json"))
 )]
 pub async fn set_quota(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, id)): Path<(String, String)>,
     JsonBody(req): JsonBody<QuotaReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::UsagePlanShowResponse>, ApiError> {
     check_limit(req.limit)?;
     let mut st = app.state.write().await;
     let a = api_of(&st, &caller, &api_id)?;
@@ -332,14 +300,14 @@ pub struct KeyCreateReq {
     operation_id = "usage_plans_create_key",
     tag = "Usage plans",
     request_body(content = KeyCreateReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiKeyShowResponse, content_type = "application/json"))
 )]
 pub async fn create_key(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, plan_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<KeyCreateReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiKeyShowResponse>, ApiError> {
     validate::name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
@@ -361,10 +329,10 @@ pub async fn create_key(
         key: new_key_value(),
         created_at: now_rfc3339(),
     };
-    let out = key_view(&k);
+    let out = views::api_key(&k);
     app.commit(&mut st, vec![Change::Put(Entity::ApiKey(k))])
         .await?;
-    Ok(Json(json!({ "api_key": out })))
+    Ok(Json(views::ApiKeyShowResponse { api_key: out }))
 }
 
 #[utoipa::path(
@@ -373,14 +341,14 @@ pub async fn create_key(
     operation_id = "usage_plans_list_keys",
     tag = "Usage plans",
     params(crate::admin::openapi::ListQueryParams, ("name" = Option<String>, Query, description = "Filter: name contains / equals this value")),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiKeyListResponse, content_type = "application/json"))
 )]
 pub async fn list_keys(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, plan_id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiKeyListResponse>, ApiError> {
     let q = ListQuery::parse(q.as_deref(), &["created_at", "name"])?;
     let st = app.state.read().await;
     let a = api_of(&st, &caller, &api_id)?;
@@ -391,10 +359,10 @@ pub async fn list_keys(
         .filter(|k| name.is_none_or(|n| k.name.contains(n)))
         .collect();
     let (count, page) = q.page_named(all);
-    Ok(Json(json!({
-        "api_keys": page.into_iter().map(key_view).collect::<Vec<_>>(),
-        "count": count,
-    })))
+    Ok(Json(views::ApiKeyListResponse {
+        api_keys: page.into_iter().map(views::api_key).collect(),
+        count,
+    }))
 }
 
 fn key_of<'a>(a: &'a ApiState, plan_id: &str, id: &str) -> Result<&'a ApiKey, ApiError> {
@@ -410,14 +378,14 @@ fn key_of<'a>(a: &'a ApiState, plan_id: &str, id: &str) -> Result<&'a ApiKey, Ap
     operation_id = "usage_plans_set_key_description",
     tag = "Usage plans",
     request_body(content = DescriptionReq, content_type = "application/json"),
-    responses((status = 200, description = "OK.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OK.", body = views::ApiKeyShowResponse, content_type = "application/json"))
 )]
 pub async fn set_key_description(
     State(app): State<AdminState>,
     caller: Caller,
     Path((api_id, plan_id, key_id)): Path<(String, String, String)>,
     JsonBody(req): JsonBody<DescriptionReq>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<views::ApiKeyShowResponse>, ApiError> {
     let description = req.description.unwrap_or_default();
     validate::max_len("description", &description, 100)?;
     let mut st = app.state.write().await;
@@ -425,10 +393,10 @@ pub async fn set_key_description(
     plan_of(a, &plan_id)?;
     let mut k = key_of(a, &plan_id, &key_id)?.clone();
     k.description = description;
-    let out = key_view(&k);
+    let out = views::api_key(&k);
     app.commit(&mut st, vec![Change::Put(Entity::ApiKey(k))])
         .await?;
-    Ok(Json(json!({ "api_key": out })))
+    Ok(Json(views::ApiKeyShowResponse { api_key: out }))
 }
 
 #[utoipa::path(

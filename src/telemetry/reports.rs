@@ -25,11 +25,54 @@
 use crate::clock::{Clock, SystemClock};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+/// The body of List Reports (`GET /v1/apis/{api_id}/reports`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportListResponse {
+    pub count: usize,
+    pub reports: Vec<Report>,
+    /// At most 5 resources, by 2xx calls over the range.
+    pub top_resources: Vec<TopResource>,
+}
+
+/// One stage (or its canary) and UTC day; latencies in ms (0 without calls).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// 2xx calls.
+    pub call_count: u64,
+    /// Present (true) on the rows of the stage's canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<bool>,
+    #[schema(pattern = r"^\d{4}-\d{2}-\d{2}$")]
+    pub date: String,
+    pub error_4xx_count: u64,
+    pub error_5xx_count: u64,
+    pub integration_latency: f64,
+    pub integration_latency_p95: f64,
+    pub latency: f64,
+    pub latency_p95: f64,
+    /// Every call, whatever its status.
+    pub total_count: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopResource {
+    pub call_count: u64,
+    /// The last segment of the path (`/` for the root).
+    pub name: String,
+    #[schema(pattern = "^/")]
+    pub path: String,
+    #[serde(rename = "type")]
+    pub method_type: String,
+}
 
 /// Routes (resource path + method) counted individually per stage; the
 /// route index of any further route is [`OTHER_ROUTE`].
@@ -780,7 +823,8 @@ impl Stats {
     /// entries, `"canary": true`, after the stage's entry of the same day
     /// (top resources count both).
     pub fn report(&self, api_id: &str, stage: &str, start: NaiveDate, end: NaiveDate) -> Value {
-        self.report_with(api_id, stage, start, end, &[])
+        serde_json::to_value(self.report_with(api_id, stage, start, end, &[]))
+            .unwrap_or(Value::Null)
     }
 
     /// The rows the other nodes of a shared store saved for a report
@@ -814,7 +858,7 @@ impl Stats {
         start: NaiveDate,
         end: NaiveDate,
         extra: &[DailyRow],
-    ) -> Value {
+    ) -> ReportListResponse {
         let canary = canary_stage(stage);
         for name in [stage, canary.as_str()] {
             let key = (api_id.to_string(), name.to_string());
@@ -849,7 +893,7 @@ impl Stats {
                 .or_default()
                 .merge(&Day::from_row(r));
         }
-        let mut reports: Vec<(NaiveDate, bool, Value)> = Vec::new();
+        let mut reports: Vec<(NaiveDate, bool, Report)> = Vec::new();
         let mut top: HashMap<&(String, String), u64> = HashMap::new();
         for (name, is_canary) in [(stage, false), (canary.as_str(), true)] {
             let key = (api_id.to_string(), name.to_string());
@@ -867,20 +911,18 @@ impl Stats {
                         ms(sum as f64 / n as f64)
                     }
                 };
-                let mut row = json!({
-                    "date": date.to_string(),
-                    "call_count": d.status[0],
-                    "error_4xx_count": d.status[1],
-                    "error_5xx_count": d.status[2],
-                    "total_count": d.total(),
-                    "latency": avg(d.lat_sum, d.lat_n),
-                    "latency_p95": p95_ms(&d.lat_hist, d.lat_n),
-                    "integration_latency": avg(d.int_sum, d.int_n),
-                    "integration_latency_p95": p95_ms(&d.int_hist, d.int_n),
-                });
-                if is_canary {
-                    row["canary"] = Value::Bool(true);
-                }
+                let row = Report {
+                    call_count: d.status[0],
+                    canary: is_canary.then_some(true),
+                    date: date.to_string(),
+                    error_4xx_count: d.status[1],
+                    error_5xx_count: d.status[2],
+                    integration_latency: avg(d.int_sum, d.int_n),
+                    integration_latency_p95: p95_ms(&d.int_hist, d.int_n),
+                    latency: avg(d.lat_sum, d.lat_n),
+                    latency_p95: p95_ms(&d.lat_hist, d.lat_n),
+                    total_count: d.total(),
+                };
                 reports.push((*date, is_canary, row));
                 for (label, c) in &d.routes {
                     *top.entry(label).or_default() += c;
@@ -888,18 +930,27 @@ impl Stats {
             }
         }
         reports.sort_by_key(|(date, is_canary, _)| (*date, *is_canary));
-        let reports: Vec<Value> = reports.into_iter().map(|(_, _, r)| r).collect();
+        let reports: Vec<Report> = reports.into_iter().map(|(_, _, r)| r).collect();
         let mut top: Vec<_> = top.into_iter().filter(|(_, c)| *c > 0).collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let top: Vec<Value> = top
+        let top_resources: Vec<TopResource> = top
             .into_iter()
             .take(5)
             .map(|((path, method), c)| {
                 let name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("/");
-                json!({"call_count": c, "name": name, "path": path, "type": method})
+                TopResource {
+                    call_count: c,
+                    name: name.to_string(),
+                    path: path.clone(),
+                    method_type: method.clone(),
+                }
             })
             .collect();
-        json!({"count": reports.len(), "reports": reports, "top_resources": top})
+        ReportListResponse {
+            count: reports.len(),
+            reports,
+            top_resources,
+        }
     }
 
     /// Drop an API's statistics (in memory now, persisted at the next flush).
