@@ -333,6 +333,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(log) = &telemetry.access_log {
         log.flush(std::time::Duration::from_secs(1)).await;
     }
+    // The spans still queued (an export may take up to its timeout).
+    if let Some(otlp) = &telemetry.otlp {
+        otlp.flush(std::time::Duration::from_millis(cfg.telemetry.otlp_timeout_ms) + std::time::Duration::from_secs(1))
+            .await;
+    }
     tracing::info!("shut down");
     Ok(())
 }
@@ -364,6 +369,20 @@ async fn start_telemetry(
             log.reopen_on_sighup();
             Some(log)
         }
+        None => None,
+    };
+    let otlp = match t.otlp_traces_url()? {
+        Some(url) => Some(crate::telemetry::otlp::Otlp::start(
+            crate::telemetry::otlp::Settings {
+                url,
+                json: t.otlp_protocol == "http/json",
+                sample_ratio: t.otlp_sample_ratio,
+                service_name: t.otlp_service_name.clone(),
+                queue: t.otlp_queue,
+                timeout: std::time::Duration::from_millis(t.otlp_timeout_ms),
+            },
+            metrics.otlp.clone(),
+        )?),
         None => None,
     };
     let mut addr = None;
@@ -399,6 +418,7 @@ async fn start_telemetry(
     let telemetry = Telemetry {
         metrics,
         access_log,
+        otlp,
     };
     crate::telemetry::install(telemetry.clone());
     Ok((telemetry, addr, fd))

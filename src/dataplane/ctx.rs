@@ -65,12 +65,32 @@ pub struct Logged {
     pub auth_id: Option<Arc<str>>,
     /// The `x-apigw-error` code of an answer the gateway made.
     pub error: Option<&'static str>,
+    /// What only the OTLP span needs, when export is on and the trace
+    /// sampled (else `None`: nothing is built).
+    pub span: Option<Box<SpanStart>>,
+}
+
+/// The request's URI (its path is `url.path`) and `Host`, kept for its
+/// span (both cheap clones of the parsed request's bytes).
+pub struct SpanStart {
+    pub uri: http::Uri,
+    pub host: Option<HeaderValue>,
 }
 
 impl Logged {
     fn new(req: &Parts) -> Self {
+        let otlp = crate::telemetry::global().and_then(|t| t.otlp.as_ref());
+        let trace = Trace::from_headers(&req.headers, otlp.map(|o| o.sampler));
+        let span = match otlp {
+            Some(_) if trace.sampled() => Some(Box::new(SpanStart {
+                uri: req.uri.clone(),
+                host: req.headers.get(http::header::HOST).cloned(),
+            })),
+            _ => None,
+        };
         Logged {
-            trace: Trace::from_headers(&req.headers),
+            trace,
+            span,
             method: req.method.clone(),
             bytes_in: req
                 .headers

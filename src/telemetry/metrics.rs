@@ -194,6 +194,8 @@ pub struct Metrics {
     admin_ops: Mutex<HashMap<(String, &'static str), u64>>,
     /// Access log lines dropped because the writer's queue was full.
     pub access_log_dropped: Arc<AtomicU64>,
+    /// OTLP span export: dropped (queue full), failed, exported.
+    pub otlp: super::otlp::Counters,
 }
 
 impl Default for Metrics {
@@ -207,6 +209,7 @@ impl Default for Metrics {
             snapshot_published_ms: AtomicI64::new(0),
             admin_ops: Mutex::new(HashMap::new()),
             access_log_dropped: Arc::new(AtomicU64::new(0)),
+            otlp: super::otlp::Counters::default(),
         }
     }
 }
@@ -476,6 +479,24 @@ impl Collector for Exported {
             "apigw_access_log_dropped",
             "Access log lines dropped because the writer's queue was full.",
             m.access_log_dropped.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "apigw_otlp_spans_dropped",
+            "Spans not exported because the OTLP exporter's queue was full.",
+            m.otlp.dropped.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "apigw_otlp_spans_failed",
+            "Spans in OTLP exports the collector did not take.",
+            m.otlp.failed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "apigw_otlp_spans_exported",
+            "Spans the OTLP collector took.",
+            m.otlp.exported.load(Relaxed),
         )?;
         {
             let mut fam =

@@ -2,7 +2,8 @@
 //! [`reports`] (per stage and day, behind List Reports), [`metrics`]
 //! (Prometheus, on the metrics listener), [`access_log`] (one JSON line
 //! per request, written by a thread of its own), [`trace`] (W3C
-//! `traceparent`) and [`health`] (`/healthz`, `/readyz`), served by
+//! `traceparent`), [`otlp`] (its spans, exported over OTLP/HTTP by a
+//! thread of its own) and [`health`] (`/healthz`, `/readyz`), served by
 //! [`endpoint`].
 //!
 //! May import: clock. The store persists its rows through the
@@ -14,6 +15,7 @@ pub mod access_log;
 pub mod endpoint;
 pub mod health;
 pub mod metrics;
+pub mod otlp;
 pub mod reports;
 pub mod trace;
 
@@ -22,6 +24,7 @@ pub mod trace;
 pub struct Telemetry {
     pub metrics: Option<std::sync::Arc<metrics::Metrics>>,
     pub access_log: Option<access_log::AccessLog>,
+    pub otlp: Option<otlp::Otlp>,
 }
 
 static GLOBAL: std::sync::OnceLock<Telemetry> = std::sync::OnceLock::new();

@@ -1,6 +1,12 @@
 //! W3C Trace Context (`traceparent`, version 00): a valid one from the
 //! client is continued, else a new trace starts; the integration gets the
 //! same trace id with the gateway's own span id as its parent.
+//!
+//! With OTLP export on (`telemetry::otlp`), a new trace is sampled by
+//! [`Sampler`] (a share of trace ids), a continued one as its
+//! `traceparent`'s sampled flag says (parent-based); the flags the
+//! integration gets say the same. With export off, a new trace is always
+//! flagged sampled (the backend decides for itself).
 
 use http::HeaderValue;
 
@@ -12,8 +18,29 @@ pub struct Trace {
     pub trace_id: u128,
     /// The gateway's span: the parent id the integration sees.
     pub span_id: u64,
-    /// Flags (bit 0: sampled), as the client sent them (new: sampled).
+    /// The client's span (the parent id of its `traceparent`); 0 when the
+    /// trace started here.
+    pub parent_id: u64,
+    /// Flags (bit 0: sampled), as the client sent them (new: the
+    /// sampler's decision).
     pub flags: u8,
+}
+
+/// Which new traces are sampled: those whose trace id's low 64 bits are
+/// below `ratio` × 2^64 (the same decision on every node for a trace id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sampler(u64);
+
+impl Sampler {
+    /// `ratio` in 0..=1 (1: every trace, 0: none).
+    pub fn new(ratio: f64) -> Sampler {
+        // `as` saturates: 1.0 × 2^64 is u64::MAX.
+        Sampler((ratio.clamp(0.0, 1.0) * 18_446_744_073_709_551_616.0) as u64)
+    }
+
+    pub fn samples(&self, trace_id: u128) -> bool {
+        self.0 == u64::MAX || (trace_id as u64) < self.0
+    }
 }
 
 fn hex_u128(s: &[u8]) -> Option<u128> {
@@ -26,26 +53,37 @@ fn hex_u128(s: &[u8]) -> Option<u128> {
 
 impl Trace {
     /// Continue the client's trace if its `traceparent` is valid, else
-    /// start one.
-    pub fn from_headers(headers: &http::HeaderMap) -> Trace {
+    /// start one (sampled as `sampler` says; always without one).
+    pub fn from_headers(headers: &http::HeaderMap, sampler: Option<Sampler>) -> Trace {
         let span_id = nonzero_u64();
         match headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes())) {
-            Some((trace_id, flags)) => Trace {
+            Some((trace_id, parent_id, flags)) => Trace {
                 trace_id,
                 span_id,
+                parent_id,
                 flags,
             },
-            None => Trace {
-                trace_id: loop {
+            None => {
+                let trace_id = loop {
                     let t = rand::random::<u128>();
                     if t != 0 {
                         break t;
                     }
-                },
-                span_id,
-                flags: 1,
-            },
+                };
+                let sampled = sampler.is_none_or(|s| s.samples(trace_id));
+                Trace {
+                    trace_id,
+                    span_id,
+                    parent_id: 0,
+                    flags: sampled as u8,
+                }
+            }
         }
+    }
+
+    /// The sampled flag.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
     }
 
     /// The `traceparent` the integration gets (written into a stack
@@ -80,15 +118,15 @@ fn nonzero_u64() -> u64 {
 }
 
 /// `00-{32 hex trace id, not all zero}-{16 hex parent id, not all
-/// zero}-{2 hex flags}`: (trace id, flags).
-pub fn parse(v: &[u8]) -> Option<(u128, u8)> {
+/// zero}-{2 hex flags}`: (trace id, parent id, flags).
+pub fn parse(v: &[u8]) -> Option<(u128, u64, u8)> {
     if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
     let trace = hex_u128(&v[3..35])?;
     let parent = hex_u128(&v[36..52])?;
     let flags = hex_u128(&v[53..55])? as u8;
-    (trace != 0 && parent != 0).then_some((trace, flags))
+    (trace != 0 && parent != 0).then_some((trace, parent as u64, flags))
 }
 
 #[cfg(test)]
@@ -98,7 +136,10 @@ mod tests {
     #[test]
     fn parses_valid_rejects_bad() {
         let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(parse(ok), Some((0x4bf92f3577b34da6a3ce929d0e0e4736, 1)));
+        assert_eq!(
+            parse(ok),
+            Some((0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, 1))
+        );
         assert_eq!(
             parse(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
             None
@@ -125,14 +166,45 @@ mod tests {
             &TRACEPARENT,
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
-        let t = Trace::from_headers(&h);
+        let t = Trace::from_headers(&h, None);
+        assert_eq!(t.parent_id, 0x00f067aa0ba902b7);
         let out = t.header();
         let out = out.to_str().unwrap();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(!out.contains("00f067aa0ba902b7"));
         assert!(parse(out.as_bytes()).is_some());
-        let fresh = Trace::from_headers(&http::HeaderMap::new());
+        let fresh = Trace::from_headers(&http::HeaderMap::new(), None);
         assert!(parse(fresh.header().as_bytes()).is_some());
+        assert_eq!(fresh.parent_id, 0);
+        assert!(fresh.sampled());
+    }
+
+    #[test]
+    fn sampler_follows_the_ratio_and_the_parent() {
+        assert!(Sampler::new(1.0).samples(u128::MAX));
+        assert!(!Sampler::new(0.0).samples(1));
+        let half = Sampler::new(0.5);
+        assert!(half.samples(0x7fff_ffff_ffff_ffff));
+        assert!(!half.samples(0x8000_0000_0000_0000));
+        let n = (0..4000)
+            .filter(|_| Trace::from_headers(&http::HeaderMap::new(), Some(half)).sampled())
+            .count();
+        assert!((1600..2400).contains(&n), "{n} of 4000 sampled at 0.5");
+        let none = Trace::from_headers(&http::HeaderMap::new(), Some(Sampler::new(0.0)));
+        assert!(!none.sampled());
+        assert!(none.header().to_str().unwrap().ends_with("-00"));
+        // A client's decision stands, whatever the ratio.
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            &TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert!(Trace::from_headers(&h, Some(Sampler::new(0.0))).sampled());
+        h.insert(
+            &TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        assert!(!Trace::from_headers(&h, Some(Sampler::new(1.0))).sampled());
     }
 
     #[test]
@@ -140,6 +212,7 @@ mod tests {
         let t = Trace {
             trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
             span_id: 0x00f067aa0ba902b7,
+            parent_id: 0,
             flags: 1,
         };
         assert_eq!(
@@ -149,6 +222,7 @@ mod tests {
         let small = Trace {
             trace_id: 0xabc,
             span_id: 0x1,
+            parent_id: 0,
             flags: 0,
         };
         assert_eq!(

@@ -2,12 +2,16 @@
 //! built. Metrics are relaxed atomic adds into counters the snapshot
 //! looked up (the stage's) or fixed slots (error codes); the access log
 //! line is formatted here and queued for the writer thread (dropped and
-//! counted when its queue is full). Both off: two `None` checks.
+//! counted when its queue is full); the OTLP span's record is queued for
+//! the exporter thread likewise. All off: one `None` check.
 
 use super::{Logging, ResponseCtx};
 use crate::dataplane::RespBody;
+use crate::snapshot::{ApiRoutes, RouteMethod, StageRoutes};
+use crate::telemetry::otlp::{RouteNames, SpanRecord};
 use http::Response;
 use http_body::Body as _;
+use std::sync::Arc;
 
 pub struct Telemetry;
 
@@ -57,5 +61,57 @@ impl Logging for Telemetry {
             .format();
             log.send(line);
         }
+        if let (Some(otlp), Some(span)) = (&t.otlp, &logged.span) {
+            let names = (ctx.api.is_some() || ctx.stage.is_some()).then(|| {
+                Box::new(Names {
+                    api: ctx.api.clone(),
+                    stage: ctx.stage.clone(),
+                    method: ctx.method.clone(),
+                }) as Box<dyn RouteNames>
+            });
+            otlp.send(SpanRecord {
+                trace_id: logged.trace.trace_id,
+                span_id: logged.trace.span_id,
+                parent_id: logged.trace.parent_id,
+                flags: logged.trace.flags,
+                end: std::time::SystemTime::now(),
+                duration: ctx.started.elapsed(),
+                method: logged.method.clone(),
+                uri: span.uri.clone(),
+                host: span.host.clone(),
+                status,
+                error: logged.error,
+                integration_us: ctx.integration_us,
+                client: ctx.client_ip,
+                request_id: resp
+                    .headers()
+                    .get(&super::request_id::X_REQUEST_ID)
+                    .cloned(),
+                names,
+            });
+        }
+    }
+}
+
+/// The routed API, stage and method a span names, read by the exporter
+/// thread (the snapshot's own values, shared).
+struct Names {
+    api: Option<Arc<ApiRoutes>>,
+    stage: Option<Arc<StageRoutes>>,
+    method: Option<Arc<RouteMethod>>,
+}
+
+impl RouteNames for Names {
+    fn api_id(&self) -> Option<&str> {
+        self.api.as_deref().map(|a| a.api_id.as_str())
+    }
+    fn stage(&self) -> Option<&str> {
+        self.stage.as_deref().map(|s| s.name.as_str())
+    }
+    fn deployment_id(&self) -> Option<&str> {
+        self.stage.as_deref().map(|s| s.deployment_id.as_str())
+    }
+    fn route(&self) -> Option<&str> {
+        self.method.as_deref().map(|m| m.resource_path.as_str())
     }
 }
