@@ -97,14 +97,14 @@ fn split_tp(tp: &str) -> (String, String, String) {
     (p[1].into(), p[2].into(), p[3].into())
 }
 
-/// An API with GET /items and GET /items/{id} to the backend, deployed to
+/// An API with GET /items and GET /items/{item-id} to the backend, deployed to
 /// `dev`, reachable from 127.0.0.1.
 async fn items_api(gw: &Gateway, backend: &Backend) -> String {
     let admin = gw.admin();
     let api = admin.create_api("traced").await;
     let root = admin.root_id(&api).await;
     let items = admin.create_resource(&api, &root, "items").await;
-    let item = admin.create_resource(&api, &items, "{id}").await;
+    let item = admin.create_resource(&api, &items, "{item-id}").await;
     admin
         .create_http_method(&api, &items, "GET", &backend.url("/items"))
         .await;
@@ -189,7 +189,7 @@ async fn spans_continue_the_callers_trace_and_are_flushed_at_drain() {
     let s = &spans[0];
     assert_eq!(s["span_id"], forwarded_span.as_str(), "the backend's parent");
     assert_eq!(s["parent_span_id"], CALLER_SPAN);
-    assert_eq!(s["name"], "GET /items/{id}");
+    assert_eq!(s["name"], "GET /items/{item-id}");
     assert_eq!(s["kind"], "SPAN_KIND_SERVER");
     assert_eq!(s["status"], "STATUS_CODE_UNSET");
     assert!(s["content_type"]
@@ -199,7 +199,7 @@ async fn spans_continue_the_callers_trace_and_are_flushed_at_drain() {
     assert_eq!(s["scope"], "apigw");
     assert_eq!(s["resource"]["service.name"], "apigw-test");
     assert_eq!(attr(s, "http.request.method"), "GET");
-    assert_eq!(attr(s, "http.route"), "/items/{id}");
+    assert_eq!(attr(s, "http.route"), "/items/{item-id}");
     assert_eq!(attr(s, "http.response.status_code"), 200);
     assert_eq!(attr(s, "url.path"), "/dev/items/42");
     assert_eq!(
@@ -308,7 +308,7 @@ async fn json_export_and_a_collector_down_fail_no_request() {
     assert_eq!(s["span_id"], forwarded_span.as_str());
     assert_eq!(s["parent_span_id"], CALLER_SPAN);
     assert_eq!(s["kind"], "SPAN_KIND_SERVER");
-    assert_eq!(attr(s, "http.route"), "/items/{id}");
+    assert_eq!(attr(s, "http.route"), "/items/{item-id}");
     assert_eq!(attr(s, "http.response.status_code"), 200);
     assert_eq!(s["resource"]["service.name"], "apigw");
 
