@@ -335,8 +335,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     // The spans still queued (an export may take up to its timeout).
     if let Some(otlp) = &telemetry.otlp {
-        otlp.flush(std::time::Duration::from_millis(cfg.telemetry.otlp_timeout_ms) + std::time::Duration::from_secs(1))
-            .await;
+        otlp.flush(
+            std::time::Duration::from_millis(cfg.telemetry.otlp_timeout_ms)
+                + std::time::Duration::from_secs(1),
+        )
+        .await;
     }
     tracing::info!("shut down");
     Ok(())

@@ -4,7 +4,8 @@
 # fails.
 #
 # The integration tests drive the real binary, run examples/quickstart.sh
-# (curl, openssl, python3; h2load for the TLS tests), mint external-issuer JWTs with PyJWT, validate
+# (curl, openssl, python3; h2load for the TLS tests), mint external-issuer JWTs with PyJWT, decode OTLP span exports with
+# opentelemetry-proto (tests/tracing.rs), validate
 # the management API's OpenAPI description with openapi-spec-validator (and
 # the answers against it with jsonschema), and load
 # a page in headless Chromium for the CORS test. A throwaway PostgreSQL
@@ -67,6 +68,11 @@ export APIGW_TEST_CLUSTER=1
 if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
   python3 -m pip install --quiet pyjwt cryptography 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
+fi
+# The OTLP receiver of tests/tracing.rs decodes protobuf exports with it.
+if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+  python3 -m pip install --quiet opentelemetry-proto 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages opentelemetry-proto
 fi
 # Validates the management API's own OpenAPI description (tests/openapi.rs)
 # and every answer against it (tests/openapi_responses.rs, with jsonschema).

@@ -187,7 +187,11 @@ async fn spans_continue_the_callers_trace_and_are_flushed_at_drain() {
     let spans = receiver.wait_trace(CALLER_TRACE).await;
     assert_eq!(spans.len(), 1, "{spans:?}");
     let s = &spans[0];
-    assert_eq!(s["span_id"], forwarded_span.as_str(), "the backend's parent");
+    assert_eq!(
+        s["span_id"],
+        forwarded_span.as_str(),
+        "the backend's parent"
+    );
     assert_eq!(s["parent_span_id"], CALLER_SPAN);
     assert_eq!(s["name"], "GET /items/{item-id}");
     assert_eq!(s["kind"], "SPAN_KIND_SERVER");
@@ -250,8 +254,9 @@ async fn spans_continue_the_callers_trace_and_are_flushed_at_drain() {
         .await
         .unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("apigw_otlp_spans_exported_total ")
-            && l.split(' ').nth(1).unwrap().parse::<f64>().unwrap() >= 3.0),
+        text.lines()
+            .any(|l| l.starts_with("apigw_otlp_spans_exported_total ")
+                && l.split(' ').nth(1).unwrap().parse::<f64>().unwrap() >= 3.0),
         "{text}"
     );
     assert!(text.contains("apigw_otlp_spans_dropped_total 0"), "{text}");
@@ -329,16 +334,18 @@ async fn json_export_and_a_collector_down_fail_no_request() {
     .await;
     assert!(failed, "no export error logged:\n{}", gw.logs());
     // Three seconds of failing exports (one a second), one warning.
-    assert_eq!(gw.logs().matches("OTLP export failed").count(), 1, "{}", gw.logs());
+    assert_eq!(
+        gw.logs().matches("OTLP export failed").count(),
+        1,
+        "{}",
+        gw.logs()
+    );
     assert!(
         gw.child.try_wait().unwrap().is_none(),
         "the gateway died:\n{}",
         gw.logs()
     );
-    assert_eq!(
-        status_of(&c, &gw.invoke_url(&api, "/dev/items")).await,
-        200
-    );
+    assert_eq!(status_of(&c, &gw.invoke_url(&api, "/dev/items")).await, 200);
     let text = reqwest::get(format!("http://{}/metrics", gw.listening("metrics")))
         .await
         .unwrap()

@@ -123,6 +123,9 @@ impl Otlp {
     /// Build the exporter and start its thread.
     pub fn start(cfg: Settings, counters: Counters) -> anyhow::Result<Otlp> {
         let (url, timeout) = (cfg.url, cfg.timeout);
+        // The transport's own error (the exporter reports "network
+        // error"), for the warning.
+        let last_error = Arc::new(std::sync::Mutex::new(String::new()));
         let protocol = if cfg.json {
             opentelemetry_otlp::Protocol::HttpJson
         } else {
@@ -133,7 +136,7 @@ impl Otlp {
             .with_endpoint(url.to_string())
             .with_protocol(protocol)
             .with_timeout(timeout)
-            .with_http_client(Client::new(timeout))
+            .with_http_client(Client::new(timeout, last_error.clone()))
             .build()
             .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint: {e}"))?;
         exporter.set_resource(
@@ -165,12 +168,19 @@ impl Otlp {
             flush_done: otlp.flush_done.clone(),
             warned: None,
             failed_since_warn: 0,
+            last_error,
         };
         std::thread::Builder::new()
             .name("apigw-otlp".into())
             .spawn(move || worker.run())?;
+        // Never the URL's user info (a credential).
         tracing::info!(
-            endpoint = %url,
+            endpoint = %format_args!(
+                "{}://{}{}",
+                url.scheme_str().unwrap_or(""),
+                url.authority().map_or("", |a| a.as_str().rsplit('@').next().unwrap_or("")),
+                url.path()
+            ),
             json = cfg.json,
             ratio = cfg.sample_ratio,
             "OTLP trace export on"
@@ -212,6 +222,7 @@ struct Worker {
     flush_done: Arc<AtomicU64>,
     warned: Option<Instant>,
     failed_since_warn: u64,
+    last_error: Arc<std::sync::Mutex<String>>,
 }
 
 impl Worker {
@@ -266,8 +277,12 @@ impl Worker {
                 self.counters.failed.fetch_add(n, Relaxed);
                 self.failed_since_warn += n;
                 if self.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    let cause = std::mem::take(
+                        &mut *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
                     tracing::warn!(
                         error = %e,
+                        cause = %cause,
                         spans_lost = self.failed_since_warn,
                         "OTLP export failed (logged at most every 10 s)"
                     );
@@ -398,8 +413,7 @@ fn split_host(h: &str) -> (&str, Option<u16>) {
     }
 }
 
-type Connector =
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
 /// The exporter's HTTP client: hyper 1 with rustls (webpki roots), so the
 /// collector may be `http://` or `https://`; every request (connect,
@@ -407,6 +421,7 @@ type Connector =
 struct Client {
     inner: hyper_util::client::legacy::Client<Connector, http_body_util::Full<Bytes>>,
     timeout: Duration,
+    last_error: Arc<std::sync::Mutex<String>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -418,7 +433,7 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    fn new(timeout: Duration) -> Client {
+    fn new(timeout: Duration, last_error: Arc<std::sync::Mutex<String>>) -> Client {
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -433,7 +448,11 @@ impl Client {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(2)
                 .build(https);
-        Client { inner, timeout }
+        Client {
+            inner,
+            timeout,
+            last_error,
+        }
     }
 }
 
@@ -455,10 +474,22 @@ impl opentelemetry_http::HttpClient for Client {
                 .to_bytes();
             Ok::<_, opentelemetry_http::HttpError>(http::Response::from_parts(parts, body))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let r = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis()).into()),
+        };
+        if let Err(e) = &r {
+            // hyper's error and its source (e.g. connection refused).
+            let mut text = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = text;
         }
+        r
     }
 }
 
@@ -534,7 +565,10 @@ mod tests {
             attr(&s, "server.address").map(|v| v.as_str().into_owned()),
             Some("gw.example".into())
         );
-        assert_eq!(attr(&s, "server.port"), Some(&opentelemetry::Value::I64(8080)));
+        assert_eq!(
+            attr(&s, "server.port"),
+            Some(&opentelemetry::Value::I64(8080))
+        );
         assert_eq!(
             attr(&s, "http.response.status_code"),
             Some(&opentelemetry::Value::I64(502))
