@@ -106,3 +106,60 @@ impl TelemetryConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut TelemetryConfig)) -> TelemetryConfig {
+        let mut c = TelemetryConfig::default();
+        f(&mut c);
+        c
+    }
+
+    #[test]
+    fn otlp_settings_are_checked() {
+        let off = TelemetryConfig::default();
+        assert!(off.otlp_traces_url().unwrap().is_none());
+        assert!(off.validate().is_ok());
+        let on = with(|c| c.otlp_endpoint = "http://127.0.0.1:4318/".into());
+        assert_eq!(
+            on.otlp_traces_url().unwrap().unwrap().to_string(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        let full = with(|c| c.otlp_endpoint = "https://otel.example/v1/traces".into());
+        assert_eq!(
+            full.otlp_traces_url().unwrap().unwrap().to_string(),
+            "https://otel.example/v1/traces"
+        );
+        for (bad, field) in [
+            (with(|c| c.otlp_sample_ratio = 1.5), "otlp_sample_ratio"),
+            (with(|c| c.otlp_sample_ratio = -0.1), "otlp_sample_ratio"),
+            (
+                with(|c| c.otlp_endpoint = "127.0.0.1:4318".into()),
+                "otlp_endpoint",
+            ),
+            (
+                with(|c| c.otlp_endpoint = "ftp://x/".into()),
+                "otlp_endpoint",
+            ),
+            (
+                with(|c| {
+                    c.otlp_endpoint = "http://x".into();
+                    c.otlp_protocol = "grpc".into();
+                }),
+                "otlp_protocol",
+            ),
+            (
+                with(|c| {
+                    c.otlp_endpoint = "http://x".into();
+                    c.otlp_queue = 0;
+                }),
+                "otlp_queue",
+            ),
+        ] {
+            let e = bad.validate().expect_err(field).to_string();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+}
