@@ -605,6 +605,39 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let counters = Counters::default();
+        let otlp = Otlp::start(
+            Settings {
+                // Nothing listens on the discard port: exports fail.
+                url: "http://127.0.0.1:9/v1/traces".parse().unwrap(),
+                json: false,
+                sample_ratio: 1.0,
+                service_name: "t".into(),
+                queue: 4,
+                timeout: Duration::from_millis(200),
+            },
+            counters.clone(),
+        )
+        .unwrap();
+        let t = Instant::now();
+        for _ in 0..1000 {
+            otlp.send(record());
+        }
+        // Waiting for room (4 spans per 100 ms poll) would take 25 s.
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let dropped = counters.dropped.load(Relaxed);
+        assert!(dropped >= 900, "{dropped}");
+        // The queued ones are tried and counted as failed, not exported.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counters.failed.load(Relaxed) + dropped < 1000 && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        assert_eq!(counters.failed.load(Relaxed) + dropped, 1000);
+        assert_eq!(counters.exported.load(Relaxed), 0);
+    }
+
+    #[test]
     fn hosts_split() {
         assert_eq!(split_host("a.b:80"), ("a.b", Some(80)));
         assert_eq!(split_host("a.b"), ("a.b", None));
