@@ -75,7 +75,7 @@ impl Logging for Telemetry {
                 parent_id: logged.trace.parent_id,
                 flags: logged.trace.flags,
                 end: std::time::SystemTime::now(),
-                duration: ctx.started.elapsed(),
+                duration: std::time::Duration::from_micros(total_us),
                 method: logged.method.clone(),
                 uri: span.uri.clone(),
                 host: span.host.clone(),
