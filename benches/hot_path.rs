@@ -3,7 +3,8 @@
 //! rewriting, and republishing the snapshot after a change to one API.
 //!
 //! Size with APIGW_BENCH_APIS (default 1000) and APIGW_BENCH_RESOURCES
-//! (default 300).
+//! (default 300); the second republish bench loads APIGW_BENCH_MANY_APIS
+//! (default 10,000) APIs of one resource each.
 
 use apigw::dataplane::route::route;
 use apigw::snapshot::{BuildContext, IpAcl, Published};
@@ -112,6 +113,7 @@ fn benches(c: &mut Criterion) {
         metrics: None,
         external_services: Default::default(),
     };
+    let ctx_small = ctx.clone();
     let published = Published::new(&state, ctx);
     let snap = published.load();
     let host = format!("{:032x}.apigw.localhost:8080", apis / 2);
@@ -321,6 +323,17 @@ fn benches(c: &mut Criterion) {
     c.bench_function(
         &format!("snapshot/republish one API ({apis} loaded)"),
         |b| b.iter(|| published.republish(&state, black_box(&touched))),
+    );
+
+    // The same with many small APIs: what a republish costs for the
+    // APIs it does not rebuild (issue 18: management writes must not slow
+    // down as the store grows).
+    let many = env("APIGW_BENCH_MANY_APIS", 10_000);
+    let small = State::from_entities((0..many).flat_map(|i| api_entities(i, 1)).collect());
+    let published_small = Published::new(&small, ctx_small);
+    c.bench_function(
+        &format!("snapshot/republish one API ({many} APIs x 1 loaded)"),
+        |b| b.iter(|| published_small.republish(&small, black_box(&touched))),
     );
 }
 

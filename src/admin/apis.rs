@@ -59,12 +59,7 @@ pub async fn create(
         validate::max_len("tags.value", &t.value, 256)?;
     }
     let mut st = app.state.write().await;
-    let clash = st
-        .apis
-        .values()
-        .filter_map(|a| a.api())
-        .any(|a| a.account_id == caller.account_id && a.name == req.name);
-    if clash {
+    if st.api_name_taken(&caller.account_id, &req.name) {
         return Err(ApiError::conflict(format!(
             "an API named {} already exists",
             req.name

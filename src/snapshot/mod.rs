@@ -24,10 +24,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub mod apimap;
 pub mod cors;
 pub mod publisher;
 pub mod template;
 
+pub use apimap::ApiMap;
 pub use cors::StageCors;
 pub use publisher::{NotPublished, PublishedVersion};
 
@@ -81,10 +83,12 @@ impl BuildContext {
 
 #[derive(Default)]
 pub struct Snapshot {
-    pub apis: FastMap<String, Arc<ApiRoutes>>,
+    /// Sharded so that a republish copies only the shards it changes.
+    pub apis: ApiMap,
     /// Custom domain names (lower case, no trailing dot) and their base
     /// path mappings; looked up only for hosts not under the invoke domain.
-    pub domains: FastMap<String, Arc<DomainRoutes>>,
+    /// Shared whole with the next snapshot unless a domain changed.
+    pub domains: Arc<FastMap<String, Arc<DomainRoutes>>>,
 }
 
 /// The base path mappings of one custom domain. Targets are named, not
@@ -857,7 +861,7 @@ pub type DomainHook = Box<dyn Fn(&State) + Send + Sync>;
 impl Published {
     pub fn new(state: &State, ctx: BuildContext) -> Self {
         let mut snap = Snapshot {
-            domains: build_domains(state),
+            domains: Arc::new(build_domains(state)),
             ..Default::default()
         };
         for (id, a) in &state.apis {
@@ -902,7 +906,9 @@ impl Published {
     }
 
     /// Rebuild the given APIs and publish a new snapshot that shares every
-    /// other API's routes with the current one. One writer at a time: the
+    /// other API's routes with the current one (and every shard of
+    /// [`ApiMap`] that holds none of them: the cost does not grow with
+    /// the number of APIs). One writer at a time: the
     /// publisher task ([`publisher`]) is the only caller once serving.
     pub fn republish(&self, state: &State, api_ids: &[String]) {
         self.republish_with_domains(state, api_ids, false)
@@ -927,7 +933,7 @@ impl Published {
         }
         let changed = domains;
         let domains = if domains {
-            build_domains(state)
+            Arc::new(build_domains(state))
         } else {
             old.domains.clone()
         };

@@ -259,7 +259,10 @@ mod tests {
         served.wait_for(2, SOON).await.unwrap();
         let snap2 = published.load();
         assert!(snap2.apis.contains_key("a2"));
-        assert!(Arc::ptr_eq(&snap.apis["a1"], &snap2.apis["a1"]));
+        assert!(Arc::ptr_eq(
+            snap.apis.get("a1").unwrap(),
+            snap2.apis.get("a1").unwrap()
+        ));
 
         // An old batch (a replay) is skipped; a gap in versions is fine.
         assert!(tx.announce(batch(2, vec![Change::DeleteApi("a1".into())])));

@@ -116,6 +116,10 @@ pub struct State {
     /// Base path mappings by [`BasePathMapping::key`]: a domain's are
     /// adjacent, in base path order.
     pub base_path_mappings: BTreeMap<String, BasePathMapping>,
+    /// How many APIs each account has under each name (normally 0 or 1),
+    /// kept by [`State::apply`] so that Create Api's name check does not
+    /// scan every API ([`State::api_name_taken`]).
+    api_names: HashMap<String, HashMap<String, usize>>,
 }
 
 impl State {
@@ -132,6 +136,46 @@ impl State {
 
     pub fn api(&self, id: &str) -> Option<&ApiState> {
         self.apis.get(id).filter(|a| a.api.is_some())
+    }
+
+    /// Whether the account has an API with this name.
+    pub fn api_name_taken(&self, account_id: &str, name: &str) -> bool {
+        self.api_names
+            .get(account_id)
+            .and_then(|names| names.get(name))
+            .is_some_and(|n| *n > 0)
+    }
+
+    fn name_added(&mut self, api: &Api) {
+        *self
+            .api_names
+            .entry(api.account_id.clone())
+            .or_default()
+            .entry(api.name.clone())
+            .or_default() += 1;
+    }
+
+    fn name_removed(&mut self, api: Option<&Api>) {
+        let Some(api) = api else { return };
+        let Some(names) = self.api_names.get_mut(&api.account_id) else {
+            return;
+        };
+        if let Some(n) = names.get_mut(&api.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                names.remove(&api.name);
+            }
+        }
+        if names.is_empty() {
+            self.api_names.remove(&api.account_id);
+        }
+    }
+
+    /// An API state leaves the map: its name is free again.
+    fn remove_api(&mut self, api_id: &str) {
+        if let Some(gone) = self.apis.remove(api_id) {
+            self.name_removed(gone.api.as_ref());
+        }
     }
 
     /// Ids of the APIs that integrate the function (their routes hold
@@ -228,9 +272,7 @@ impl State {
             match c {
                 Change::Put(e) => self.put(e.clone()),
                 Change::Delete { kind, key, api_id } => self.delete(*kind, key, api_id),
-                Change::DeleteApi(api_id) => {
-                    self.apis.remove(api_id);
-                }
+                Change::DeleteApi(api_id) => self.remove_api(api_id),
             }
             if !id.is_empty() && !touched.contains(&id) {
                 touched.push(id);
@@ -278,6 +320,12 @@ impl State {
         if let Entity::PrivatelinkEndpoint(x) = e {
             self.privatelink_endpoints.insert(x.id.clone(), x);
             return;
+        }
+        if let Entity::Api(x) = &e {
+            // Replaced just below.
+            let old = self.apis.get_mut(&x.id).and_then(|a| a.api.take());
+            self.name_removed(old.as_ref());
+            self.name_added(x);
         }
         let a = self.apis.entry(e.api_id().to_string()).or_default();
         match e {
@@ -329,13 +377,15 @@ impl State {
             self.privatelink_endpoints.remove(key);
             return;
         }
+        if kind == Kind::Api {
+            self.remove_api(api_id);
+            return;
+        }
         let Some(a) = self.apis.get_mut(api_id) else {
             return;
         };
         match kind {
-            Kind::Api => {
-                self.apis.remove(api_id);
-            }
+            Kind::Api => {}
             Kind::Resource => {
                 a.resources.remove(key);
             }
@@ -370,5 +420,93 @@ impl State {
             Kind::Function | Kind::PrivatelinkEndpoint => {}
             Kind::DomainName | Kind::BasePathMapping => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(id: &str, account: &str, name: &str) -> Api {
+        Api {
+            id: id.into(),
+            account_id: account.into(),
+            name: name.into(),
+            description: String::new(),
+            endpoint_type: EndpointType::Region,
+            tags: vec![],
+            created_at: now_rfc3339(),
+        }
+    }
+
+    fn put(a: Api) -> Change {
+        Change::Put(Entity::Api(a))
+    }
+
+    /// The index answers what scanning every API answers.
+    fn scanned(st: &State, account: &str, name: &str) -> bool {
+        st.apis
+            .values()
+            .filter_map(|a| a.api())
+            .any(|a| a.account_id == account && a.name == name)
+    }
+
+    fn check(st: &State, cases: &[(&str, &str, bool)]) {
+        for &(account, name, taken) in cases {
+            assert_eq!(st.api_name_taken(account, name), taken, "{account}/{name}");
+            assert_eq!(scanned(st, account, name), taken, "{account}/{name} scan");
+        }
+    }
+
+    #[test]
+    fn api_names_follow_puts_and_deletes() {
+        let mut st = State::default();
+        st.apply(&[
+            put(api("a1", "acct", "pets")),
+            put(api("a2", "other", "pets")),
+        ]);
+        check(
+            &st,
+            &[
+                ("acct", "pets", true),
+                ("other", "pets", true),
+                ("acct", "cats", false),
+            ],
+        );
+
+        // A put of the same API under another name frees the old one.
+        st.apply(&[put(api("a1", "acct", "cats"))]);
+        check(&st, &[("acct", "pets", false), ("acct", "cats", true)]);
+        // Putting it again unchanged counts it once.
+        st.apply(&[put(api("a1", "acct", "cats"))]);
+        st.apply(&[Change::DeleteApi("a1".into())]);
+        check(&st, &[("acct", "cats", false), ("other", "pets", true)]);
+
+        st.apply(&[Change::Delete {
+            kind: Kind::Api,
+            key: "a2".into(),
+            api_id: "a2".into(),
+        }]);
+        check(&st, &[("other", "pets", false)]);
+        assert!(st.api_names.is_empty(), "{:?}", st.api_names);
+
+        // Deleting what is not there changes nothing.
+        st.apply(&[Change::DeleteApi("nope".into())]);
+        assert!(st.api_names.is_empty());
+    }
+
+    #[test]
+    fn duplicate_names_in_a_loaded_store_stay_taken_until_the_last_goes() {
+        // Not possible through the API, but a hand-edited store may hold
+        // two APIs of one account with one name.
+        let mut st = State::from_entities(vec![
+            Entity::Api(api("a1", "acct", "pets")),
+            Entity::Api(api("a2", "acct", "pets")),
+        ]);
+        check(&st, &[("acct", "pets", true)]);
+        st.apply(&[Change::DeleteApi("a1".into())]);
+        check(&st, &[("acct", "pets", true)]);
+        st.apply(&[Change::DeleteApi("a2".into())]);
+        check(&st, &[("acct", "pets", false)]);
     }
 }
