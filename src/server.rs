@@ -91,17 +91,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     state.version = loaded_version;
     let published = Arc::new(Published::new(&state, ctx));
     health.set_ready();
-    let tls_listener = match take(&mut inherited, "tls", cfg.tls.addr()?).pop() {
-        Some(l) => Some(l),
-        None => crate::dataplane::listener::bind_tls(&cfg)?,
+    // The TLS listener's sockets (one per worker with per-worker
+    // runtimes), handed over all together like the plain listener's.
+    let tls_listeners = match take(&mut inherited, "tls", cfg.tls.addr()?) {
+        v if v.is_empty() => crate::dataplane::listener::bind_tls(&cfg)?,
+        v => v,
     };
     // The data plane's certificates, kept here for the whole process:
     // SIGHUP reloads them, and custom domains' certificate files follow
     // every published domain change (set before the publisher starts, so
     // none is missed).
-    let tls_certs: Option<Arc<crate::dataplane::tls::TlsCerts>> = match &tls_listener {
-        Some(_) => Some(crate::dataplane::tls::TlsCerts::from_config(&cfg.tls)?),
-        None => None,
+    let tls_certs: Option<Arc<crate::dataplane::tls::TlsCerts>> = match tls_listeners.is_empty() {
+        false => Some(crate::dataplane::tls::TlsCerts::from_config(&cfg.tls)?),
+        true => None,
     };
     if let Some(certs) = &tls_certs {
         let cert_dir = std::path::PathBuf::from(&cfg.tls.cert_dir);
@@ -201,7 +203,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
-    let tls_addr = match &tls_listener {
+    let tls_addr = match tls_listeners.first() {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
@@ -225,7 +227,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             for l in &data_listeners {
                 fds.push(("data".to_string(), l.as_fd().try_clone_to_owned()?));
             }
-            if let Some(l) = &tls_listener {
+            for l in &tls_listeners {
                 fds.push(("tls".to_string(), l.as_fd().try_clone_to_owned()?));
             }
             if let Some(l) = &private_listener {
@@ -258,22 +260,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => tokio::spawn(std::future::pending()),
     };
-    // One max_connections for the public and the TLS listener.
+    // One max_connections for the public and the TLS listener; both are
+    // served by the data workers.
     let conns = crate::net::ConnCap::new(cfg.data.max_connections);
-    // The TLS listener is served on this (the main) runtime.
-    let tls = match (tls_listener, &tls_certs) {
-        (Some(l), Some(certs)) => crate::dataplane::listener::spawn_tls(
-            l,
-            plane.clone(),
-            &cfg,
-            conns.clone(),
+    let tls = match &tls_certs {
+        Some(certs) => Some(crate::dataplane::listener::TlsListeners::new(
+            tls_listeners,
             certs,
-            drain.clone(),
-        )?,
-        _ => tokio::spawn(std::future::pending()),
+        )?),
+        None => None,
     };
     let data = crate::dataplane::listener::spawn_data_workers(
         data_listeners,
+        tls,
         plane,
         &cfg,
         conns,
@@ -293,7 +292,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         r = data => { r??; return Ok(()); }
         r = admin => { r??; return Ok(()); }
         r = private => { r??; return Ok(()); }
-        r = tls => { r??; return Ok(()); }
         _ = reload_on_sighup(tls_certs.clone()) => { return Ok(()); }
     }
     // Drain: unready, (wait), stop accepting, let connections finish

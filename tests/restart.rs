@@ -1,7 +1,9 @@
 //! Zero-downtime restart (issue [10] item 6): a new process takes the
 //! running one's listening sockets over (`drain_handover_socket`), the
 //! old one gets SIGTERM and drains; three times, under continuous load
-//! from HTTP/1 keep-alive and h2c clients. Not one request may fail.
+//! from HTTP/1 keep-alive and h2c clients. Not one request may fail. The
+//! same over TLS: every per-worker TLS socket is handed over, and new TLS
+//! connections (curl) keep being served through the restarts.
 
 mod common;
 
@@ -312,4 +314,195 @@ async fn quota_counts_add_up_over_a_restarts_overlap() {
         (200, 84),
         "16 calls of 100 stored"
     );
+}
+
+/// The listening sockets (inodes) on 127.0.0.1:`port`, from /proc/net/tcp.
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    let mut out: Vec<u64> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].parse().expect("inode"))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The socket inodes among `pid`'s open files.
+fn socket_inodes_of(pid: u32) -> Vec<u64> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .flatten()
+    {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            let t = target.to_string_lossy().into_owned();
+            if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                out.push(n.parse().expect("inode"));
+            }
+        }
+    }
+    out
+}
+
+/// One request over a new TLS connection (curl, certificate not checked:
+/// the test is about sockets, tls.rs about certificates); `Ok` on 200.
+fn curl_tls(proto: &str, host: &str, port: u16) -> Result<(), String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}", proto])
+        .args(["--max-time", "10", "--resolve"])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/dev/okay"))
+        .output()
+        .map_err(|e| format!("run curl: {e}"))?;
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && code == "200" {
+        Ok(())
+    } else {
+        Err(format!(
+            "curl {proto}: {code} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The TLS listener has one SO_REUSEPORT socket per worker; a restart
+/// hands every one of them over (the same sockets, not new ones bound
+/// beside them), and new TLS connections (HTTP/1.1 and h2, a handshake
+/// each) keep being served through two restarts without one failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_tls_socket_is_handed_over_and_new_tls_connections_never_fail() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("handover.sock");
+    let (cert, key) = (sock_dir.path().join("c.pem"), sock_dir.path().join("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-subj",
+            "/CN=apigw-restart",
+            "-days",
+            "2",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:*.{INVOKE_DOMAIN}"))
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    let mut gw = Gateway::start_with(&[
+        ("drain_handover_socket", &format!("\"{}\"", sock.display())),
+        ("drain_timeout_ms", "10000"),
+        ("worker_threads", "2"),
+        ("tls_listen", "\"127.0.0.1:0\""),
+        (
+            "tls_cert_file",
+            &format!("{:?}", cert.display().to_string()),
+        ),
+        ("tls_key_file", &format!("{:?}", key.display().to_string())),
+        ("log", "\"info\""),
+    ]);
+    let admin = gw.admin();
+    let backend = Backend::start("restart-tls");
+    let s = simple_api(&admin, "restart-tls-api", "okay", &backend.url("/ok")).await;
+    let host = format!("{}.{INVOKE_DOMAIN}", s.api_id);
+    let port: u16 = gw
+        .listening("tls")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("tls port");
+    let sockets = listening_inodes(port);
+    assert_eq!(sockets.len(), 2, "one TLS socket per worker: {sockets:?}");
+    let owned = socket_inodes_of(gw.pid());
+    assert!(
+        sockets.iter().all(|s| owned.contains(s)),
+        "{sockets:?} not in {owned:?}"
+    );
+    curl_tls("--http1.1", &host, port).expect("first request");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Counts::default());
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, counts, host) = (stop.clone(), counts.clone(), host.clone());
+        let proto = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+        clients.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match curl_tls(proto, &host, port) {
+                    Ok(()) => counts.ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        counts.errors.lock().unwrap().push(e);
+                        counts.failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut last = counts.ok.load(Ordering::Relaxed);
+    for round in 1..=2 {
+        let mut old = tokio::task::block_in_place(|| gw.start_successor());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sigterm(&old);
+        let st = tokio::task::spawn_blocking(move || wait_exit(&mut old, Duration::from_secs(15)))
+            .await
+            .unwrap()
+            .expect("the old process exits");
+        assert!(st.success(), "old process exit {st:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The same sockets, now held by the new process alone.
+        assert_eq!(
+            listening_inodes(port),
+            sockets,
+            "restart {round}: TLS sockets"
+        );
+        let owned = socket_inodes_of(gw.pid());
+        assert!(
+            sockets.iter().all(|s| owned.contains(s)),
+            "restart {round}: {sockets:?} not all in the new process ({owned:?})"
+        );
+        let now = counts.ok.load(Ordering::Relaxed);
+        eprintln!(
+            "TLS restart {round}: {} requests ok since the previous one",
+            now - last
+        );
+        assert!(
+            now > last,
+            "TLS requests went through around restart {round}"
+        );
+        last = now;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, failed) = (
+        counts.ok.load(Ordering::Relaxed),
+        counts.failed.load(Ordering::Relaxed),
+    );
+    eprintln!("TLS (a new connection each): {ok} ok, {failed} failed");
+    let errors: Vec<String> = counts
+        .errors
+        .lock()
+        .unwrap()
+        .iter()
+        .take(10)
+        .cloned()
+        .collect();
+    assert_eq!(failed, 0, "failed requests: {errors:#?}\n{}", gw.logs());
 }

@@ -4,8 +4,9 @@
 //!
 //! Accepting, the PROXY header and sniffing are on TCP (they look at the
 //! raw transport); from [`serve_conn`] on, everything is generic over the
-//! client stream ([`WaitReadable`]). The TLS listener ([`spawn_tls`])
-//! accepts and reads the PROXY header the same way, then hands the stream
+//! client stream ([`WaitReadable`]). The TLS listener (`serve_tls`, on
+//! the same workers as the plain one) accepts and reads the PROXY header
+//! the same way, then hands the stream
 //! its handshake gives (with the protocol ALPN chose) to [`serve_conn`].
 //!
 //! May import: the data plane's pipeline and connection driver, config,
@@ -31,12 +32,23 @@ type Builders = (
 /// worker has its own runtime (the first picks the port when it is 0),
 /// else one.
 pub fn bind_data(cfg: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    let addr = cfg.data.addr()?;
-    let n = if cfg.data.per_worker_runtimes() {
+    bind_per_worker(cfg.data.addr()?, listeners_per_port(cfg))
+}
+
+/// How many sockets a data-plane port (plain or TLS) gets: one per worker
+/// when each worker has its own runtime, else one.
+fn listeners_per_port(cfg: &Config) -> usize {
+    if cfg.data.per_worker_runtimes() {
         cfg.data.workers()
     } else {
         1
-    };
+    }
+}
+
+/// `n` listening sockets on `addr`, with SO_REUSEPORT when more than one
+/// (the kernel spreads new connections over them); when the port is 0 the
+/// first picks it and the others bind to the same.
+fn bind_per_worker(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n);
     for i in 0..n {
         let at = match out.first() {
@@ -95,13 +107,58 @@ pub fn spawn_private(
     }))
 }
 
-/// Serve the data plane: on this runtime when there is one listener and
-/// the runtime is shared, else one thread with its own current-thread
-/// runtime per listener. Resolves (with an error) only if serving stops.
-/// `conns`: the count of open client connections of all workers (and of
-/// the TLS listener: one `max_connections` for both).
+/// The TLS listener's sockets and the acceptor their handshakes use (one
+/// rustls config for every worker: its certificate resolver reads the
+/// certificates that SIGHUP and custom-domain changes swap in).
+pub struct TlsListeners {
+    pub listeners: Vec<std::net::TcpListener>,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListeners {
+    pub fn new(
+        listeners: Vec<std::net::TcpListener>,
+        certs: &Arc<crate::dataplane::tls::TlsCerts>,
+    ) -> anyhow::Result<TlsListeners> {
+        Ok(TlsListeners {
+            listeners,
+            acceptor: tokio_rustls::TlsAcceptor::from(certs.server_config()?),
+        })
+    }
+}
+
+/// Which TLS sockets each of `workers` workers accepts on: socket `j` on
+/// worker `j % workers`; with fewer sockets than workers (one handed over
+/// by a process that had one), the workers left over accept on a copy
+/// (dup) of socket `i % sockets` too, so every worker serves TLS.
+fn share_tls(
+    tls: Vec<std::net::TcpListener>,
+    workers: usize,
+) -> std::io::Result<Vec<Vec<std::net::TcpListener>>> {
+    let workers = workers.max(1);
+    let mut out: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let sockets = tls.len();
+    for i in sockets..workers {
+        if sockets > 0 {
+            let copy = tls[i % sockets].try_clone()?;
+            out[i].push(copy);
+        }
+    }
+    for (j, l) in tls.into_iter().enumerate() {
+        out[j % workers].push(l);
+    }
+    Ok(out)
+}
+
+/// Serve the data plane, plain and TLS: on this runtime when the runtime
+/// is shared (one task per listener), else one thread with its own
+/// current-thread runtime per plain listener, which also serves its share
+/// of the TLS sockets (see [`share_tls`]). Resolves (with an error) only
+/// if serving stops. `conns`: the count of open client connections of
+/// every worker, plain and TLS (one `max_connections` for both).
 pub fn spawn_data_workers(
     listeners: Vec<std::net::TcpListener>,
+    tls: Option<TlsListeners>,
     plane: Arc<DataPlane>,
     cfg: &Config,
     conns: Arc<ConnCap>,
@@ -115,25 +172,40 @@ pub fn spawn_data_workers(
             let _ = tx.send(r);
         }
     };
+    let (tls, acceptor) = match tls {
+        Some(t) => (t.listeners, Some(t.acceptor)),
+        None => (Vec::new(), None),
+    };
     if !cfg.data.per_worker_runtimes() {
         // One task per listener (more than one only when taken over from
         // a process that had per-worker sockets).
-        for l in listeners {
+        let (data_tasks, tls_tasks) = (
+            listeners.into_iter().map(|l| (l, false)),
+            tls.into_iter().map(|l| (l, true)),
+        );
+        for (l, is_tls) in data_tasks.chain(tls_tasks) {
             let listener = TcpListener::from_std(l)?;
             let (plane, cfg, conns) = (plane.clone(), cfg.clone(), conns.clone());
-            let (report, drain) = (report.clone(), drain.clone());
+            let (report, drain, acceptor) = (report.clone(), drain.clone(), acceptor.clone());
             tokio::spawn(async move {
-                report(serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain).await)
+                report(match (is_tls, acceptor) {
+                    (true, Some(acceptor)) => {
+                        serve_tls(listener, acceptor, plane, cfg, conns, drain).await
+                    }
+                    _ => serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain).await,
+                })
             });
         }
         return Ok(rx);
     }
-    for (i, l) in listeners.into_iter().enumerate() {
+    let shares = share_tls(tls, listeners.len())?;
+    for (i, (l, tls)) in listeners.into_iter().zip(shares).enumerate() {
         let plane = plane.clone();
         let cfg = cfg.clone();
         let conns = conns.clone();
         let report = report.clone();
         let drain = drain.clone();
+        let acceptor = acceptor.clone();
         std::thread::Builder::new()
             .name(format!("apigw-data-{i}"))
             .spawn(move || {
@@ -143,7 +215,33 @@ pub fn spawn_data_workers(
                         .build()?;
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(l)?;
-                        serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain).await
+                        let mut tls_tasks = tokio::task::JoinSet::new();
+                        if let Some(acceptor) = acceptor {
+                            for t in tls {
+                                let t = TcpListener::from_std(t)?;
+                                tls_tasks.spawn(serve_tls(
+                                    t,
+                                    acceptor.clone(),
+                                    plane.clone(),
+                                    cfg.clone(),
+                                    conns.clone(),
+                                    drain.clone(),
+                                ));
+                            }
+                        }
+                        // Both end only once the drain has closed every
+                        // connection (or on an error, which ends the
+                        // process): this runtime outlives its connections.
+                        let tls_done = async {
+                            while let Some(r) = tls_tasks.join_next().await {
+                                r??;
+                            }
+                            Ok::<(), anyhow::Error>(())
+                        };
+                        let data =
+                            serve_data(listener, plane, cfg, conns, ListenerKind::Public, drain);
+                        tokio::try_join!(data, tls_done)?;
+                        Ok(())
                     })
                 })();
                 report(r);
@@ -448,33 +546,14 @@ impl<IO: WaitReadable> tokio::io::AsyncWrite for Linger<IO> {
     }
 }
 
-/// The TLS listener, when `tls.listen` is set.
-pub fn bind_tls(cfg: &Config) -> anyhow::Result<Option<std::net::TcpListener>> {
-    let Some(addr) = cfg.tls.addr()? else {
-        return Ok(None);
-    };
-    Ok(Some(crate::net::bind(addr, 4096)?.into_std()?))
-}
-
-/// Serve the TLS listener on this runtime (the main one: with per-worker
-/// runtimes it is single-threaded, otherwise the shared work-stealing
-/// one), under `conns`, the public listener's `max_connections`, and
-/// with its PROXY protocol setting. Resolves (with an error) only if
-/// serving stops.
-pub fn spawn_tls(
-    listener: std::net::TcpListener,
-    plane: Arc<DataPlane>,
-    cfg: &Config,
-    conns: Arc<ConnCap>,
-    certs: &Arc<crate::dataplane::tls::TlsCerts>,
-    drain: Arc<Drain>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    let listener = TcpListener::from_std(listener)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config()?);
-    let cfg = cfg.clone();
-    Ok(tokio::spawn(async move {
-        serve_tls(listener, acceptor, plane, cfg, conns, drain).await
-    }))
+/// The TLS listener's sockets, when `tls.listen` is set: one per worker
+/// with SO_REUSEPORT when each worker has its own runtime, as the plain
+/// listener's.
+pub fn bind_tls(cfg: &Config) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    match cfg.tls.addr()? {
+        Some(addr) => bind_per_worker(addr, listeners_per_port(cfg)),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The next connection of a data-plane listener, within `max_connections`
@@ -596,4 +675,60 @@ async fn serve_tls(
     drop(listener);
     drain.all_closed().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_tls;
+    use std::net::TcpListener;
+
+    fn sockets(n: usize) -> Vec<TcpListener> {
+        (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect()
+    }
+
+    fn ports(share: &[Vec<TcpListener>]) -> Vec<Vec<u16>> {
+        share
+            .iter()
+            .map(|w| w.iter().map(|l| l.local_addr().unwrap().port()).collect())
+            .collect()
+    }
+
+    fn port(l: &TcpListener) -> u16 {
+        l.local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn one_socket_per_worker_each_worker_gets_its_own() {
+        let s = sockets(2);
+        let want = vec![vec![port(&s[0])], vec![port(&s[1])]];
+        assert_eq!(ports(&share_tls(s, 2).unwrap()), want);
+    }
+
+    #[test]
+    fn one_socket_handed_over_to_two_workers_is_accepted_on_by_both() {
+        let s = sockets(1);
+        let p = port(&s[0]);
+        let share = share_tls(s, 2).unwrap();
+        assert_eq!(ports(&share), vec![vec![p], vec![p]]);
+        // Two descriptors of one socket: a connection is accepted by the
+        // copy as well.
+        let _c = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+        assert!(share[1][0].accept().is_ok());
+    }
+
+    #[test]
+    fn more_sockets_than_workers_every_socket_is_served_once() {
+        let s = sockets(3);
+        let want = vec![vec![port(&s[0]), port(&s[2])], vec![port(&s[1])]];
+        assert_eq!(ports(&share_tls(s, 2).unwrap()), want);
+    }
+
+    #[test]
+    fn no_tls_socket_no_worker_serves_tls() {
+        let share = share_tls(Vec::new(), 2).unwrap();
+        assert!(share.iter().all(|w| w.is_empty()));
+        assert_eq!(share.len(), 2);
+    }
 }
