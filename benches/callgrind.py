@@ -147,7 +147,8 @@ account_id = "{load.ACCOUNT_ID}"
             result[name] = (ev["Ir"] / n, n, ll / n)
             if keep:
                 os.makedirs(keep, exist_ok=True)
-                tag = os.path.basename(binary) + "-" + name.replace(" ", "-")
+                tag = (os.path.basename(binary) + ("-telemetry" if telemetry else "") + "-"
+                       + name.replace(" ", "-"))
                 shutil.copy(dump, os.path.join(keep, f"{tag}.callgrind"))
         return result
     finally:
