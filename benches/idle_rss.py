@@ -111,8 +111,10 @@ def main():
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
     load.ensure_tools(True)
+    # Only the plain HTTP/1 targets (no TLS listener, no second apigw).
     ns = argparse.Namespace(peers=args.peers, backend_workers=1, proxy_keepalive=None,
-                            gateway_keepalive=1024, apigw=args.apigw)
+                            gateway_keepalive=1024, apigw=args.apigw, sections={"plain"},
+                            telemetry=False)
     work = tempfile.mkdtemp(prefix="apigw-idle-")
     out = os.path.join(work, "out")
     os.makedirs(out)
