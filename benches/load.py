@@ -934,6 +934,7 @@ def run_h2load(setup, target, conns, streams, seconds, raw_path=None, requests=N
         "p99_ms": ms(lat.group(2)) if lat else 0.0, "max_ms": ms(lat.group(2)) if lat else 0.0,
         "errors": errors, "non2xx": done - ok2xx, "socket_errors": int(q.group(5)),
         "cpu_us_per_req": (c1 - c0) / CLK_TCK * 1e6 / done if pids and done else None,
+        "user_us_per_req": (u1 - u0) / CLK_TCK * 1e6 / done if pids and done else None,
         "backend_us_per_req": (k1 - k0) / CLK_TCK * 1e6 / done if done else None,
         "client_us_per_req": (w1 - w0) / CLK_TCK * 1e6 / done if done else None,
         "core_busy_pct": core_busy, "other_cpu_pct": other,

@@ -125,11 +125,15 @@ fn push_u64(out: &mut String, v: u64) {
 /// formatting.
 fn push_ms(out: &mut String, us: u64) {
     push_u64(out, us / 1000);
-    let frac = us % 1000;
+    push_thousandths(out, (us % 1000) as u32);
+}
+
+/// `.` and `n` (< 1000) as three digits, zeros first.
+fn push_thousandths(out: &mut String, n: u32) {
     out.push('.');
-    out.push(char::from(b'0' + (frac / 100) as u8));
-    out.push(char::from(b'0' + (frac / 10 % 10) as u8));
-    out.push(char::from(b'0' + (frac % 10) as u8));
+    out.push(char::from(b'0' + (n / 100) as u8));
+    out.push(char::from(b'0' + (n / 10 % 10) as u8));
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// The client address (IPv4 without `core::fmt`).
@@ -185,11 +189,7 @@ fn push_time(out: &mut String) {
         }
         out.push_str(&c.1);
     });
-    let ms = now.subsec_millis();
-    out.push('.');
-    out.push(char::from(b'0' + (ms / 100) as u8));
-    out.push(char::from(b'0' + (ms / 10 % 10) as u8));
-    out.push(char::from(b'0' + (ms % 10) as u8));
+    push_thousandths(out, now.subsec_millis());
     out.push('Z');
 }
 
