@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--settle", type=float, default=8.0,
                     help="seconds to wait before reading RSS [8: apigw parks a connection after "
                          "1-2 s idle and returns freed memory every 2 s]")
+    ap.add_argument("--targets", default="apigw-plain,apigw-full,nginx-gateway",
+                    help="comma-separated targets to measure [apigw-plain,apigw-full,nginx-gateway]")
     args = ap.parse_args()
     if args.apigw is None:
         target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(load.REPO, "target")
@@ -124,7 +126,7 @@ def main():
         setup.start()
         if not load.check_targets(setup):
             raise SystemExit(2)
-        for target in ("apigw-plain", "apigw-full", "nginx-gateway"):
+        for target in args.targets.split(","):
             url, headers = setup.targets[target]
             pids = setup.proxy_pids(target)
             time.sleep(args.settle)

@@ -55,6 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
             init_tracing(&cfg.log);
+            if !cfg.data.transparent_huge_pages {
+                if let Err(e) = apigw::dataplane::alloc::disable_transparent_huge_pages() {
+                    tracing::warn!(error = %e, "could not turn transparent huge pages off");
+                }
+            }
             // Per-worker runtimes: the main runtime serves only the
             // management API and the flushers, on one thread; each data
             // worker runs its own (see server::serve). Otherwise one

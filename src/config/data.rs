@@ -46,6 +46,11 @@ settings! {
         /// `reject` (400 InvalidPathParameter) or `keep` (forwarded still
         /// encoded).
         escaped_path_separators: String = "reject".into(), flat "escaped_path_separators";
+        /// Let the kernel back the heap with transparent huge pages. Off:
+        /// the process opts out (`PR_SET_THP_DISABLE`), so idle memory
+        /// stays what is in use (with THP, khugepaged fills sparse 2 MiB
+        /// regions: +10–30 MiB with 10,000 idle connections).
+        transparent_huge_pages: bool = false, flat "transparent_huge_pages";
     }
 }
 

@@ -23,10 +23,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// The HTTP/1 and HTTP/2 connection builders of a worker.
-type Builders = (
-    hyper::server::conn::http1::Builder,
-    hyper::server::conn::http2::Builder<TokioExecutor>,
-);
+/// What every connection of a listener is served with, shared (a
+/// connection's task keeps a reference, not copies: it is what an idle
+/// connection costs).
+struct Builders {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    idle: crate::dataplane::conn::Idle,
+}
 
 /// The data-plane listeners: one per worker with SO_REUSEPORT when each
 /// worker has its own runtime (the first picks the port when it is 0),
@@ -251,8 +255,9 @@ pub fn spawn_data_workers(
 }
 
 /// The HTTP/1 and HTTP/2 builders of a listener (HTTP/2's hardening from
-/// `[tls]`'s `h2_*` settings, for h2c and TLS alike) and its idle limits.
-fn builders(cfg: &Config) -> (Arc<Builders>, crate::dataplane::conn::Idle) {
+/// `[tls]`'s `h2_*` settings, for h2c and TLS alike) and its idle limits,
+/// `drain_grace` the drain's.
+fn builders(cfg: &Config, drain_grace: std::time::Duration) -> Arc<Builders> {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     // With parking on, the connection driver cuts slow header senders
     // (conn::Idle::header); hyper's header timer would box and register a
@@ -261,6 +266,7 @@ fn builders(cfg: &Config) -> (Arc<Builders>, crate::dataplane::conn::Idle) {
         park: cfg.data.keepalive_park(),
         keepalive: cfg.data.keepalive_timeout(),
         header: cfg.data.header_read_timeout(),
+        drain_grace,
     };
     let hyper_header_timeout = idle.park.is_none().then_some(idle.header);
     h1.timer(TokioTimer::new())
@@ -276,7 +282,7 @@ fn builders(cfg: &Config) -> (Arc<Builders>, crate::dataplane::conn::Idle) {
     if let Some(every) = cfg.tls.h2_keepalive_interval() {
         h2.keep_alive_interval(every).keep_alive_timeout(every);
     }
-    (Arc::new((h1, h2)), idle)
+    Arc::new(Builders { h1, h2, idle })
 }
 
 async fn serve_data(
@@ -287,7 +293,7 @@ async fn serve_data(
     kind: ListenerKind,
     drain: Arc<Drain>,
 ) -> anyhow::Result<()> {
-    let (builders, idle) = builders(&cfg);
+    let builders = builders(&cfg, drain.idle_grace());
     // Memory freed on this worker (parked connections' buffers, finished
     // bursts) goes back to the OS even when the worker turns idle: the
     // allocator otherwise purges only while it allocates.
@@ -300,55 +306,31 @@ async fn serve_data(
         }
     });
     let mut stop = drain.signal();
-    while let Some((mut stream, mut peer, slot)) = accept(&listener, &mut stop, &conns).await {
+    while let Some((mut stream, peer, slot)) = accept(&listener, &mut stop, &conns).await {
         let plane = plane.clone();
         let builders = builders.clone();
         let private = kind == ListenerKind::Private;
         let proxy_protocol = cfg.data.proxy_protocol || private;
-        let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
+        let (tracked, signal) = (drain.track(), drain.signal());
         tokio::spawn(async move {
             let mut signal = signal;
-            let mut endpoint_id = None;
-            // Until the first request, every wait ends at the drain's
-            // grace (draining), else at header_read_timeout.
-            let deadline = tokio::time::Instant::now() + idle.header;
-            if proxy_protocol {
-                let header =
-                    crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header);
-                match signal.until(deadline, grace, header).await {
-                    Ok(Ok(info)) => {
-                        if let Some(src) = info.source {
-                            peer = src;
-                        }
-                        endpoint_id = info.endpoint_id;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "PROXY header rejected");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
-                        return;
-                    }
-                }
-            }
-            let conn_peer = if private {
-                super::Peer::private(peer, endpoint_id)
-            } else {
-                super::Peer::new(peer)
-            };
-            // Nothing sent yet when the drain starts: the grace to send.
-            let first = signal.until(deadline, grace, sniff(&stream)).await;
-            let proto = match first {
-                Ok(Ok(Some(p))) => p,
-                Ok(Ok(None)) | Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!(%peer, "no request within header_read_timeout");
-                    return;
-                }
+            // Boxed, so the task keeps none of it while it serves (or
+            // parks) the connection: a parked connection's task is what
+            // 10,000 idle connections cost.
+            let first = Box::pin(first_request(
+                &mut stream,
+                peer,
+                proxy_protocol,
+                private,
+                &mut signal,
+                &builders.idle,
+            ))
+            .await;
+            let Some((conn_peer, proto)) = first else {
+                return;
             };
             serve_conn(
-                stream, proto, conn_peer, plane, &builders, idle, slot, signal, grace, tracked,
+                stream, proto, conn_peer, plane, &builders, slot, signal, tracked,
             )
             .await;
         });
@@ -359,6 +341,56 @@ async fn serve_data(
     drop(listener);
     drain.all_closed().await;
     Ok(())
+}
+
+/// What a plain connection sends before its first request: the PROXY
+/// header (`proxy_protocol`) and then the first bytes, which say whether
+/// it speaks HTTP/1 or h2c. Every wait ends at `header_timeout`, or at the
+/// drain's `grace` once it starts. `None`: the connection is over.
+async fn first_request(
+    stream: &mut tokio::net::TcpStream,
+    mut peer: SocketAddr,
+    proxy_protocol: bool,
+    private: bool,
+    signal: &mut DrainSignal,
+    idle: &crate::dataplane::conn::Idle,
+) -> Option<(Arc<super::Peer>, Proto)> {
+    let (header_timeout, grace) = (idle.header, idle.drain_grace);
+    let mut endpoint_id = None;
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    if proxy_protocol {
+        let header = crate::dataplane::proxy_protocol::read_header(stream, header_timeout);
+        match signal.until(deadline, grace, header).await {
+            Ok(Ok(info)) => {
+                if let Some(src) = info.source {
+                    peer = src;
+                }
+                endpoint_id = info.endpoint_id;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "PROXY header rejected");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
+                return None;
+            }
+        }
+    }
+    let conn_peer = Arc::new(if private {
+        super::Peer::private(peer, endpoint_id)
+    } else {
+        super::Peer::new(peer)
+    });
+    // Nothing sent yet when the drain starts: the grace to send.
+    match signal.until(deadline, grace, sniff(&*stream)).await {
+        Ok(Ok(Some(p))) => Some((conn_peer, p)),
+        Ok(Ok(None)) | Ok(Err(_)) => None,
+        Err(_) => {
+            tracing::debug!(%peer, "no request within header_read_timeout");
+            None
+        }
+    }
 }
 
 /// Serve one client connection that speaks `proto` until it ends, on
@@ -372,17 +404,14 @@ async fn serve_data(
 async fn serve_conn<IO: WaitReadable>(
     stream: IO,
     proto: Proto,
-    peer: super::Peer,
+    conn_peer: Arc<super::Peer>,
     plane: Arc<DataPlane>,
     builders: &Arc<Builders>,
-    idle: crate::dataplane::conn::Idle,
     slot: ConnSlot,
-    mut drain: DrainSignal,
-    grace: std::time::Duration,
+    drain: DrainSignal,
     tracked: crate::net::drain::DrainGuard,
 ) {
-    let conn_peer = Arc::new(peer);
-    let peer: SocketAddr = conn_peer.addr;
+    let peer = conn_peer.clone();
     let activity = Arc::new(crate::dataplane::conn::Activity::default());
     let act = activity.clone();
     let make_svc = move || {
@@ -404,47 +433,76 @@ async fn serve_conn<IO: WaitReadable>(
     match proto {
         // Its own task, so HTTP/1 tasks are not sized for HTTP/2.
         Proto::H2 => {
-            let svc = make_svc();
-            let builders = builders.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                let io = TokioIo::new(Linger {
-                    io: Some(stream),
-                    tracked: Some(tracked),
-                    drain: drain.clone(),
-                });
-                let conn = builders.1.serve_connection(io, svc);
-                let mut conn = std::pin::pin!(conn);
-                let r = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = drain.started() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "h2 connection ended with error");
-                }
-            });
+            spawn_h2(
+                stream,
+                make_svc(),
+                builders,
+                slot,
+                drain,
+                tracked,
+                peer.addr,
+            );
         }
         Proto::H1 => {
             if let Err(e) = crate::dataplane::conn::serve_h1(
-                &builders.0,
+                &builders.h1,
                 stream,
-                idle,
+                &builders.idle,
                 activity,
                 drain,
-                grace,
                 make_svc,
             )
             .await
             {
-                tracing::debug!(%peer, error = %e, "connection ended with error");
+                tracing::debug!(peer = %peer.addr, error = %e, "connection ended with error");
             }
             drop(slot);
             drop(tracked);
         }
     }
+}
+
+/// HTTP/2 in a task of its own (a plain function, so the HTTP/1 task
+/// does not carry the HTTP/2 connection's state in its own). Draining:
+/// GOAWAY, then its streams finish.
+fn spawn_h2<IO, S>(
+    stream: IO,
+    svc: S,
+    builders: &Arc<Builders>,
+    slot: ConnSlot,
+    mut drain: DrainSignal,
+    tracked: crate::net::drain::DrainGuard,
+    peer: SocketAddr,
+) where
+    IO: WaitReadable,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builders = builders.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let io = TokioIo::new(Linger {
+            io: Some(stream),
+            tracked: Some(tracked),
+            drain: drain.clone(),
+        });
+        let conn = builders.h2.serve_connection(io, svc);
+        let mut conn = std::pin::pin!(conn);
+        let r = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = drain.started() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(%peer, error = %e, "h2 connection ended with error");
+        }
+    });
 }
 
 /// An HTTP/2 connection's stream. Closed while draining, it is not
@@ -588,6 +646,73 @@ async fn accept(
     }
 }
 
+/// What a TLS connection does before its first request: the PROXY
+/// header (`proxy_protocol`), the handshake and the first bytes of a
+/// request, all within header_read_timeout, as a plain connection's first
+/// bytes; draining, within the grace. `None`: the connection is over.
+async fn tls_first_request(
+    mut stream: tokio::net::TcpStream,
+    mut peer: SocketAddr,
+    proxy_protocol: bool,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    signal: &mut DrainSignal,
+    idle: &crate::dataplane::conn::Idle,
+) -> Option<(
+    crate::dataplane::conn::Prefixed<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    Arc<super::Peer>,
+    Proto,
+)> {
+    let grace = idle.drain_grace;
+    let deadline = tokio::time::Instant::now() + idle.header;
+    if proxy_protocol {
+        let header = crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header);
+        match signal.until(deadline, grace, header).await {
+            Ok(Ok(info)) => {
+                if let Some(src) = info.source {
+                    peer = src;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "PROXY header rejected");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
+                return None;
+            }
+        }
+    }
+    let mut tls = match signal.until(deadline, grace, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "tls handshake not done within header_read_timeout (or the drain's grace)");
+            return None;
+        }
+    };
+    let proto = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Proto::H2,
+        _ => Proto::H1,
+    };
+    let mut first = bytes::BytesMut::new();
+    match signal
+        .until(deadline, grace, tls.wait_readable(&mut first))
+        .await
+    {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) | Ok(Err(_)) => return None,
+        Err(_) => {
+            tracing::debug!(%peer, "no request within header_read_timeout");
+            return None;
+        }
+    }
+    let stream = crate::dataplane::conn::Prefixed::new(first.freeze(), tls);
+    Some((stream, Arc::new(super::Peer::new(peer)), proto))
+}
+
 async fn serve_tls(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -596,80 +721,30 @@ async fn serve_tls(
     conns: Arc<ConnCap>,
     drain: Arc<Drain>,
 ) -> anyhow::Result<()> {
-    let (builders, idle) = builders(&cfg);
+    let builders = builders(&cfg, drain.idle_grace());
     let proxy_protocol = cfg.data.proxy_protocol;
     let mut stop = drain.signal();
-    while let Some((mut stream, mut peer, slot)) = accept(&listener, &mut stop, &conns).await {
+    while let Some((stream, peer, slot)) = accept(&listener, &mut stop, &conns).await {
         let plane = plane.clone();
         let builders = builders.clone();
         let acceptor = acceptor.clone();
-        let (tracked, signal, grace) = (drain.track(), drain.signal(), drain.idle_grace());
+        let (tracked, signal) = (drain.track(), drain.signal());
         tokio::spawn(async move {
             let mut signal = signal;
-            // The PROXY header, the handshake and then the first bytes of
-            // a request within header_read_timeout, as a plain
-            // connection's first bytes; draining, within the grace.
-            let deadline = tokio::time::Instant::now() + idle.header;
-            if proxy_protocol {
-                let header =
-                    crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header);
-                match signal.until(deadline, grace, header).await {
-                    Ok(Ok(info)) => {
-                        if let Some(src) = info.source {
-                            peer = src;
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "PROXY header rejected");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
-                        return;
-                    }
-                }
-            }
-            let mut tls = match signal.until(deadline, grace, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "tls handshake not done within header_read_timeout (or the drain's grace)");
-                    return;
-                }
-            };
-            let proto = match tls.get_ref().1.alpn_protocol() {
-                Some(b"h2") => Proto::H2,
-                _ => Proto::H1,
-            };
-            let mut first = bytes::BytesMut::new();
-            match signal
-                .until(deadline, grace, tls.wait_readable(&mut first))
-                .await
-            {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) | Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!(%peer, "no request within header_read_timeout");
-                    return;
-                }
-            }
-            let stream = crate::dataplane::conn::Prefixed::new(first.freeze(), tls);
-            serve_conn(
+            // Boxed, as a plain connection's first wait.
+            let first = Box::pin(tls_first_request(
                 stream,
-                proto,
-                super::Peer::new(peer),
-                plane,
-                &builders,
-                idle,
-                slot,
-                signal,
-                grace,
-                tracked,
-            )
+                peer,
+                proxy_protocol,
+                &acceptor,
+                &mut signal,
+                &builders.idle,
+            ))
             .await;
+            let Some((stream, peer, proto)) = first else {
+                return;
+            };
+            serve_conn(stream, proto, peer, plane, &builders, slot, signal, tracked).await;
         });
     }
     drop(listener);

@@ -1,8 +1,9 @@
 //! Graceful drain: one flag every accept loop and connection watches, and
 //! a count of the connections still open.
 //!
-//! [`Drain::start`] flips the flag (a `tokio::sync::watch`, so it works
-//! across the per-worker runtimes). Accept loops stop and drop their
+//! [`Drain::start`] sets the flag and wakes every waiter (a
+//! `tokio::sync::Notify`, so it works across the per-worker runtimes; its
+//! waiter is small, and every parked connection holds one). Accept loops stop and drop their
 //! listening sockets; connections finish what they are doing and close:
 //! HTTP/2 sends GOAWAY; HTTP/1 answers the request in flight, or the next
 //! one that arrives within [`Drain::idle_grace`], with `Connection: close`
@@ -11,14 +12,15 @@
 //!
 //! May import: nothing of the gateway (std, tokio).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 #[derive(Debug)]
 pub struct Drain {
-    flag: watch::Sender<bool>,
+    flag: AtomicBool,
+    started: Notify,
     open: AtomicUsize,
     closed: Notify,
     idle_grace: Duration,
@@ -27,7 +29,8 @@ pub struct Drain {
 impl Drain {
     pub fn new(idle_grace: Duration) -> Arc<Drain> {
         Arc::new(Drain {
-            flag: watch::Sender::new(false),
+            flag: AtomicBool::new(false),
+            started: Notify::new(),
             open: AtomicUsize::new(0),
             closed: Notify::new(),
             idle_grace,
@@ -36,11 +39,12 @@ impl Drain {
 
     /// Start draining (idempotent).
     pub fn start(&self) {
-        self.flag.send_replace(true);
+        self.flag.store(true, Ordering::Release);
+        self.started.notify_waiters();
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.flag.borrow()
+        self.flag.load(Ordering::Acquire)
     }
 
     /// How long a connection idle when the drain starts may stay open for
@@ -50,8 +54,8 @@ impl Drain {
     }
 
     /// What a task awaits to learn that the drain started.
-    pub fn signal(&self) -> DrainSignal {
-        DrainSignal(self.flag.subscribe())
+    pub fn signal(self: &Arc<Self>) -> DrainSignal {
+        DrainSignal(self.clone())
     }
 
     /// One open connection, until the guard is dropped.
@@ -91,20 +95,28 @@ impl Drop for DrainGuard {
     }
 }
 
-/// A receiver of the drain flag.
+/// What a task holds to learn that the drain started.
 #[derive(Clone, Debug)]
-pub struct DrainSignal(watch::Receiver<bool>);
+pub struct DrainSignal(Arc<Drain>);
 
 impl DrainSignal {
     /// Resolves when the drain has started (at once if it has).
     pub async fn started(&mut self) {
-        // The sender lives as long as the `Drain`; if it is gone there is
-        // nothing left to serve for either.
-        let _ = self.0.wait_for(|d| *d).await;
+        loop {
+            let notified = self.0.started.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the flag is read: a start in between
+            // still wakes this waiter.
+            notified.as_mut().enable();
+            if self.0.is_draining() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.0.borrow()
+        self.0.is_draining()
     }
 
     /// `fut` until `deadline`, or until `grace` after the drain starts if

@@ -34,7 +34,7 @@ pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::
 }
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------
@@ -44,32 +44,50 @@ use tokio::net::TcpStream;
 /// A client connection the connection drivers can serve and park.
 ///
 /// Parking drops hyper's state and waits for the client's next bytes
-/// without hyper; [`WaitReadable::wait_readable`] is that wait.
+/// without hyper; [`WaitReadable::poll_wait_readable`] is that wait. It is
+/// a poll method, not a future: a parked connection's task stores no
+/// future state for it (tokio keeps the read waker in the socket's own
+/// registration), and 10,000 idle connections are 10,000 such tasks.
 pub trait WaitReadable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Wait until the peer sends again (`true`) or closes (`false`).
+    /// Ready when the peer has sent again (`true`) or closed (`false`).
     /// Bytes consumed in doing so are appended to `read`; the driver
     /// serves them before the stream's own.
     ///
     /// The default reads one byte, for streams that cannot look ahead
     /// without consuming (TLS: the byte is decrypted data). TCP peeks
     /// instead and consumes nothing.
+    fn poll_wait_readable(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        read: &mut BytesMut,
+    ) -> std::task::Poll<std::io::Result<bool>> {
+        let mut b = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut b);
+        std::task::ready!(std::pin::Pin::new(&mut *self).poll_read(cx, &mut buf))?;
+        let got = buf.filled();
+        read.extend_from_slice(got);
+        std::task::Poll::Ready(Ok(!got.is_empty()))
+    }
+
+    /// [`WaitReadable::poll_wait_readable`] as a future.
     fn wait_readable<'a>(
         &'a mut self,
         read: &'a mut BytesMut,
     ) -> impl Future<Output = std::io::Result<bool>> + Send + 'a {
-        async move {
-            let mut b = [0u8; 1];
-            let n = self.read(&mut b).await?;
-            read.extend_from_slice(&b[..n]);
-            Ok(n > 0)
-        }
+        std::future::poll_fn(move |cx| self.poll_wait_readable(cx, read))
     }
 }
 
 impl WaitReadable for TcpStream {
-    async fn wait_readable(&mut self, _read: &mut BytesMut) -> std::io::Result<bool> {
+    fn poll_wait_readable(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _read: &mut BytesMut,
+    ) -> std::task::Poll<std::io::Result<bool>> {
         let mut b = [0u8; 1];
-        Ok(TcpStream::peek(self, &mut b).await? > 0)
+        let mut buf = tokio::io::ReadBuf::new(&mut b);
+        let n = std::task::ready!(TcpStream::poll_peek(self, cx, &mut buf))?;
+        std::task::Poll::Ready(Ok(n > 0))
     }
 }
 
