@@ -68,6 +68,11 @@ pub struct Logged {
     /// What only the OTLP span needs, when export is on and the trace
     /// sampled (else `None`: nothing is built).
     pub span: Option<Box<SpanStart>>,
+    /// Whether the access log or a span will name the request id.
+    pub wants_request_id: bool,
+    /// The id the answer carries (set by the request-id filter when
+    /// `wants_request_id`: read here, not looked up in the answer).
+    pub request_id: Option<HeaderValue>,
 }
 
 /// The request's URI (its path is `url.path`) and `Host`, kept for its
@@ -79,7 +84,8 @@ pub struct SpanStart {
 
 impl Logged {
     fn new(req: &Parts) -> Self {
-        let otlp = crate::telemetry::global().and_then(|t| t.otlp.as_ref());
+        let telemetry = crate::telemetry::global();
+        let otlp = telemetry.and_then(|t| t.otlp.as_ref());
         let trace = Trace::from_headers(&req.headers, otlp.map(|o| o.sampler));
         let span = match otlp {
             Some(_) if trace.sampled() => Some(Box::new(SpanStart {
@@ -88,9 +94,12 @@ impl Logged {
             })),
             _ => None,
         };
+        let wants_request_id = span.is_some() || telemetry.is_some_and(|t| t.access_log.is_some());
         Logged {
             trace,
             span,
+            wants_request_id,
+            request_id: None,
             method: req.method.clone(),
             bytes_in: req
                 .headers
@@ -239,7 +248,7 @@ impl Detached {
 pub struct ResponseCtx {
     pub started: Instant,
     /// Moved into the response by the request-id response filter (the
-    /// logging phase reads it from the response).
+    /// logging phase reads the copy it keeps in `logged`).
     pub request_id: Option<HeaderValue>,
     /// The `Access-Control-Allow-Origin` value (the stage's CORS allowed
     /// the request's `Origin`), decided before the upstream exchange so

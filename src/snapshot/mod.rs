@@ -193,6 +193,8 @@ pub struct StageRoutes {
     pub metrics: Option<Arc<crate::telemetry::metrics::StageMetrics>>,
     /// `srn:...:apigateway:method/{api}/{stage}/`; verb and path follow.
     pub srn_prefix: String,
+    /// `"api":…,"stage":…` of its access log lines, rendered once.
+    pub log_api_stage: Box<str>,
     /// Keys connected to the stage, by the value callers send.
     pub keys: FastMap<Box<str>, StageKey>,
     pub throttle: Option<Arc<Limiter>>,
@@ -307,6 +309,7 @@ fn add_canary(
         throttle: primary.throttle.clone(),
         method_throttles: primary.method_throttles.clone(),
         srn_prefix: primary.srn_prefix.clone(),
+        log_api_stage: primary.log_api_stage.clone(),
     };
     primary.canary = Some(CanaryRoutes {
         routes: Arc::new(canary),
@@ -393,6 +396,8 @@ pub struct RouteNode {
 pub struct RouteMethod {
     pub method_type: MethodType,
     pub resource_path: String,
+    /// `resource_path` quoted for its access log lines, rendered once.
+    pub log_resource_path: Box<str>,
     pub api_key_required: bool,
     /// Query string names marked required (AWS request validation).
     pub required_query: Box<[Arc<str>]>,
@@ -629,6 +634,7 @@ fn compile_method(
     RouteMethod {
         method_type: m.method_type,
         resource_path: path.to_string(),
+        log_resource_path: crate::telemetry::access_log::json_quoted(path),
         api_key_required: m.api_key_required,
         required_query: m
             .query_strings
@@ -812,6 +818,7 @@ pub fn build_api(
                     "srn:{}::{}:{}::apigateway:method/{}/{}/",
                     ctx.srn_offering, meta.account_id, ctx.region, meta.id, stage.name
                 ),
+                log_api_stage: crate::telemetry::access_log::api_stage_json(&meta.id, &stage.name),
             }),
         );
         // The canary: the stage compiled again on its deployment.

@@ -24,6 +24,9 @@ impl ResponseFilter for RequestId {
     /// read it from the response from here on).
     fn response_filter(ctx: &mut ResponseCtx, resp: &mut Response<RespBody>) {
         if let Some(id) = ctx.request_id.take() {
+            if ctx.logged.wants_request_id {
+                ctx.logged.request_id = Some(id.clone());
+            }
             resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }
     }

@@ -36,17 +36,17 @@ impl Logging for Telemetry {
             metrics.gateway_error(code);
         }
         if let Some(log) = &t.access_log {
-            let request_id = resp
-                .headers()
-                .get(&super::request_id::X_REQUEST_ID)
+            let request_id = logged
+                .request_id
+                .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             let line = crate::telemetry::access_log::Entry {
                 request_id,
                 trace_id: logged.trace.trace_id,
+                api_stage_json: ctx.stage.as_ref().map(|s| &*s.log_api_stage),
                 api: ctx.api.as_ref().map(|a| a.api_id.as_str()),
-                stage: ctx.stage.as_ref().map(|s| s.name.as_str()),
-                resource_path: ctx.method.as_ref().map(|m| m.resource_path.as_str()),
+                resource_path_json: ctx.method.as_ref().map(|m| &*m.log_resource_path),
                 method: logged.method.as_str(),
                 status,
                 latency_us: total_us,
@@ -83,10 +83,7 @@ impl Logging for Telemetry {
                 error: logged.error,
                 integration_us: ctx.integration_us,
                 client: ctx.client_ip,
-                request_id: resp
-                    .headers()
-                    .get(&super::request_id::X_REQUEST_ID)
-                    .cloned(),
+                request_id: logged.request_id.clone(),
                 names,
             });
         }
