@@ -343,6 +343,29 @@ async fn serve_data(
     Ok(())
 }
 
+/// The PROXY header of a connection from `peer`, by `deadline` (or the
+/// drain's grace); `None` (logged) when it is refused or late.
+async fn proxy_header(
+    stream: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+    signal: &mut DrainSignal,
+    deadline: tokio::time::Instant,
+    idle: &crate::dataplane::conn::Idle,
+) -> Option<crate::dataplane::proxy_protocol::ProxyInfo> {
+    let header = crate::dataplane::proxy_protocol::read_header(stream, idle.header);
+    match signal.until(deadline, idle.drain_grace, header).await {
+        Ok(Ok(info)) => Some(info),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "PROXY header rejected");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
+            None
+        }
+    }
+}
+
 /// What a plain connection sends before its first request: the PROXY
 /// header (`proxy_protocol`) and then the first bytes, which say whether
 /// it speaks HTTP/1 or h2c. Every wait ends at `header_timeout`, or at the
@@ -359,23 +382,11 @@ async fn first_request(
     let mut endpoint_id = None;
     let deadline = tokio::time::Instant::now() + header_timeout;
     if proxy_protocol {
-        let header = crate::dataplane::proxy_protocol::read_header(stream, header_timeout);
-        match signal.until(deadline, grace, header).await {
-            Ok(Ok(info)) => {
-                if let Some(src) = info.source {
-                    peer = src;
-                }
-                endpoint_id = info.endpoint_id;
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "PROXY header rejected");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
-                return None;
-            }
+        let info = proxy_header(stream, peer, signal, deadline, idle).await?;
+        if let Some(src) = info.source {
+            peer = src;
         }
+        endpoint_id = info.endpoint_id;
     }
     let conn_peer = Arc::new(if private {
         super::Peer::private(peer, endpoint_id)
@@ -665,21 +676,9 @@ async fn tls_first_request(
     let grace = idle.drain_grace;
     let deadline = tokio::time::Instant::now() + idle.header;
     if proxy_protocol {
-        let header = crate::dataplane::proxy_protocol::read_header(&mut stream, idle.header);
-        match signal.until(deadline, grace, header).await {
-            Ok(Ok(info)) => {
-                if let Some(src) = info.source {
-                    peer = src;
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "PROXY header rejected");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "no PROXY header before the drain's grace ended");
-                return None;
-            }
+        let info = proxy_header(&mut stream, peer, signal, deadline, idle).await?;
+        if let Some(src) = info.source {
+            peer = src;
         }
     }
     let mut tls = match signal.until(deadline, grace, acceptor.accept(stream)).await {
