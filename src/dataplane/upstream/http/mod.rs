@@ -65,7 +65,12 @@ pub fn strip_hop_by_hop(h: &mut http::HeaderMap) {
     }
     if connection {
         if let Some(conn) = h.remove(CONNECTION) {
-            // `Connection: keep-alive` / `close` name no header to drop.
+            // `Connection: keep-alive` / `close` name no header to drop
+            // (most answers: no split, no lookups).
+            let v = conn.as_bytes();
+            if v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close") {
+                return strip_others(h, others);
+            }
             for name in conn.to_str().unwrap_or("").split(',') {
                 let name = name.trim();
                 if !name.is_empty()
@@ -77,6 +82,12 @@ pub fn strip_hop_by_hop(h: &mut http::HeaderMap) {
             }
         }
     }
+    strip_others(h, others)
+}
+
+/// The fixed hop-by-hop headers, when the scan saw one (`others`).
+fn strip_others(h: &mut http::HeaderMap, others: bool) {
+    use http::header::*;
     if others {
         for n in [
             TRANSFER_ENCODING,
