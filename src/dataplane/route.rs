@@ -125,7 +125,13 @@ pub fn route_domain(
 /// `..` removes the segment before it (never above the root). Borrowed
 /// when the path has none (the common case costs one scan for "/.").
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    if !path.contains("/.") {
+    // A byte scan: `str::contains("/.")` sets up a substring searcher
+    // (~350 instructions per request on a short path).
+    if !path
+        .as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'/' && w[1] == b'.')
+    {
         return Cow::Borrowed(path);
     }
     let segments = path.strip_prefix('/').unwrap_or(path).split('/');

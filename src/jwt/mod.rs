@@ -315,7 +315,7 @@ struct Verified {
 /// The bounded cache of verified tokens: token → [`Verified`].
 struct TokenCache {
     // ahash (keyed per process): tokens are long and come from clients.
-    map: DashMap<Box<str>, Verified, ahash::RandomState>,
+    map: DashMap<Box<[u8]>, Verified, ahash::RandomState>,
     entries: AtomicUsize,
     bytes: AtomicUsize,
     last_sweep: AtomicI64,
@@ -335,13 +335,13 @@ impl TokenCache {
         }
     }
 
-    /// No allocation: hashes the `&str` and copies the verdict out.
+    /// No allocation: hashes the token and copies the verdict out.
     #[inline]
-    fn get(&self, token: &str) -> Option<Verified> {
+    fn get(&self, token: &[u8]) -> Option<Verified> {
         self.map.get(token).map(|d| *d)
     }
 
-    fn remove_expired(&self, token: &str, now: i64) {
+    fn remove_expired(&self, token: &[u8], now: i64) {
         if let Some((k, _)) = self.map.remove_if(token, |_, d| now >= d.deadline) {
             self.entries.fetch_sub(1, Ordering::Relaxed);
             self.bytes.fetch_sub(k.len(), Ordering::Relaxed);
@@ -354,7 +354,7 @@ impl TokenCache {
     }
 
     /// Concurrent inserts may overshoot the bounds by a few entries at most.
-    fn insert(&self, token: &str, verified: Verified, now: i64) {
+    fn insert(&self, token: &[u8], verified: Verified, now: i64) {
         if self.full(token.len()) {
             self.sweep(now);
             if self.full(token.len()) {
@@ -463,7 +463,9 @@ fn check_sig(sig: &str, message: &str, key: &DecodingKey, alg: Algorithm) -> Res
 }
 
 /// The token of an `Authorization: Bearer <token>` value.
-fn bearer_token(v: Option<&[u8]>) -> Result<&str, JwtError> {
+/// The token of a `Bearer` credential, as bytes: the cache is looked up
+/// with them, and only a token not cached is checked for UTF-8.
+fn bearer_token(v: Option<&[u8]>) -> Result<&[u8], JwtError> {
     let b = v.ok_or(JwtError::Missing)?;
     if b.len() > MAX_AUTHORIZATION_LEN {
         return Err(JwtError::Malformed);
@@ -472,7 +474,7 @@ fn bearer_token(v: Option<&[u8]>) -> Result<&str, JwtError> {
     if b.len() < 8 || !b[..6].eq_ignore_ascii_case(b"bearer") || b[6] != b' ' {
         return Err(JwtError::Malformed);
     }
-    std::str::from_utf8(b[7..].trim_ascii_start()).map_err(|_| JwtError::Malformed)
+    Ok(b[7..].trim_ascii_start())
 }
 
 /// Everything one stage needs to check tokens, plus its verified-token cache.
@@ -573,7 +575,8 @@ impl StageJwt {
                 return Err(JwtError::Expired);
             }
             None => {
-                let v = self.verify_uncached(token, now)?;
+                let text = std::str::from_utf8(token).map_err(|_| JwtError::Malformed)?;
+                let v = self.verify_uncached(text, now)?;
                 self.cache.insert(token, v, now);
                 v
             }
@@ -1146,37 +1149,37 @@ MC4CAQAwBQYDK2VwBCIEIH9jQ9gTDOPdCjjtq+rmHWAZDIfTfUTY2b5XrYGcFYxE
         let ext_t = sign(Algorithm::RS256, Some("rsa1"), &rsa(), claims(NOW + 100));
         assert_eq!(check(&j, &ext_t, NOW), Ok(()));
         assert_eq!(
-            j.cache.get(&ext_t).map(|v| v.deadline),
+            j.cache.get(ext_t.as_bytes()).map(|v| v.deadline),
             Some(NOW + 100 + EXTERNAL_LEEWAY_SECS)
         );
         // A hit does no signature check: a planted entry is accepted...
-        j.cache.insert("planted.token.x", at(NOW + 5), NOW);
+        j.cache.insert(b"planted.token.x", at(NOW + 5), NOW);
         assert_eq!(check(&j, "planted.token.x", NOW + 4), Ok(()));
         // ...until its exp, then rejected and dropped.
         assert_eq!(
             check(&j, "planted.token.x", NOW + 5),
             Err(JwtError::Expired)
         );
-        assert_eq!(j.cache.get("planted.token.x"), None);
+        assert_eq!(j.cache.get(b"planted.token.x"), None);
         assert_eq!(check(&j, &ext_t, NOW + 160), Err(JwtError::Expired));
         assert_eq!(j.cache.entries.load(Ordering::Relaxed), 0);
         // Bounded: when full, expired entries are swept, else no insert.
         let c = TokenCache::new(2, 1 << 20);
-        c.insert("a", at(NOW + 1), NOW);
-        c.insert("b", at(NOW + 10), NOW);
-        c.insert("c", at(NOW + 10), NOW);
+        c.insert(b"a", at(NOW + 1), NOW);
+        c.insert(b"b", at(NOW + 10), NOW);
+        c.insert(b"c", at(NOW + 10), NOW);
         assert_eq!(
-            (c.get("a"), c.get("c"), c.map.len()),
+            (c.get(b"a"), c.get(b"c"), c.map.len()),
             (Some(at(NOW + 1)), None, 2)
         );
-        c.insert("c", at(NOW + 10), NOW + 1);
+        c.insert(b"c", at(NOW + 10), NOW + 1);
         assert_eq!(
-            (c.get("a"), c.get("c"), c.map.len()),
+            (c.get(b"a"), c.get(b"c"), c.map.len()),
             (None, Some(at(NOW + 10)), 2)
         );
         let small = TokenCache::new(100, 4);
-        small.insert("abc", at(NOW + 1), NOW);
-        small.insert("de", at(NOW + 1), NOW);
+        small.insert(b"abc", at(NOW + 1), NOW);
+        small.insert(b"de", at(NOW + 1), NOW);
         assert_eq!(
             (small.map.len(), small.bytes.load(Ordering::Relaxed)),
             (1, 3)
