@@ -135,23 +135,15 @@ where
     B::Error: Into<BoxError>,
 {
     use futures_util::future::Either as F;
-    use futures_util::FutureExt;
 
-    // 3. Response filters, then 4. logging: on every answer.
-    let respond = |mut ctx: ResponseCtx, mut resp: Response<RespBody>| {
-        // Room for what is added (rate limit, CORS, request id) at once,
-        // instead of the map growing more than once.
-        resp.headers_mut().reserve(10);
-        ApiKey::response_filter(&mut ctx, &mut resp);
-        Cors::response_filter(&mut ctx, &mut resp);
-        Deployment::response_filter(&mut ctx, &mut resp);
-        RequestId::response_filter(&mut ctx, &mut resp);
-        Report::logging(&ctx, &resp);
-        Telemetry::logging(&ctx, &resp);
-        resp
-    };
+    // 3. Response filters, then 4. logging, on every answer: `respond`
+    // (here for the gateway's own answers, in `Upstream` for the
+    // integration's).
     let answer = |ctx: RequestCtx<'_>, resp: Response<RespBody>| {
-        F::Left(std::future::ready(respond(ctx.into_response_ctx(), resp)))
+        F::Left(std::future::ready(respond(
+            &mut ctx.into_response_ctx(),
+            resp,
+        )))
     };
 
     // 1. Request filters.
@@ -203,17 +195,61 @@ where
             return answer(ctx, e.into_response().map(Either::Right));
         }
     };
-    let mut carried = ctx.into_response_ctx();
+    let carried = ctx.into_response_ctx();
     let upstream_start = std::time::Instant::now();
-    let exchange = upstream::send(gw, out, client_version);
-    F::Right(Box::pin(exchange.map(move |r| {
-        carried.integration_us = upstream_start.elapsed().as_micros() as u64;
+    F::Right(Box::pin(Upstream {
+        exchange: upstream::send(gw, out, client_version),
+        carried,
+        upstream_start,
+    }))
+}
+
+/// 3. Response filters, then 4. logging: on every answer.
+fn respond(ctx: &mut ResponseCtx, mut resp: Response<RespBody>) -> Response<RespBody> {
+    // Room for what is added (rate limit, CORS, request id) at once,
+    // instead of the map growing more than once.
+    resp.headers_mut().reserve(10);
+    ApiKey::response_filter(ctx, &mut resp);
+    Cors::response_filter(ctx, &mut resp);
+    Deployment::response_filter(ctx, &mut resp);
+    RequestId::response_filter(ctx, &mut resp);
+    Report::logging(ctx, &resp);
+    Telemetry::logging(ctx, &resp);
+    resp
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream exchange, then the response phases on its answer,
+    /// with the request's context kept in place (a `map` closure would be
+    /// moved out of the future's state, context and all, to be called).
+    struct Upstream<X> {
+        #[pin]
+        exchange: X,
+        carried: ResponseCtx,
+        upstream_start: std::time::Instant,
+    }
+}
+
+impl<X> Future for Upstream<X>
+where
+    X: Future<Output = Result<Response<RespBody>, ErrorCode>>,
+{
+    type Output = Response<RespBody>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let r = std::task::ready!(this.exchange.poll(cx));
+        let carried = this.carried;
+        carried.integration_us = this.upstream_start.elapsed().as_micros() as u64;
         let resp = r.unwrap_or_else(|e| {
             carried.logged.error = Some(e.as_str());
             e.into_response().map(Either::Right)
         });
-        respond(carried, resp)
-    })))
+        std::task::Poll::Ready(respond(carried, resp))
+    }
 }
 
 /// The request whose filter at `place` waits on I/O moves into a

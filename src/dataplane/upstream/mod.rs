@@ -25,7 +25,6 @@ use ::http::header::{HeaderValue, HOST};
 use ::http::request::Parts;
 use ::http::{Request, Response};
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body_util::Either;
 use std::future::Future;
 use std::sync::Arc;
@@ -248,33 +247,77 @@ fn exchange(
     body: Option<Arc<BodyState>>,
     client_version: ::http::Version,
 ) -> impl Future<Output = Result<Response<RespBody>, ErrorCode>> + Send + 'static {
-    let sending = client.send(key, req, body.clone());
-    tokio::time::timeout(timeout, sending).map(move |res| match res {
-        Err(_) => Err(ErrorCode::GatewayTimeout),
-        Ok(Err(e)) => {
-            if let Some(s) = &body {
-                if s.exceeded() {
-                    return Err(ErrorCode::PayloadTooLarge);
-                }
-                // The client's body broke (bad chunked framing, a cut):
-                // the client's fault, not the integration's.
-                if s.client_error() {
-                    return Err(ErrorCode::BadRequestBody);
+    Exchange {
+        sending: client.send(key, req, body.clone()),
+        timer: tokio::time::sleep(timeout),
+        body,
+        client_version,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The pool's future under the upstream timeout, its answer made the
+    /// client's in the poll that gets it (one future instead of
+    /// `Timeout` + `Map`, whose states the response was moved through).
+    struct Exchange<F> {
+        #[pin]
+        sending: F,
+        #[pin]
+        timer: tokio::time::Sleep,
+        body: Option<Arc<BodyState>>,
+        client_version: ::http::Version,
+    }
+}
+
+impl<F> Future for Exchange<F>
+where
+    F: Future<Output = Result<Response<http::pool::PooledBody>, SendError>>,
+{
+    type Output = Result<Response<RespBody>, ErrorCode>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        // The answer first, as `tokio::time::timeout` does: one that came
+        // with the deadline is taken.
+        let res = match this.sending.poll(cx) {
+            Poll::Ready(res) => res,
+            Poll::Pending => {
+                return match this.timer.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(ErrorCode::GatewayTimeout)),
+                    Poll::Pending => Poll::Pending,
                 }
             }
-            tracing::debug!(error = %e, "upstream request failed");
-            match e {
-                SendError::Connect(_) => Err(ErrorCode::BadGateway(BadGateway::Unreachable)),
-                SendError::Request(_) => Err(ErrorCode::BadGateway(BadGateway::NoAnswer)),
+        };
+        Poll::Ready(match res {
+            Err(e) => {
+                if let Some(s) = this.body {
+                    if s.exceeded() {
+                        return Poll::Ready(Err(ErrorCode::PayloadTooLarge));
+                    }
+                    // The client's body broke (bad chunked framing, a cut):
+                    // the client's fault, not the integration's.
+                    if s.client_error() {
+                        return Poll::Ready(Err(ErrorCode::BadRequestBody));
+                    }
+                }
+                tracing::debug!(error = %e, "upstream request failed");
+                match e {
+                    SendError::Connect(_) => Err(ErrorCode::BadGateway(BadGateway::Unreachable)),
+                    SendError::Request(_) => Err(ErrorCode::BadGateway(BadGateway::NoAnswer)),
+                }
             }
-        }
-        Ok(Ok(resp)) => {
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            parts.version = client_version;
-            Ok(Response::from_parts(parts, Either::Left(body)))
-        }
-    })
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.version = *this.client_version;
+                Ok(Response::from_parts(parts, Either::Left(body)))
+            }
+        })
+    }
 }
 
 pub fn body_len(h: &::http::HeaderMap) -> Option<u64> {

@@ -17,7 +17,6 @@
 use super::body::{BodyState, LimitedBody};
 pub use crate::snapshot::template::{host_header, PoolKey};
 use bytes::Bytes;
-use futures_util::future::{ready, Either, FutureExt};
 
 use crate::telemetry::metrics::POOL;
 use http::{Request, Response, Uri};
@@ -86,6 +85,72 @@ impl std::fmt::Display for SendError {
     }
 }
 
+type TrySendError = hyper::client::conn::TrySendError<Request<UpstreamBody>>;
+type SlowSend = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, SendError>> + Send>>;
+
+/// What the fast path keeps beside hyper's response future: the
+/// connection goes back to the pool with the response body.
+struct Sent {
+    pool: Pool,
+    key: PoolKey,
+    tx: Sender,
+    body_state: Option<Arc<BodyState>>,
+}
+
+pin_project_lite::pin_project! {
+    /// [`Pool::send`]'s future, written out by hand: the response is
+    /// wrapped and returned from the one poll that gets it (with
+    /// `then` + `Either` + `ready` combinators it was moved through three
+    /// more futures' states on its way out).
+    #[project = PoolSendProj]
+    pub enum PoolSend<F> {
+        /// Handed to an idle connection; `rest` is taken when it answers.
+        Fast { #[pin] sent: F, rest: Option<Sent> },
+        /// Connecting, waiting for readiness or retrying (boxed).
+        Slow { fut: SlowSend },
+    }
+}
+
+impl<F> Future for PoolSend<F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    type Output = Result<Response<PooledBody>, SendError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let slow = match self.as_mut().project() {
+            PoolSendProj::Slow { fut } => return fut.as_mut().poll(cx),
+            PoolSendProj::Fast { sent, rest } => {
+                let res = std::task::ready!(sent.poll(cx));
+                let Some(Sent {
+                    pool,
+                    key,
+                    tx,
+                    body_state,
+                }) = rest.take()
+                else {
+                    // Polled again after it answered: never by hyper.
+                    return Poll::Pending;
+                };
+                match res {
+                    Ok(resp) => return Poll::Ready(Ok(pool.wrap(resp, key, tx, body_state))),
+                    Err(mut e) => match e.take_message() {
+                        // Not taken (the connection was busy or closing):
+                        // the slow path.
+                        Some(req) => Box::pin(pool.send_slow(key, req, body_state)),
+                        None => return Poll::Ready(Err(SendError::Request(e.into_error()))),
+                    },
+                }
+            }
+        };
+        self.set(PoolSend::Slow { fut: slow });
+        match self.project() {
+            PoolSendProj::Slow { fut } => fut.as_mut().poll(cx),
+            PoolSendProj::Fast { .. } => Poll::Pending,
+        }
+    }
+}
+
 /// The pool. Cloning it is one reference-count increment (a request in
 /// flight holds a clone for the rare retry path).
 #[derive(Clone)]
@@ -137,20 +202,23 @@ impl Pool {
         key: PoolKey,
         req: Request<UpstreamBody>,
         body_state: Option<Arc<BodyState>>,
-    ) -> impl Future<Output = Result<Response<PooledBody>, SendError>> + Send + 'static {
+    ) -> PoolSend<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send + 'static>
+    {
         let Some(mut tx) = self.checkout(&key) else {
-            return Either::Right(Box::pin(self.clone().send_slow(key, req, body_state)));
+            return PoolSend::Slow {
+                fut: Box::pin(self.clone().send_slow(key, req, body_state)),
+            };
         };
-        let pool = self.clone();
         let sent = tx.try_send_request(req);
-        Either::Left(sent.then(move |r| match r {
-            Ok(resp) => Either::Left(ready(Ok(pool.wrap(resp, key, tx, body_state)))),
-            Err(mut e) => match e.take_message() {
-                // Not taken (the connection was busy or closing): the slow path.
-                Some(req) => Either::Right(Box::pin(pool.send_slow(key, req, body_state))),
-                None => Either::Left(ready(Err(SendError::Request(e.into_error())))),
-            },
-        }))
+        PoolSend::Fast {
+            sent,
+            rest: Some(Sent {
+                pool: self.clone(),
+                key,
+                tx,
+                body_state,
+            }),
+        }
     }
 
     /// Idle connections (waiting until each is ready), then a new one.
