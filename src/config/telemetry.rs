@@ -17,9 +17,10 @@ settings! {
         /// Access log: empty (off), `stdout`, or a file path (appended to,
         /// reopened on SIGHUP for logrotate). One JSON line per request.
         access_log: String = String::new(), flat "access_log";
-        /// Access log lines that may wait for the writer; when full, lines
-        /// are dropped and counted (`apigw_access_log_dropped_total`),
-        /// never waited for.
+        /// Access log lines that may wait for the writer, per thread that
+        /// logs (each data worker has its own batch); when a batch is
+        /// full, lines are dropped and counted
+        /// (`apigw_access_log_dropped_total`), never waited for.
         access_log_queue: usize = 65_536, flat "access_log_queue";
         /// OTLP/HTTP trace export: the collector's base URL (spans are
         /// posted to `{otlp_endpoint}/v1/traces`; a URL already ending in

@@ -41,7 +41,7 @@ impl Logging for Telemetry {
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            let line = crate::telemetry::access_log::Entry {
+            log.log(&crate::telemetry::access_log::Entry {
                 request_id,
                 trace_id: logged.trace.trace_id,
                 api_stage_json: ctx.stage.as_ref().map(|s| &*s.log_api_stage),
@@ -57,9 +57,7 @@ impl Logging for Telemetry {
                 api_key_id: logged.key_id.as_deref(),
                 auth_id: logged.auth_id.as_deref(),
                 error: logged.error,
-            }
-            .format();
-            log.send(line);
+            });
         }
         if let (Some(otlp), Some(span)) = (&t.otlp, &logged.span) {
             let names = (ctx.api.is_some() || ctx.stage.is_some()).then(|| {
