@@ -13,6 +13,7 @@
 //! What a line holds is chosen, not copied: never a header value, a query
 //! string, a cookie, a token or an API key (the key's id only).
 
+use super::lock;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -374,18 +375,12 @@ impl AccessLog {
                             Err(e) => tracing::error!(error = %e, "access log: reopen failed; writing on to the old file"),
                         }
                     }
-                    let batches = match writer.batches.lock() {
-                        Ok(b) => b.clone(),
-                        Err(p) => p.into_inner().clone(),
-                    };
+                    let batches = lock(&writer.batches).clone();
                     let mut failed = false;
                     let mut wrote = false;
                     for batch in &batches {
                         {
-                            let mut b = match batch.lock() {
-                                Ok(b) => b,
-                                Err(p) => p.into_inner(),
-                            };
+                            let mut b = lock(batch);
                             if b.lines == 0 {
                                 continue;
                             }
@@ -423,19 +418,13 @@ impl AccessLog {
                 None => {
                     // This thread's first line: its batch, shown to the writer.
                     let b = Arc::new(Mutex::new(Batch::default()));
-                    match shared.batches.lock() {
-                        Ok(mut all) => all.push(b.clone()),
-                        Err(p) => p.into_inner().push(b.clone()),
-                    }
+                    lock(&shared.batches).push(b.clone());
                     list.push((shared.id, b));
                     &list[list.len() - 1].1
                 }
             };
             // Taken by the writer for a swap only: never waited on for long.
-            let mut b = match batch.lock() {
-                Ok(b) => b,
-                Err(p) => p.into_inner(),
-            };
+            let mut b = lock(batch);
             if b.lines >= shared.cap_lines {
                 return false;
             }

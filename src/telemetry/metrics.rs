@@ -12,6 +12,7 @@
 //! the gateway's own static strings, management operations are route
 //! templates.
 
+use super::lock;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -212,10 +213,6 @@ impl Default for Metrics {
             otlp: super::otlp::Counters::default(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn now_ms() -> i64 {

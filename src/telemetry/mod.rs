@@ -27,6 +27,13 @@ pub struct Telemetry {
     pub otlp: Option<otlp::Otlp>,
 }
 
+/// A mutex of this module's bookkeeping, taken even if a thread panicked
+/// while holding it (what it guards stays usable: counters, lists,
+/// buffers).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 static GLOBAL: std::sync::OnceLock<Telemetry> = std::sync::OnceLock::new();
 
 /// The process's telemetry, installed once at start by the server (a

@@ -277,9 +277,7 @@ impl Worker {
                 self.counters.failed.fetch_add(n, Relaxed);
                 self.failed_since_warn += n;
                 if self.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                    let cause = std::mem::take(
-                        &mut *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
-                    );
+                    let cause = std::mem::take(&mut *super::lock(&self.last_error));
                     tracing::warn!(
                         error = %e,
                         cause = %cause,
@@ -487,7 +485,7 @@ impl opentelemetry_http::HttpClient for Client {
                 text.push_str(&s.to_string());
                 source = s.source();
             }
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = text;
+            *super::lock(&self.last_error) = text;
         }
         r
     }

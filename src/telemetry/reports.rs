@@ -22,13 +22,14 @@
 //!
 //! Durability: a crash loses at most the last flush interval of counts.
 
+use super::lock;
 use crate::clock::{Clock, SystemClock};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The body of List Reports (`GET /v1/apis/{api_id}/reports`).
@@ -208,10 +209,6 @@ impl std::fmt::Debug for StageStats {
             .field("stage", &self.stage)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Swap a counter to zero, skipping the write when it is already zero.
