@@ -118,35 +118,33 @@ where
     type Output = Result<Response<PooledBody>, SendError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let slow = match self.as_mut().project() {
-            PoolSendProj::Slow { fut } => return fut.as_mut().poll(cx),
-            PoolSendProj::Fast { sent, rest } => {
-                let res = std::task::ready!(sent.poll(cx));
-                let Some(Sent {
-                    pool,
-                    key,
-                    tx,
-                    body_state,
-                }) = rest.take()
-                else {
-                    // Polled again after it answered: never by hyper.
-                    return Poll::Pending;
-                };
-                match res {
-                    Ok(resp) => return Poll::Ready(Ok(pool.wrap(resp, key, tx, body_state))),
-                    Err(mut e) => match e.take_message() {
-                        // Not taken (the connection was busy or closing):
-                        // the slow path.
-                        Some(req) => Box::pin(pool.send_slow(key, req, body_state)),
-                        None => return Poll::Ready(Err(SendError::Request(e.into_error()))),
-                    },
+        loop {
+            let slow = match self.as_mut().project() {
+                PoolSendProj::Slow { fut } => return fut.as_mut().poll(cx),
+                PoolSendProj::Fast { sent, rest } => {
+                    let res = std::task::ready!(sent.poll(cx));
+                    let Some(Sent {
+                        pool,
+                        key,
+                        tx,
+                        body_state,
+                    }) = rest.take()
+                    else {
+                        // Polled again after it answered: never by hyper.
+                        return Poll::Pending;
+                    };
+                    match res {
+                        Ok(resp) => return Poll::Ready(Ok(pool.wrap(resp, key, tx, body_state))),
+                        Err(mut e) => match e.take_message() {
+                            // Not taken (the connection was busy or
+                            // closing): the slow path, polled on the loop's next pass.
+                            Some(req) => Box::pin(pool.send_slow(key, req, body_state)),
+                            None => return Poll::Ready(Err(SendError::Request(e.into_error()))),
+                        },
+                    }
                 }
-            }
-        };
-        self.set(PoolSend::Slow { fut: slow });
-        match self.project() {
-            PoolSendProj::Slow { fut } => fut.as_mut().poll(cx),
-            PoolSendProj::Fast { .. } => Poll::Pending,
+            };
+            self.set(PoolSend::Slow { fut: slow });
         }
     }
 }
