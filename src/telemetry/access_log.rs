@@ -487,22 +487,15 @@ mod tests {
 
     #[test]
     fn a_line_is_json_with_escaped_strings() {
+        let path = json_quoted("/pets/{id}");
         let e = Entry {
-            request_id: "r\"1",
             trace_id: 0xabc,
-            api_stage_json: None,
             api: Some("a1"),
-            resource_path_json: Some(&json_quoted("/pets/{id}")),
-            method: "GET",
-            status: 200,
+            resource_path_json: Some(&path),
             latency_us: 1500,
-            integration_us: 0,
-            bytes_in: None,
             bytes_out: Some(12),
-            client: "127.0.0.1".parse().unwrap(),
-            api_key_id: None,
             auth_id: Some("au1"),
-            error: None,
+            ..entry("r\"1")
         };
         let line = e.format();
         assert!(line.ends_with('\n'));
@@ -617,21 +610,15 @@ mod tests {
         let path = json_quoted("/p/\u{1}");
         for method in ["GET", "OPTIONS", "PROPFIND", "X\"Y"] {
             let e = Entry {
-                request_id: "r1",
-                trace_id: 1,
                 api_stage_json: Some(&names),
-                api: None,
                 resource_path_json: Some(&path),
                 method,
                 status: 404,
-                latency_us: 1,
-                integration_us: 0,
                 bytes_in: Some(0),
-                bytes_out: None,
                 client: "::1".parse().unwrap(),
                 api_key_id: Some("k1"),
-                auth_id: None,
                 error: Some("NotFound"),
+                ..entry("r1")
             };
             let v: serde_json::Value = serde_json::from_str(&e.format()).unwrap();
             assert_eq!(v["api"], "a\"1");
