@@ -13,6 +13,9 @@ does, so two builds can be compared on a busy machine.
 
   python3 benches/callgrind.py --apigw target/release/apigw
   python3 benches/callgrind.py --apigw A --apigw B    # two builds, side by side
+  python3 benches/callgrind.py --apigw A --floor target/release/examples/hyper_floor
+      # and the hyper floor (examples/hyper_floor.rs: hyper + tokio forwarding
+      # untouched) under the same load: what hyper costs without apigw's work
 
 Needs valgrind, nginx and wrk (installed from Debian's packages when
 missing, as load.py does).
@@ -70,17 +73,61 @@ def wrk(url, headers, seconds, conns=10):
     return int(m.group(1))
 
 
+def start_backend(procs, peers, work):
+    backend_dir = os.path.join(work, "backend")
+    os.makedirs(os.path.join(backend_dir, "tmp"))
+    conf = os.path.join(peers, "backend.conf")
+    g = f"daemon off; worker_processes 1; pid {backend_dir}/nginx.pid;"
+    nginx = procs.start("backend", [load.which("nginx"), "-p", backend_dir + "/", "-c", conf,
+                                    "-e", "stderr", "-g", g], stderr=subprocess.DEVNULL)
+    load.wait_port(load.BACKEND_PORT, nginx, "backend")
+
+
+def sim_args(cache_sim):
+    # The cache simulation's last level stands in for a per-core L2
+    # (docs/performance.md: cold memory at many connections).
+    return ["--cache-sim=yes", "--LL=1048576,16,64"] if cache_sim else []
+
+
+def count(pid, out, url, headers, seconds, conns, keep, tag):
+    """Instructions (and last-level misses) per request of the process
+    `pid` under callgrind while wrk drives `url`."""
+    wrk(url, headers, 3, conns)  # warm up: connections, pool, caches
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, stdout=subprocess.DEVNULL)
+    n = wrk(url, headers, seconds, conns)
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    ev, dump = totals(out)
+    ll = ev.get("DLmr", 0) + ev.get("DLmw", 0) + ev.get("ILmr", 0)
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(dump, os.path.join(keep, f"{tag}.callgrind"))
+    return ev["Ir"] / n, n, ll / n
+
+
+def measure_floor(binary, peers, seconds, work, keep=None, conns=10, cache_sim=False):
+    """The hyper floor (examples/hyper_floor.rs, one worker) under the same load."""
+    procs = load.Procs()
+    try:
+        start_backend(procs, peers, work)
+        out = os.path.join(work, "floor.callgrind.out")
+        p = procs.start("hyper-floor", ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                        "--dump-instr=no", *sim_args(cache_sim), binary,
+                                        f"127.0.0.1:{load.FLOOR_PORT}",
+                                        f"127.0.0.1:{load.BACKEND_PORT}", "1"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load.wait_port(load.FLOOR_PORT, p, "hyper-floor", timeout=120)
+        return count(p.pid, out, f"http://127.0.0.1:{load.FLOOR_PORT}/", [], seconds, conns, keep,
+                     "hyper-floor")
+    finally:
+        procs.stop_all()
+
+
 def measure(binary, peers, seconds, work, keep=None, conns=10, cache_sim=False,
             telemetry=False):
     procs = load.Procs()
     try:
-        backend_dir = os.path.join(work, "backend")
-        os.makedirs(os.path.join(backend_dir, "tmp"))
-        conf = os.path.join(peers, "backend.conf")
-        g = f"daemon off; worker_processes 1; pid {backend_dir}/nginx.pid;"
-        nginx = procs.start("backend", [load.which("nginx"), "-p", backend_dir + "/", "-c", conf,
-                                        "-e", "stderr", "-g", g], stderr=subprocess.DEVNULL)
-        load.wait_port(load.BACKEND_PORT, nginx, "backend")
+        start_backend(procs, peers, work)
         gdir = os.path.join(work, "apigw")
         os.makedirs(gdir)
         toml = os.path.join(gdir, "apigw.toml")
@@ -103,11 +150,9 @@ secret_key = "{load.SECRET_KEY}"
 account_id = "{load.ACCOUNT_ID}"
 ''')
         out = os.path.join(gdir, "callgrind.out")
-        # The cache simulation's last level stands in for a per-core L2
-        # (docs/performance.md: cold memory at many connections).
-        sim = ["--cache-sim=yes", "--LL=1048576,16,64"] if cache_sim else []
         p = procs.start("apigw", ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                                  "--dump-instr=no", *sim, binary, "serve", "--config", toml],
+                                  "--dump-instr=no", *sim_args(cache_sim), binary, "serve",
+                                  "--config", toml],
                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         line = ""
         deadline = time.time() + 120
@@ -135,21 +180,9 @@ account_id = "{load.ACCOUNT_ID}"
         }
         result = {}
         for name, (url, headers) in targets.items():
-            wrk(url, headers, 3, conns)  # warm up: connections, pool, caches
-            subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
-                           stdout=subprocess.DEVNULL)
-            n = wrk(url, headers, seconds, conns)
-            subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
-                           stdout=subprocess.DEVNULL)
-            time.sleep(0.5)
-            ev, dump = totals(out)
-            ll = ev.get("DLmr", 0) + ev.get("DLmw", 0) + ev.get("ILmr", 0)
-            result[name] = (ev["Ir"] / n, n, ll / n)
-            if keep:
-                os.makedirs(keep, exist_ok=True)
-                tag = (os.path.basename(binary) + ("-telemetry" if telemetry else "") + "-"
-                       + name.replace(" ", "-"))
-                shutil.copy(dump, os.path.join(keep, f"{tag}.callgrind"))
+            tag = (os.path.basename(binary) + ("-telemetry" if telemetry else "") + "-"
+                   + name.replace(" ", "-"))
+            result[name] = count(p.pid, out, url, headers, seconds, conns, keep, tag)
         return result
     finally:
         procs.stop_all()
@@ -168,6 +201,8 @@ def main():
     ap.add_argument("--telemetry", action="store_true",
                     help="each build is measured twice: as is, then with the metrics "
                          "listener and an access log on (load.py's apigw-full-log)")
+    ap.add_argument("--floor", default=None,
+                    help="also measure this hyper floor binary (examples/hyper_floor.rs)")
     ap.add_argument("--peers", default=os.path.normpath(
         os.path.join(load.REPO, "..", "shared", "peers")))
     args = ap.parse_args()
@@ -180,6 +215,11 @@ def main():
                 r = measure(os.path.abspath(binary), args.peers, args.duration, work, args.keep,
                             args.conns, args.cache_sim, tel)
             rows.append((binary + (" +metrics+access log" if tel else ""), r))
+    floor = None
+    if args.floor:
+        with tempfile.TemporaryDirectory(prefix="apigw-callgrind-") as work:
+            floor = measure_floor(os.path.abspath(args.floor), args.peers, args.duration, work,
+                                  args.keep, args.conns, args.cache_sim)
     print(f"wrk -t1 -c{args.conns}, {args.duration} s per stage")
     ll = " no-filter LL misses/req | full LL misses/req |" if args.cache_sim else ""
     print(f"| build | no-filter instr/req | full pipeline instr/req |{ll} requests (no-filter, full) |")
@@ -189,6 +229,12 @@ def main():
                if args.cache_sim else "")
         print(f"| {binary} | {r['no-filter'][0]:,.0f} | {r['full pipeline'][0]:,.0f} |{sim}"
               f" {r['no-filter'][1]:,}, {r['full pipeline'][1]:,} |")
+    if floor:
+        sim = f" {floor[2]:,.1f} |" if args.cache_sim else ""
+        print(f"hyper floor {args.floor}: {floor[0]:,.0f} instr/req{sim} ({floor[1]:,} requests)")
+        for binary, r in rows:
+            print(f"{binary}: no-filter {r['no-filter'][0] / floor[0]:.2f} x the floor, "
+                  f"full pipeline {r['full pipeline'][0] / floor[0]:.2f} x")
     if len(rows) == 2:
         (_, a), (_, b) = rows
         for k in ("no-filter", "full pipeline"):

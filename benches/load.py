@@ -97,14 +97,16 @@ ORIGIN = "http://bench.example"
 NGINX_GW_KEY = "bench-key-0001-aaaaaaaaaaaaaaaaaaaa"
 
 BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT = 9001, 8081, 8082, 8083, 8084
+FLOOR_PORT = 8085
 TLS_PORT = 8443
 
 # Row order of the table (and of round 0; later rounds rotate it).
-TARGETS = ["backend", "tcp-relay", "nginx-proxy", "haproxy", "apigw-plain", "nginx-gateway",
-           "apigw-full"]
+TARGETS = ["backend", "tcp-relay", "nginx-proxy", "haproxy", "hyper-floor", "apigw-plain",
+           "nginx-gateway", "apigw-full"]
 LABELS = {
     "backend": "backend direct",
     "tcp-relay": "tcp relay (floor)",
+    "hyper-floor": "hyper floor (hyper + tokio, no work)",
     "nginx-proxy": "nginx-proxy",
     "haproxy": "haproxy",
     "apigw-plain": "apigw plain (no filters)",
@@ -490,7 +492,7 @@ class Setup:
         a = self.args
         peers = a.peers
         tls_on = bool({"tls", "h2"} & a.sections)
-        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT) + \
+        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT, FLOOR_PORT) + \
                 ((TLS_PORT,) if tls_on else ()):
             if port_in_use(port):
                 die(f"port {port} is already in use by something this script did not start")
@@ -547,6 +549,16 @@ backend be_relay
         wait_port(RELAY_PORT, p, "tcp-relay")
         self.pids["tcp-relay"] = p
 
+        # The hyper floor (examples/hyper_floor.rs): a reverse proxy of
+        # apigw's shape (hyper 1 server and client, a per-worker idle pool,
+        # current-thread runtimes with SO_REUSEPORT, mimalloc) that forwards
+        # every request untouched: what hyper and tokio cost by themselves.
+        p = self.procs.start("hyper-floor", self.pin([a.hyper_floor, f"127.0.0.1:{FLOOR_PORT}",
+                                                      f"127.0.0.1:{BACKEND_PORT}", str(self.workers)]),
+                             stderr=self.logfile("hyper-floor"))
+        wait_port(FLOOR_PORT, p, "hyper-floor")
+        self.pids["hyper-floor"] = p
+
         if tls_on:
             self.cert, self.key = make_certificate(self.work)
             self.pids["nginx-tls"] = self.nginx_tls()
@@ -577,6 +589,7 @@ backend be_relay
             "nginx-proxy": (f"http://127.0.0.1:{PROXY_PORT}/", []),
             "haproxy": (f"http://127.0.0.1:{HAPROXY_PORT}/", []),
             "tcp-relay": (f"http://127.0.0.1:{RELAY_PORT}/", []),
+            "hyper-floor": (f"http://127.0.0.1:{FLOOR_PORT}/", []),
             "nginx-gateway": (f"http://127.0.0.1:{GATEWAY_PORT}/",
                               [f"X-SCP-ApiKey: {NGINX_GW_KEY}", f"Origin: {ORIGIN}"]),
             "apigw-full": (f"http://127.0.0.1:{port}/full/bench",
@@ -603,7 +616,7 @@ backend be_relay
         self.proxy_of = {
             "backend": None, "nginx-proxy": self.pids["nginx-proxy"],
             "haproxy": self.pids["haproxy"], "nginx-gateway": self.pids["nginx-gateway"],
-            "tcp-relay": self.pids["tcp-relay"],
+            "tcp-relay": self.pids["tcp-relay"], "hyper-floor": self.pids["hyper-floor"],
             "apigw-full": self.pids["apigw"], "apigw-plain": self.pids["apigw"],
         }
         if getattr(a, "telemetry", False):
@@ -1053,6 +1066,25 @@ def table(results, args):
                   if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
             lines.append(f"| {arr} | {conns} | {LABELS['tcp-relay']} / {peer} | {rr:.2f} | {pr:.2f} "
                          f"| {cr:.2f} | | ceiling: no HTTP proxy exceeds this |")
+        # The hyper floor does none of the gateway's work: what it reaches
+        # against a peer is what any proxy on hyper + tokio reaches at most,
+        # and apigw against it is what apigw's own work costs.
+        for ours, peer, note in (("hyper-floor", "nginx-gateway", "ceiling for apigw full on hyper"),
+                                 ("hyper-floor", "nginx-proxy", "ceiling for apigw plain on hyper"),
+                                 ("hyper-floor", "haproxy", "ceiling for apigw plain on hyper"),
+                                 ("apigw-plain", "hyper-floor", "apigw's own cost, no filters"),
+                                 ("apigw-full", "hyper-floor", "apigw's own cost, full pipeline")):
+            if ours not in per or peer not in per:
+                continue
+            a, b = per[ours], per[peer]
+            rr = a["rps_median"] / b["rps_median"]
+            pr = a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
+            cr = (a["cpu_us_per_req"] / b["cpu_us_per_req"]
+                  if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
+            ur = (a["user_us_per_req"] / b["user_us_per_req"]
+                  if a.get("user_us_per_req") and b.get("user_us_per_req") else float("nan"))
+            lines.append(f"| {arr} | {conns} | {LABELS[ours]} / {peer} | {rr:.2f} | {pr:.2f} | {cr:.2f} "
+                         f"| {ur:.2f} | {note} |")
     lines += budget(results)
     lines.append("")
     lines.append("The tcp relay (haproxy, mode tcp) copies bytes between each client connection and its "
@@ -1142,7 +1174,10 @@ def main():
     ap.add_argument("--sections", default="plain,tls,h2",
                     help="comma list of plain (HTTP/1.1 table), tls (wrk over https: keep-alive and "
                          "new handshakes, apigw vs nginx-tls), h2 (h2load over TLS) [all]")
-    ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release first")
+    ap.add_argument("--hyper-floor", default=None,
+                    help="hyper floor binary [$CARGO_TARGET_DIR/release/examples/hyper_floor]")
+    ap.add_argument("--no-build", action="store_true",
+                    help="do not run cargo build --release (apigw and examples/hyper_floor) first")
     ap.add_argument("--no-install", action="store_true", help="never apt-get install")
     ap.add_argument("--results", default=os.path.join(REPO, "benches", "results"),
                     help="results root [benches/results]")
@@ -1177,8 +1212,18 @@ def main():
             r = subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO)
             if r.returncode != 0:
                 die("cargo build --release failed")
+    if args.hyper_floor is None:
+        args.hyper_floor = os.path.join(target_dir, "release", "examples", "hyper_floor")
+        if not args.no_build:
+            log("cargo build --release --example hyper_floor")
+            r = subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "hyper_floor"],
+                               cwd=REPO)
+            if r.returncode != 0:
+                die("cargo build --release --example hyper_floor failed")
     if not os.access(args.apigw, os.X_OK):
         die(f"no apigw binary at {args.apigw}")
+    if not os.access(args.hyper_floor, os.X_OK):
+        die(f"no hyper floor binary at {args.hyper_floor} (cargo build --release --example hyper_floor)")
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     outdir = os.path.join(args.results, stamp)
@@ -1189,6 +1234,9 @@ def main():
     built = datetime.datetime.fromtimestamp(os.path.getmtime(src_binary)).strftime("%Y-%m-%d %H:%M:%S")
     args.apigw = os.path.join(workdir, "apigw")
     shutil.copy2(src_binary, args.apigw)
+    floor_src = args.hyper_floor
+    args.hyper_floor = os.path.join(workdir, "hyper_floor")
+    shutil.copy2(floor_src, args.hyper_floor)
     git = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
                          capture_output=True, text=True).stdout.strip() or "unknown"
 
@@ -1197,6 +1245,8 @@ def main():
         f"apigw load benchmark {stamp} on {os.uname().nodename}, {os.cpu_count()} cores, "
         f"{args.rounds} rounds x {duration} s per target (+{warmup} s warm-up), order rotated each round",
         f"apigw: {src_binary} (built {built}, tree {git}; log warn, worker_threads = workers of the arrangement)",
+        f"hyper floor: {floor_src} (examples/hyper_floor.rs: hyper 1 + tokio + mimalloc, apigw's "
+        "worker and pool shape, every request forwarded untouched; workers of the arrangement)",
         f"nginx-gateway: upstream keepalive raised 64 -> {args.gateway_keepalive} in a temp copy of "
         f"nginx-gateway.conf; nginx-proxy upstream keepalive {ka_proxy}; backend {args.backend_workers} worker(s)",
         "pin1: wrk -t1 on core 0, backend and proxies pinned to core 1, 1 worker/thread each; "
