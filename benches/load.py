@@ -67,6 +67,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import resource
@@ -126,7 +127,7 @@ LABELS.update({
     "apigw-h2": "apigw tls h2 (h2load)",
 })
 H2_CONNS, H2_STREAMS = 8, 100
-SECTIONS = ("plain", "tls", "h2")
+SECTIONS = ("plain", "tls", "h2", "logging")
 ARRANGEMENTS = {
     # name: (workers per proxy, wrk threads, pinned, default connection counts)
     "pin1": (1, 1, True, [50, 256]),
@@ -883,6 +884,68 @@ def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
     }
 
 
+def logging_pairs(args, setup, arr, conns, seconds, warmup, wrk_threads, outdir):
+    """Issue 10's logging cost, measured as A/B pairs: apigw-full and
+    apigw-full-log (the same stage on a second process with metrics and a
+    file access log on) run back to back, in ABBA order, --pairs times. A
+    pair's two runs share the machine's state of the moment, so the ratio
+    within a pair is steadier than the ratio of medians over rounds far
+    apart when the machine's speed drifts."""
+    if warmup > 0:
+        for t in ("apigw-full", "apigw-full-log"):
+            run_wrk(args, setup, t, conns, warmup, wrk_threads)
+    pairs = []
+    for i in range(args.pairs):
+        order = ("apigw-full", "apigw-full-log") if i % 2 == 0 else ("apigw-full-log", "apigw-full")
+        got = {}
+        for t in order:
+            raw = os.path.join(outdir, f"{arr}-c{conns}-pair{i + 1}-{t}.txt")
+            r = run_wrk(args, setup, t, conns, seconds, wrk_threads, raw)
+            r.update({"arrangement": arr, "conns": conns, "target": t, "pair": i + 1})
+            got[t] = r
+        a, b = got["apigw-full"], got["apigw-full-log"]
+        log(f"  {arr} c{conns} pair {i + 1:2d} full {a['rps']:>9,.0f} rps, full+log {b['rps']:>9,.0f} rps: "
+            f"{b['rps'] / a['rps']:.3f}  errors {a['errors'] + b['errors']}")
+        pairs.append((a, b))
+    return pairs
+
+
+def median_interval(xs, level=0.95):
+    """The median of xs and a distribution-free interval around it: the
+    order statistics x(k) and x(n+1-k) with the largest k for which the
+    binomial(n, 1/2) tail below k is at most (1 - level) / 2."""
+    xs = sorted(xs)
+    n = len(xs)
+    tail, k, cum = (1 - level) / 2, 0, 0.0
+    for j in range(n):
+        cum += math.comb(n, j) / 2 ** n
+        if cum > tail:
+            break
+        k = j + 1
+    k = max(k, 1)
+    return statistics.median(xs), xs[k - 1], xs[n - k]
+
+
+def pairs_table(pair_results):
+    lines = ["Logging cost, A/B pairs (section logging): apigw full + metrics + access log against "
+             "apigw full, the two runs of each pair back to back (ABBA order); ratio = with / without "
+             "logging, median over the pairs with its distribution-free 95 % interval:", "",
+             "| arrangement | conns | pairs | rps ratio median | 95 % interval | min | max "
+             "| CPU/req ratio median | errors | goal (issue 10: ≥ 0.95) |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    for (arr, conns), pairs in pair_results.items():
+        rr = [b["rps"] / a["rps"] for a, b in pairs]
+        cr = [b["cpu_us_per_req"] / a["cpu_us_per_req"] for a, b in pairs
+              if a["cpu_us_per_req"] and b["cpu_us_per_req"]]
+        med, lo, hi = median_interval(rr)
+        errors = sum(a["errors"] + b["errors"] for a, b in pairs)
+        cpu = f"{statistics.median(cr):.3f}" if cr else "—"
+        goal = "met" if med >= 0.95 else "not met"
+        lines.append(f"| {arr} | {conns} | {len(pairs)} | {med:.3f} | {lo:.3f} – {hi:.3f} | {min(rr):.3f} "
+                     f"| {max(rr):.3f} | {cpu} | {errors:,} | {goal} |")
+    return "\n".join(lines)
+
+
 def make_certificate(workdir):
     """A self-signed ECDSA P-256 certificate for *.apigw.localhost (and
     localhost), for apigw and nginx-tls alike."""
@@ -1154,6 +1217,8 @@ def main():
                     help="also run a second apigw with the metrics listener and a file access "
                          "log on (target apigw-full-log; its rps against apigw-full, same run)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per target and connection count [3]")
+    ap.add_argument("--pairs", type=int, default=20,
+                    help="section logging: A/B pairs of apigw-full and apigw-full-log runs [20]")
     ap.add_argument("--duration", type=int, default=None, help="seconds per wrk run [10; 3 with --quick]")
     ap.add_argument("--warmup", type=int, default=None,
                     help="seconds of unrecorded warm-up per target and connection count [2; 1 with --quick]")
@@ -1173,7 +1238,9 @@ def main():
                          "the machine to be < 10%% busy [60]")
     ap.add_argument("--sections", default="plain,tls,h2",
                     help="comma list of plain (HTTP/1.1 table), tls (wrk over https: keep-alive and "
-                         "new handshakes, apigw vs nginx-tls), h2 (h2load over TLS) [all]")
+                         "new handshakes, apigw vs nginx-tls), h2 (h2load over TLS), logging "
+                         "(--pairs back-to-back A/B runs of apigw full with and without metrics + "
+                         "access log; implies --telemetry) [plain,tls,h2]")
     ap.add_argument("--hyper-floor", default=None,
                     help="hyper floor binary [$CARGO_TARGET_DIR/release/examples/hyper_floor]")
     ap.add_argument("--no-build", action="store_true",
@@ -1186,12 +1253,16 @@ def main():
     duration = args.duration or (3 if args.quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     arrangements = [a.strip() for a in args.arrangements.split(",") if a.strip()]
-    if args.telemetry:
-        TARGETS.append("apigw-full-log")
     args.sections = {x.strip() for x in args.sections.split(",") if x.strip()}
     for x in args.sections:
         if x not in SECTIONS:
             die(f"unknown section {x!r} ({', '.join(SECTIONS)})")
+    if "logging" in args.sections:
+        args.telemetry = True
+        if args.pairs < 6:
+            die("--pairs: at least 6 (the median's 95 % interval needs them)")
+    if args.telemetry:
+        TARGETS.append("apigw-full-log")
     for a in arrangements:
         if a not in ARRANGEMENTS:
             die(f"unknown arrangement {a!r} (pin1, free2)")
@@ -1260,6 +1331,7 @@ def main():
 
     results = {}
     tls_results = {}
+    pair_results = {}
     setup = None
     all_runs = []
 
@@ -1306,6 +1378,13 @@ def main():
                             f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms cpu {cpu} us/req "
                             f"errors {r['errors']} other-cpu {r['other_cpu_pct']:.0f}%")
                 results[(arr, conns)] = {t: summarize(v) for t, v in per_runs.items()}
+            if "logging" in args.sections:
+                for conns in conn_list:
+                    wait_idle(args.wait_idle)
+                    pairs = logging_pairs(args, setup, arr, conns, duration, warmup, wrk_threads,
+                                          outdir)
+                    all_runs += [r for pair in pairs for r in pair]
+                    pair_results[(arr, conns)] = pairs
             for conns in conn_list:
                 targets = []
                 if "tls" in args.sections:
@@ -1347,6 +1426,8 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
 
     out = table(results, args) if results else ""
+    if pair_results:
+        out += ("\n\n" if out else "") + pairs_table(pair_results)
     if tls_results:
         out += ("\n\n" if out else "") + "TLS and HTTP/2 (apigw bench-plain over its TLS listener vs " \
             "nginx-tls, same certificate, same run):\n\n" + tls_table(tls_results)
