@@ -99,6 +99,7 @@ NGINX_GW_KEY = "bench-key-0001-aaaaaaaaaaaaaaaaaaaa"
 
 BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT = 9001, 8081, 8082, 8083, 8084
 FLOOR_PORT = 8085
+GATEWAY_LOG_PORT = 8086
 TLS_PORT = 8443
 
 # Row order of the table (and of round 0; later rounds rotate it).
@@ -114,6 +115,7 @@ LABELS = {
     "nginx-gateway": "nginx-gateway",
     "apigw-full": "apigw full pipeline",
     "apigw-full-log": "apigw full + metrics + access log",
+    "nginx-gateway-log": "nginx-gateway + access log",
 }
 # The TLS section's targets (wrk over https) and the h2 section's (h2load).
 TLS_TARGETS = ["nginx-tls", "apigw-tls", "nginx-tls-new", "apigw-tls-new"]
@@ -470,10 +472,12 @@ class Setup:
     def logfile(self, name):
         return open(os.path.join(self.outdir, f"{self.arr}-{name}.log"), "ab")
 
-    def nginx(self, name, conf_src, port, workers, keepalive=None):
+    def nginx(self, name, conf_src, port, workers, keepalive=None, transform=None):
         prefix = os.path.join(self.work, name)
         os.makedirs(os.path.join(prefix, "tmp"))
         text = open(conf_src).read()
+        if transform is not None:
+            text = transform(text, prefix)
         if keepalive is not None:
             text, n = re.subn(r"keepalive\s+\d+;", f"keepalive {keepalive};", text)
             if n != 1:
@@ -493,7 +497,8 @@ class Setup:
         a = self.args
         peers = a.peers
         tls_on = bool({"tls", "h2"} & a.sections)
-        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT, FLOOR_PORT) + \
+        for port in (BACKEND_PORT, PROXY_PORT, GATEWAY_PORT, HAPROXY_PORT, RELAY_PORT, FLOOR_PORT,
+                     GATEWAY_LOG_PORT) + \
                 ((TLS_PORT,) if tls_on else ()):
             if port_in_use(port):
                 die(f"port {port} is already in use by something this script did not start")
@@ -583,6 +588,10 @@ backend be_relay
 
         if getattr(a, "telemetry", False):
             self.start_logged_apigw()
+        if "logging" in a.sections:
+            self.pids["nginx-gateway-log"] = self.nginx(
+                "nginx-gateway-log", os.path.join(peers, "nginx-gateway.conf"), GATEWAY_LOG_PORT,
+                self.workers, a.gateway_keepalive, transform=nginx_json_log)
 
         port = self.apigw_port
         self.targets = {
@@ -629,6 +638,10 @@ backend be_relay
                  f"x-scp-apikey: {lcfg['key']}",
                  f"Origin: {ORIGIN}"])
             self.proxy_of["apigw-full-log"] = self.pids["apigw-log"]
+        if "nginx-gateway-log" in self.pids:
+            self.targets["nginx-gateway-log"] = (f"http://127.0.0.1:{GATEWAY_LOG_PORT}/",
+                                                 self.targets["nginx-gateway"][1])
+            self.proxy_of["nginx-gateway-log"] = self.pids["nginx-gateway-log"]
         for t in TLS_TARGETS + H2_TARGETS:
             self.proxy_of[t] = self.pids["apigw"] if t.startswith("apigw") else self.pids.get("nginx-tls")
 
@@ -801,6 +814,11 @@ def check_targets(setup):
             for must in ("access-control-allow-origin", "x-ratelimit-limit"):
                 if must not in head:
                     failed.append(f"{t}: answer lacks {must}")
+    if "nginx-gateway-log" in setup.targets:
+        url, headers = setup.targets["nginx-gateway-log"]
+        code, _ = curl(url, headers)
+        if code != "200":
+            failed.append(f"nginx-gateway-log: HTTP {code} from {url}")
     # The full stage's filters are really on.
     url, headers = setup.targets["apigw-full"]
     no_token = [h for h in headers if not h.startswith("Authorization")]
@@ -884,29 +902,80 @@ def run_wrk(args, setup, target, conns, seconds, wrk_threads, raw_path=None):
     }
 
 
+# The logging section's pairs: (without, with) logging.
+LOG_PAIRS = (("apigw-full", "apigw-full-log"), ("nginx-gateway", "nginx-gateway-log"))
+
+
+def nginx_json_log(text, prefix):
+    """nginx-gateway.conf with a JSON access log of the fields apigw's line
+    has (time, request id, trace id, api, stage, resource path, method,
+    status, latency, integration latency, bytes in and out, client, key id,
+    auth id, error), buffered 64 KiB (nginx's largest), on its own port."""
+    fmt = ("'{\"time\":\"$time_iso8601\",\"request_id\":\"$request_id\","
+           "\"trace_id\":\"$request_id\",\"api\":\"0123456789abcdef0123456789abcdef\","
+           "\"stage\":\"full\",\"resource_path\":\"/bench\",\"method\":\"$request_method\","
+           "\"status\":$status,\"latency_ms\":$request_time,"
+           "\"integration_latency_ms\":\"$upstream_response_time\","
+           "\"bytes_in\":$request_length,\"bytes_out\":$bytes_sent,"
+           "\"client\":\"$remote_addr\",\"api_key_id\":\"$scp_client-0123456789abcdef0123\","
+           "\"auth_id\":null,\"error\":null}'")
+    text, n = re.subn(r"(?m)^(\s*)access_log off;",
+                      lambda m: (f"{m.group(1)}log_format gwjson escape=json {fmt};\n"
+                                 f"{m.group(1)}access_log {prefix}/access.log gwjson buffer=64k;"),
+                      text)
+    if n != 1:
+        die("nginx-gateway.conf: expected one 'access_log off;' line")
+    text, n = re.subn(r"listen\s+127\.0\.0\.1:\d+", f"listen 127.0.0.1:{GATEWAY_LOG_PORT}", text)
+    if n != 1:
+        die("nginx-gateway.conf: expected one 'listen 127.0.0.1:PORT' line")
+    return text
+
+
+def log_line_size(setup, target):
+    """Bytes per line of a logging target's access log so far, or None."""
+    path = {"apigw-full-log": os.path.join(setup.work, "apigw-log", "access.log"),
+            "nginx-gateway-log": os.path.join(setup.work, "nginx-gateway-log", "access.log")}.get(target)
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - (1 << 20)))
+            tail = f.read().split(b"\n")[1:-1]
+        return sum(len(x) + 1 for x in tail) / len(tail) if tail else None
+    except (OSError, TypeError):
+        return None
+
+
 def logging_pairs(args, setup, arr, conns, seconds, warmup, wrk_threads, outdir):
     """Issue 10's logging cost, measured as A/B pairs: apigw-full and
     apigw-full-log (the same stage on a second process with metrics and a
-    file access log on) run back to back, in ABBA order, --pairs times. A
-    pair's two runs share the machine's state of the moment, so the ratio
-    within a pair is steadier than the ratio of medians over rounds far
-    apart when the machine's speed drifts."""
+    file access log on), and for comparison nginx-gateway without and with
+    a JSON access log of the same fields, each run back to back, in ABBA
+    order, --pairs times. A pair's two runs share the machine's state of
+    the moment, so the ratio within a pair is steadier than the ratio of
+    medians over rounds far apart when the machine's speed drifts."""
     if warmup > 0:
-        for t in ("apigw-full", "apigw-full-log"):
-            run_wrk(args, setup, t, conns, warmup, wrk_threads)
-    pairs = []
+        for pair in LOG_PAIRS:
+            for t in pair:
+                run_wrk(args, setup, t, conns, warmup, wrk_threads)
+    pairs = {pair: [] for pair in LOG_PAIRS}
     for i in range(args.pairs):
-        order = ("apigw-full", "apigw-full-log") if i % 2 == 0 else ("apigw-full-log", "apigw-full")
-        got = {}
-        for t in order:
-            raw = os.path.join(outdir, f"{arr}-c{conns}-pair{i + 1}-{t}.txt")
-            r = run_wrk(args, setup, t, conns, seconds, wrk_threads, raw)
-            r.update({"arrangement": arr, "conns": conns, "target": t, "pair": i + 1})
-            got[t] = r
-        a, b = got["apigw-full"], got["apigw-full-log"]
-        log(f"  {arr} c{conns} pair {i + 1:2d} full {a['rps']:>9,.0f} rps, full+log {b['rps']:>9,.0f} rps: "
-            f"{b['rps'] / a['rps']:.3f}  errors {a['errors'] + b['errors']}")
-        pairs.append((a, b))
+        for base, logged in LOG_PAIRS:
+            order = (base, logged) if i % 2 == 0 else (logged, base)
+            got = {}
+            for t in order:
+                raw = os.path.join(outdir, f"{arr}-c{conns}-pair{i + 1}-{t}.txt")
+                r = run_wrk(args, setup, t, conns, seconds, wrk_threads, raw)
+                r.update({"arrangement": arr, "conns": conns, "target": t, "pair": i + 1})
+                got[t] = r
+            a, b = got[base], got[logged]
+            log(f"  {arr} c{conns} pair {i + 1:2d} {base} {a['rps']:>9,.0f} rps, {logged} "
+                f"{b['rps']:>9,.0f} rps: {b['rps'] / a['rps']:.3f}  errors {a['errors'] + b['errors']}")
+            pairs[(base, logged)].append((a, b))
+    for (_, logged), runs in pairs.items():
+        size = log_line_size(setup, logged)
+        for _, b in runs:
+            b["log_bytes_per_line"] = size
     return pairs
 
 
@@ -928,21 +997,26 @@ def median_interval(xs, level=0.95):
 
 def pairs_table(pair_results):
     lines = ["Logging cost, A/B pairs (section logging): apigw full + metrics + access log against "
-             "apigw full, the two runs of each pair back to back (ABBA order); ratio = with / without "
-             "logging, median over the pairs with its distribution-free 95 % interval:", "",
-             "| arrangement | conns | pairs | rps ratio median | 95 % interval | min | max "
-             "| CPU/req ratio median | errors | goal (issue 10: ≥ 0.95) |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
-    for (arr, conns), pairs in pair_results.items():
-        rr = [b["rps"] / a["rps"] for a, b in pairs]
-        cr = [b["cpu_us_per_req"] / a["cpu_us_per_req"] for a, b in pairs
-              if a["cpu_us_per_req"] and b["cpu_us_per_req"]]
-        med, lo, hi = median_interval(rr)
-        errors = sum(a["errors"] + b["errors"] for a, b in pairs)
-        cpu = f"{statistics.median(cr):.3f}" if cr else "—"
-        goal = "met" if med >= 0.95 else "not met"
-        lines.append(f"| {arr} | {conns} | {len(pairs)} | {med:.3f} | {lo:.3f} – {hi:.3f} | {min(rr):.3f} "
-                     f"| {max(rr):.3f} | {cpu} | {errors:,} | {goal} |")
+             "apigw full, and nginx-gateway with a JSON access log of the same fields against "
+             "nginx-gateway; the two runs of each pair back to back (ABBA order); ratio = with / "
+             "without logging, median over the pairs with its distribution-free 95 % interval:", "",
+             "| arrangement | conns | comparison | pairs | rps ratio median | 95 % interval | min | max "
+             "| CPU/req ratio median | log bytes/line | errors | goal (issue 10: apigw ≥ 0.95) |",
+             "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    for (arr, conns), by_pair in pair_results.items():
+        for (base, logged), pairs in by_pair.items():
+            rr = [b["rps"] / a["rps"] for a, b in pairs]
+            cr = [b["cpu_us_per_req"] / a["cpu_us_per_req"] for a, b in pairs
+                  if a["cpu_us_per_req"] and b["cpu_us_per_req"]]
+            med, lo, hi = median_interval(rr)
+            errors = sum(a["errors"] + b["errors"] for a, b in pairs)
+            cpu = f"{statistics.median(cr):.3f}" if cr else "—"
+            size = pairs[-1][1].get("log_bytes_per_line")
+            size = f"{size:.0f}" if size else "—"
+            goal = ("met" if med >= 0.95 else "not met") if base == "apigw-full" else "(reference)"
+            lines.append(f"| {arr} | {conns} | {LABELS[logged]} / {LABELS[base]} | {len(pairs)} | {med:.3f} "
+                         f"| {lo:.3f} – {hi:.3f} | {min(rr):.3f} | {max(rr):.3f} | {cpu} | {size} "
+                         f"| {errors:,} | {goal} |")
     return "\n".join(lines)
 
 
@@ -1383,7 +1457,7 @@ def main():
                     wait_idle(args.wait_idle)
                     pairs = logging_pairs(args, setup, arr, conns, duration, warmup, wrk_threads,
                                           outdir)
-                    all_runs += [r for pair in pairs for r in pair]
+                    all_runs += [r for runs in pairs.values() for pair in runs for r in pair]
                     pair_results[(arr, conns)] = pairs
             for conns in conn_list:
                 targets = []
