@@ -1149,6 +1149,16 @@ def fmt_int(x):
     return f"{x:,.0f}"
 
 
+def ratios(a, b):
+    """rps, p99, CPU and user CPU per request of summary a over summary b
+    (nan where b has no figure)."""
+    nan = float("nan")
+
+    def over(k):
+        return a[k] / b[k] if a.get(k) and b.get(k) else nan
+    return a["rps_median"] / b["rps_median"], over("p99_ms"), over("cpu_us_per_req"), over("user_us_per_req")
+
+
 def table(results, args):
     lines = []
     lines.append("| arrangement | target | conns | rps median | rps min | rps max | p50 ms | p99 ms "
@@ -1179,13 +1189,7 @@ def table(results, args):
                                  ("apigw-full-log", "apigw-full", ("rps", 0.95, None))):
             if ours not in per or peer not in per:
                 continue
-            a, b = per[ours], per[peer]
-            rr = a["rps_median"] / b["rps_median"]
-            pr = a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
-            cr = (a["cpu_us_per_req"] / b["cpu_us_per_req"]
-                  if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
-            ur = (a["user_us_per_req"] / b["user_us_per_req"]
-                  if a.get("user_us_per_req") and b.get("user_us_per_req") else float("nan"))
+            rr, pr, cr, ur = ratios(per[ours], per[peer])
             _, want, p99_max = goal
             ok = rr >= want and (p99_max is None or pr <= p99_max)
             goal_s = (f"rps ≥ {want}×" + (f" and p99 ≤ {p99_max}×" if p99_max else "")
@@ -1196,11 +1200,7 @@ def table(results, args):
         for peer in ("nginx-gateway", "nginx-proxy", "haproxy"):
             if "tcp-relay" not in per or peer not in per:
                 continue
-            a, b = per["tcp-relay"], per[peer]
-            rr = a["rps_median"] / b["rps_median"]
-            pr = a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
-            cr = (a["cpu_us_per_req"] / b["cpu_us_per_req"]
-                  if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
+            rr, pr, cr, _ = ratios(per["tcp-relay"], per[peer])
             lines.append(f"| {arr} | {conns} | {LABELS['tcp-relay']} / {peer} | {rr:.2f} | {pr:.2f} "
                          f"| {cr:.2f} | | ceiling: no HTTP proxy exceeds this |")
         # The hyper floor does none of the gateway's work: what it reaches
@@ -1213,13 +1213,7 @@ def table(results, args):
                                  ("apigw-full", "hyper-floor", "apigw's own cost, full pipeline")):
             if ours not in per or peer not in per:
                 continue
-            a, b = per[ours], per[peer]
-            rr = a["rps_median"] / b["rps_median"]
-            pr = a["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
-            cr = (a["cpu_us_per_req"] / b["cpu_us_per_req"]
-                  if a["cpu_us_per_req"] and b["cpu_us_per_req"] else float("nan"))
-            ur = (a["user_us_per_req"] / b["user_us_per_req"]
-                  if a.get("user_us_per_req") and b.get("user_us_per_req") else float("nan"))
+            rr, pr, cr, ur = ratios(per[ours], per[peer])
             lines.append(f"| {arr} | {conns} | {LABELS[ours]} / {peer} | {rr:.2f} | {pr:.2f} | {cr:.2f} "
                          f"| {ur:.2f} | {note} |")
     lines += budget(results)
